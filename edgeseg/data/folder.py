@@ -1,0 +1,87 @@
+"""A user's own data: ``root/images/*`` (any format Pillow reads), ``root/masks/<stem>.png``
+(class index per pixel, 255 = ignore) and ``root/classes.txt`` (one class name per line).
+If ``root/train`` and ``root/val`` exist they are used as the split roots.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edgeseg.data.base import IGNORE_INDEX, DatasetInfo, SegDataset
+from edgeseg.errors import DataError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def load_image(path: str | Path, channels: int = 3) -> np.ndarray:
+    """Read an image file into C×H×W float32 in [0, 1] (RGB for 3 channels, grey for 1)."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"image not found: {path}", "check the path")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in ("I;16", "I;16B", "I"):
+                arr = np.asarray(im, dtype=np.float32)
+                arr = arr / max(float(arr.max()), 1.0)
+                arr = np.repeat(arr[None], channels, axis=0)
+                return arr.astype(np.float32)
+            im = im.convert("RGB" if channels == 3 else "L")
+            arr = np.asarray(im, dtype=np.float32) / 255.0
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise DataError(f"{path} is not a readable image ({type(e).__name__})", "pass a PNG/JPEG/TIFF image file") from None
+    if channels not in (1, 3):
+        raise DataError(f"cannot load an image as {channels} channels", "use a model with 1 or 3 input channels")
+    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1).copy()
+
+
+def load_mask(path: Path, num_classes: int) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            if im.mode not in ("L", "P", "I", "I;16"):
+                raise DataError(f"mask {path} has mode {im.mode}", "save masks as single-channel PNGs of class indices")
+            mask = np.asarray(im, dtype=np.int64)
+    except (UnidentifiedImageError, OSError) as e:
+        raise DataError(f"mask {path} is not a readable image ({type(e).__name__})", "save masks as PNG") from None
+    bad = (mask >= num_classes) & (mask != IGNORE_INDEX)
+    if bad.any():
+        raise DataError(f"mask {path} has class index {int(mask[bad].max())} but classes.txt lists {num_classes} classes",
+                        "fix the mask or add the class name")
+    return mask
+
+
+def folder(root: str | Path, split: str = "train", channels: int = 3, transform=None) -> SegDataset:
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"data folder not found: {root}", "pass a folder holding images/, masks/ and classes.txt")
+    split_root = root / split if (root / split).is_dir() else root
+    classes_file = root / "classes.txt" if (root / "classes.txt").is_file() else split_root / "classes.txt"
+    if not classes_file.is_file():
+        raise DataError(f"no classes.txt in {root}", "write one class name per line into classes.txt")
+    class_names = tuple(line.strip() for line in classes_file.read_text().splitlines() if line.strip())
+    if len(class_names) < 2:
+        raise DataError(f"{classes_file} lists {len(class_names)} class(es)", "list at least two classes")
+    image_paths = sorted(p for p in (split_root / "images").glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not image_paths:
+        raise DataError(f"no images in {split_root / 'images'}", "put the images in an images/ subfolder")
+    images, masks = [], []
+    for p in image_paths:
+        mask_path = split_root / "masks" / (p.stem + ".png")
+        if not mask_path.is_file():
+            raise DataError(f"no mask for {p.name} (looked for {mask_path})", "give every image a PNG mask of the same name")
+        image = load_image(p, channels)
+        mask = load_mask(mask_path, len(class_names))
+        if mask.shape != image.shape[1:]:
+            raise DataError(f"mask {mask_path.name} is {mask.shape} but its image is {image.shape[1:]}", "masks must match image size")
+        images.append(image)
+        masks.append(mask)
+    mean, std = (IMAGENET_MEAN, IMAGENET_STD) if channels == 3 else ((0.5,), (0.25,))
+    info = DatasetInfo(name=f"folder:{root.name}", class_names=class_names, in_channels=channels, mean=mean, std=std)
+    return SegDataset(info, images, masks, transform)

@@ -1,0 +1,24 @@
+"""Evaluate any Session on a data set: the FCN paper's four metrics and per-class IoU."""
+from __future__ import annotations
+
+from tqdm import tqdm
+
+from edgeseg.metrics import ConfusionMatrix, SemanticScores
+from edgeseg.runtime import Session, labels_from_logits, preprocess
+
+
+def evaluate(session: Session, dataset, limit: int | None = None, progress: bool = True) -> SemanticScores:
+    meta = session.meta
+    if dataset.info.in_channels != meta.in_channels:
+        from edgeseg.errors import DataError
+
+        raise DataError(f"data set '{dataset.info.name}' has {dataset.info.in_channels}-channel images but the model takes "
+                        f"{meta.in_channels}", "evaluate on the data set the model was trained for")
+    cm = ConfusionMatrix(meta.num_classes, meta.ignore_index)
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    for i in tqdm(range(n), desc=f"eval {meta.model} [{session.backend} {session.precision}]", disable=not progress, leave=False):
+        image, mask = dataset.raw(i)
+        x, size = preprocess(image, meta)
+        logits = session.run(x)[meta.logits_output]
+        cm.update(labels_from_logits(logits, size)[0], mask)
+    return cm.scores()

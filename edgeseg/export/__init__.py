@@ -1,0 +1,147 @@
+"""torch -> ONNX: the dynamo exporter (legacy fallback), dynamic batch/H/W, graph surgery, checker,
+and the edgeseg metadata contract. Writes atomically."""
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import onnx
+import torch
+from torch import nn
+
+import edgeseg
+from edgeseg.errors import ExportError
+from edgeseg.export import surgery
+from edgeseg.export.metadata import ModelMeta, load_onnx, read_metadata, write_metadata
+from edgeseg.io import atomic_path
+
+OPSET = 20  # ORT's CPU RoiAlign stops at 21 and DeformConv starts at 19
+
+
+class _TupleOutputs(nn.Module):
+    """Exports a module returning a tensor or a dict of tensors as a tuple in a fixed key order."""
+
+    def __init__(self, model: nn.Module, keys: list[str] | None):
+        super().__init__()
+        self.model, self.keys = model, keys
+
+    def forward(self, x):
+        out = self.model(x)
+        if self.keys is None:
+            return out
+        return tuple(out[k] for k in self.keys)
+
+
+def output_keys(model: nn.Module, sample: torch.Tensor) -> tuple[list[str] | None, dict[str, torch.Tensor]]:
+    """The dict keys the model returns (None for a bare tensor, exported as "logits") and its outputs."""
+    with torch.no_grad():
+        out = model(sample)
+    if isinstance(out, torch.Tensor):
+        return None, {"logits": out}
+    if isinstance(out, dict) and out and all(isinstance(v, torch.Tensor) for v in out.values()):
+        return list(out.keys()), dict(out)
+    raise ExportError(f"the model returns {type(out).__name__}", "return a tensor of logits or a dict of tensors")
+
+
+def export_onnx(model: nn.Module, path: str | Path, *, meta: ModelMeta | None = None,
+                sample: torch.Tensor | None = None, opset: int = OPSET, dynamic: bool = True,
+                exporter: str = "dynamo") -> ModelMeta:
+    """Export ``model`` to ``path`` and return the metadata written into it.
+
+    ``meta`` describes pre/post-processing (class names, mean/std...); defaults come from the model's
+    ``edgeseg_config`` where it has one. ``exporter`` is ``dynamo`` (falls back to ``legacy`` with a
+    warning where dynamo cannot trace the model) or ``legacy``.
+    """
+    meta = meta or default_meta(model)
+    if sample is None:
+        side = max(4 * meta.size_divisor, 128)
+        sample = torch.randn(1, meta.in_channels, side, side)
+    was_training = model.training
+    model.eval()
+    try:
+        keys, outputs = output_keys(model, sample)
+        names = keys or ["logits"]
+        meta.outputs = {k: meta.outputs.get(k, "model output") for k in names}
+        if meta.logits_output not in names:
+            meta.logits_output = "out" if "out" in names else names[0]
+        if not meta.class_names:  # a foreign model: take the class count from its logits
+            meta.class_names = [f"class_{i}" for i in range(outputs[meta.logits_output].shape[1])]
+        wrapped = _TupleOutputs(model, keys).eval()
+        proto = _run_exporter(wrapped, sample, meta.input_name, names, opset, dynamic, exporter)
+    finally:
+        model.train(was_training)
+    proto = surgery.rename_io(surgery.clean(proto), meta.input_name, names)
+    meta.edgeseg_version = edgeseg.__version__
+    write_metadata(proto, meta)
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except onnx.checker.ValidationError as e:
+        raise ExportError(f"the exported graph fails onnx.checker: {str(e).splitlines()[0]}", "report this as an edgeseg bug") from None
+    with atomic_path(path) as tmp:
+        onnx.save(proto, str(tmp))
+    return meta
+
+
+def _run_exporter(wrapped, sample, input_name, names, opset, dynamic, exporter) -> onnx.ModelProto:
+    if exporter not in ("dynamo", "legacy"):
+        raise ExportError(f"unknown exporter '{exporter}'", "use 'dynamo' or 'legacy'")
+    if exporter == "dynamo":
+        auto = torch.export.Dim.AUTO
+        shapes = {"x": {0: auto, 2: auto, 3: auto}} if dynamic else None
+        try:
+            with warnings.catch_warnings(), _quiet_exporter():
+                warnings.simplefilter("ignore")
+                program = torch.onnx.export(wrapped, (sample,), dynamo=True, opset_version=opset,
+                                            input_names=[input_name], output_names=names,
+                                            dynamic_shapes=shapes, verbose=False)
+            return program.model_proto
+        except Exception as e:  # the dynamo exporter raises many error types; the legacy one may still work
+            warnings.warn(f"dynamo export failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); using the legacy exporter")
+    import io
+
+    axes = {input_name: {0: "batch", 2: "height", 3: "width"}} if dynamic else None
+    if axes:
+        axes.update({n: {0: "batch"} for n in names})
+    buf = io.BytesIO()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(wrapped, (sample,), buf, dynamo=False, opset_version=opset, input_names=[input_name],
+                              output_names=names, dynamic_axes=axes, do_constant_folding=True)
+    except Exception as e:
+        raise ExportError(f"both ONNX exporters failed: {type(e).__name__}: {str(e).splitlines()[0][:300]}",
+                          "make forward traceable (no Python-side state, tensor outputs only)") from None
+    return onnx.load_from_string(buf.getvalue())
+
+
+class _quiet_exporter:
+    """The dynamo exporter logs its progress at INFO/WARNING; keep the user's console clean."""
+
+    def __enter__(self):
+        self.loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")]
+        self.levels = [lg.level for lg in self.loggers]
+        for lg in self.loggers:
+            lg.setLevel(logging.ERROR)
+
+    def __exit__(self, *exc):
+        for lg, lvl in zip(self.loggers, self.levels):
+            lg.setLevel(lvl)
+
+
+def default_meta(model: nn.Module) -> ModelMeta:
+    cfg = dict(getattr(model, "edgeseg_config", {}) or {})
+    num_classes = cfg.get("num_classes", 0)
+    in_channels = cfg.get("in_channels", 3)
+    return ModelMeta(
+        model=cfg.get("name", type(model).__name__),
+        class_names=cfg.pop("class_names", None) or [f"class_{i}" for i in range(num_classes)],
+        in_channels=in_channels,
+        mean=[0.485, 0.456, 0.406] if in_channels == 3 else [0.5] * in_channels,
+        std=[0.229, 0.224, 0.225] if in_channels == 3 else [0.25] * in_channels,
+        size_divisor=getattr(model, "size_divisor", 32),
+        config=cfg,
+    )
+
+
+__all__ = ["OPSET", "ModelMeta", "export_onnx", "load_onnx", "read_metadata"]

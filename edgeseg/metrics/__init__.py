@@ -1,0 +1,3 @@
+from edgeseg.metrics.semantic import ConfusionMatrix, SemanticScores
+
+__all__ = ["ConfusionMatrix", "SemanticScores"]

@@ -1,0 +1,115 @@
+"""Parity: a candidate backend/precision against the PyTorch reference, on the metric that matters.
+
+Reports max and p99 abs error of the logits, argmax agreement, and (with ground truth) the mIoU of
+both and its drop, then pass/fail against ``edgeseg.tolerances``.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Iterable
+
+import numpy as np
+
+from edgeseg.metrics import ConfusionMatrix
+from edgeseg.runtime import Session
+from edgeseg.tolerances import tolerance
+
+
+@dataclass
+class ParityReport:
+    precision: str
+    max_abs: float = 0.0
+    p99_abs: float = 0.0
+    ref_max_abs: float = 0.0
+    argmax_agreement: float = 1.0
+    miou_reference: float | None = None
+    miou_candidate: float | None = None
+    pixels: int = 0
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    @property
+    def miou_drop(self) -> float | None:
+        if self.miou_reference is None or self.miou_candidate is None:
+            return None
+        return self.miou_reference - self.miou_candidate
+
+    def summary(self) -> str:
+        parts = [f"{self.precision}: max|Δ| {self.max_abs:.3g} (p99 {self.p99_abs:.3g}, |ref| ≤ {self.ref_max_abs:.3g})",
+                 f"argmax agreement {100 * self.argmax_agreement:.3f}%"]
+        if self.miou_drop is not None:
+            parts.append(f"mIoU {self.miou_reference:.4f} -> {self.miou_candidate:.4f} (Δ {100 * self.miou_drop:+.2f} pts)")
+        parts.append("PASS" if self.passed else "FAIL: " + "; ".join(self.failures))
+        return ", ".join(parts)
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "passed": self.passed, "miou_drop": self.miou_drop}
+
+
+def compare(reference: Session, candidate: Session, batches: Iterable[tuple[np.ndarray, np.ndarray | None]],
+            precision: str | None = None) -> ParityReport:
+    """Run both sessions on each (batch, labels-or-None) and judge the logits by the tolerance table."""
+    precision = precision or candidate.precision
+    tol = tolerance(precision, "logits")
+    meta = reference.meta
+    report = ParityReport(precision)
+    key_ref, key_out = reference.meta.logits_output, candidate.meta.logits_output
+    errors, agree, total = [], 0, 0
+    cm_ref = cm_out = None
+    for batch, labels in batches:
+        ref = reference.run(batch)[key_ref]
+        out = candidate.run(batch)[key_out]
+        if ref.shape != out.shape:
+            report.failures.append(f"output shape {out.shape} != reference {ref.shape}")
+            return report
+        diff = np.abs(ref - out)
+        report.max_abs = max(report.max_abs, float(diff.max()))
+        report.ref_max_abs = max(report.ref_max_abs, float(np.abs(ref).max()))
+        errors.append(np.percentile(diff, 99))
+        a_ref, a_out = ref.argmax(1), out.argmax(1)
+        agree += int((a_ref == a_out).sum())
+        total += a_ref.size
+        if labels is not None:
+            if cm_ref is None:
+                cm_ref = ConfusionMatrix(ref.shape[1], meta.ignore_index)
+                cm_out = ConfusionMatrix(ref.shape[1], meta.ignore_index)
+            lab = labels[:, : a_ref.shape[1], : a_ref.shape[2]]
+            cm_ref.update(a_ref[:, : lab.shape[1], : lab.shape[2]], lab)
+            cm_out.update(a_out[:, : lab.shape[1], : lab.shape[2]], lab)
+    if total == 0:
+        report.failures.append("no batches were compared")
+        return report
+    report.p99_abs = float(max(errors))
+    report.argmax_agreement = agree / total
+    report.pixels = total
+    if cm_ref is not None:
+        report.miou_reference = cm_ref.scores().miou
+        report.miou_candidate = cm_out.scores().miou
+    bound = None if tol.atol is None else tol.atol + tol.rtol * report.ref_max_abs
+    if bound is not None and report.max_abs > bound:
+        report.failures.append(f"max|Δ| {report.max_abs:.3g} > {bound:.3g}")
+    if report.argmax_agreement < tol.min_argmax_agreement:
+        report.failures.append(f"argmax agreement {100 * report.argmax_agreement:.3f}% < {100 * tol.min_argmax_agreement:.1f}%")
+    if report.miou_drop is not None and report.miou_drop > tol.max_miou_drop:
+        report.failures.append(f"mIoU drop {100 * report.miou_drop:.2f} pts > {100 * tol.max_miou_drop:.2f}")
+    return report
+
+
+def dataset_batches(dataset, meta, limit: int | None = None):
+    """(1×C×H×W normalised + padded batch, 1×H×W labels) for the first ``limit`` images of a data set."""
+    from edgeseg.runtime import preprocess
+
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    for i in range(n):
+        image, mask = dataset.raw(i)
+        x, _ = preprocess(image, meta)
+        yield x, mask[None]
+
+
+def random_batches(meta, sizes: list[tuple[int, int]], batch: int = 1, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    for h, w in sizes:
+        yield rng.standard_normal((batch, meta.in_channels, h, w)).astype(np.float32), None

@@ -1,0 +1,86 @@
+"""INT8 by ONNX Runtime static quantization to explicit Q/DQ (symmetric, per-channel weights: the
+form TensorRT consumes), and FP16 with FP32 inputs/outputs."""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from edgeseg.errors import EdgeSegError
+from edgeseg.export import surgery
+from edgeseg.export.metadata import ModelMeta, load_onnx, read_metadata, write_metadata
+from edgeseg.io import atomic_path
+
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+
+
+class _Reader:
+    """Feeds calibration batches to ORT's calibrator."""
+
+    def __init__(self, input_name: str, batches: list[np.ndarray]):
+        self.input_name = input_name
+        self.batches = iter(batches)
+
+    def get_next(self):
+        batch = next(self.batches, None)
+        return None if batch is None else {self.input_name: batch}
+
+
+def quantize_int8(src: str | Path, dst: str | Path, calibration: list[np.ndarray], method: str = "minmax",
+                  per_channel: bool = True) -> ModelMeta:
+    """Quantize ``src`` (an FP32 edgeseg ONNX) to a Q/DQ INT8 ``dst`` calibrated on ``calibration``
+    (a list of normalised N×C×H×W float32 batches)."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if method not in CALIBRATION_METHODS:
+        raise EdgeSegError(f"unknown calibration method '{method}'", f"use one of: {', '.join(CALIBRATION_METHODS)}")
+    if not calibration:
+        raise EdgeSegError("no calibration images", "give at least one image (--calib-images)")
+    proto = load_onnx(src)
+    meta = read_metadata(proto, src)
+    if meta.precision != "fp32":
+        raise EdgeSegError(f"{src} is already {meta.precision}", "quantize the FP32 export")
+    with tempfile.TemporaryDirectory() as tmp:
+        pre = Path(tmp) / "pre.onnx"
+        # Fold batch norm into convolutions first so each conv gets one Q/DQ pair.
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        out = Path(tmp) / "int8.onnx"
+        quantize_static(
+            str(pre), str(out), _Reader(meta.input_name, calibration),
+            quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+            per_channel=per_channel,
+            calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                              "percentile": CalibrationMethod.Percentile}[method],
+            # TensorRT takes symmetric (zero-point 0) INT8 only.
+            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+        )
+        return _finish(onnx.load(str(out)), meta, "int8", dst, {"calibration": method, "calibration_batches": len(calibration)})
+
+
+def convert_fp16(src: str | Path, dst: str | Path) -> ModelMeta:
+    """FP16 weights and compute; inputs and outputs stay FP32 so callers need not change."""
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    proto = load_onnx(src)
+    meta = read_metadata(proto, src)
+    if meta.precision != "fp32":
+        raise EdgeSegError(f"{src} is already {meta.precision}", "convert the FP32 export")
+    half = convert_float_to_float16(proto, keep_io_types=True, disable_shape_infer=True)
+    # The converter appends its input casts at the end of the node list.
+    return _finish(surgery.clean(half), meta, "fp16", dst, {})
+
+
+def _finish(proto: onnx.ModelProto, meta: ModelMeta, precision: str, dst, extra: dict) -> ModelMeta:
+    meta.precision = precision
+    meta.config = {**meta.config, **extra}
+    write_metadata(proto, meta)
+    onnx.checker.check_model(proto)
+    with atomic_path(dst) as tmp:
+        onnx.save(proto, str(tmp))
+    return meta
+
+
+__all__ = ["CALIBRATION_METHODS", "convert_fp16", "quantize_int8"]

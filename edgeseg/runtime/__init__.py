@@ -1,0 +1,48 @@
+"""Backends behind one Session protocol: ``torch`` (a checkpoint or nn.Module), ``onnxruntime``
+(any edgeseg ONNX, any precision) and ``tensorrt`` (engines; needs a GPU and TensorRT)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import nn
+
+from edgeseg.errors import BackendError
+from edgeseg.export.metadata import ModelMeta
+from edgeseg.runtime.base import Session, check_batch, labels_from_logits, preprocess
+
+BACKENDS = ("torch", "onnxruntime", "tensorrt")
+
+
+def meta_from_checkpoint_dict(config: dict, meta: dict) -> ModelMeta:
+    extra = meta.get("config", {})
+    return ModelMeta(model=config["name"], **{**meta, "config": {**config, **extra}})
+
+
+def open_session(target: str | Path | nn.Module, backend: str = "onnxruntime", meta: ModelMeta | None = None,
+                 **options) -> Session:
+    """``target``: an ONNX file (onnxruntime), a checkpoint or nn.Module (torch), an engine (tensorrt)."""
+    if backend == "onnxruntime":
+        from edgeseg.runtime.onnxruntime_backend import OnnxRuntimeSession
+
+        return OnnxRuntimeSession(target, **options)
+    if backend == "torch":
+        from edgeseg.runtime.torch_backend import TorchSession
+
+        if isinstance(target, nn.Module):
+            if meta is None:
+                from edgeseg.export import default_meta
+
+                meta = default_meta(target)
+            return TorchSession(target, meta, **options)
+        from edgeseg.models.checkpoint import load_checkpoint
+
+        model, payload = load_checkpoint(target)
+        return TorchSession(model, meta or meta_from_checkpoint_dict(payload["config"], payload["meta"]), **options)
+    if backend == "tensorrt":
+        from edgeseg.runtime.tensorrt_backend import TensorRTSession
+
+        return TensorRTSession(target, **options)
+    raise BackendError(f"unknown backend '{backend}'", f"use one of: {', '.join(BACKENDS)}")
+
+
+__all__ = ["BACKENDS", "Session", "check_batch", "labels_from_logits", "open_session", "preprocess"]

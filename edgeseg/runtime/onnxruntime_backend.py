@@ -1,0 +1,61 @@
+"""ONNX Runtime backend (CPU by default; CUDA/TensorRT execution providers where installed)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from edgeseg.errors import BackendError, OnnxFileError
+from edgeseg.export.metadata import load_onnx, read_metadata
+from edgeseg.runtime.base import check_batch
+
+
+def session_options(threads: int | None = None, custom_op_libraries: tuple[str, ...] = ()):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Spinning threads steal the cores PyTorch needs in the same process and skew side-by-side timing.
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    so.intra_op_num_threads = threads or (os.cpu_count() or 1)
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    for lib in custom_op_libraries:
+        if not Path(lib).is_file():
+            raise BackendError(f"custom-op library not found: {lib}", "build it with scripts/build_plugins.sh")
+        so.register_custom_ops_library(str(lib))
+    return so
+
+
+class OnnxRuntimeSession:
+    backend = "onnxruntime"
+
+    def __init__(self, path: str | Path, providers: list[str] | None = None, threads: int | None = None,
+                 custom_op_libraries: tuple[str, ...] = ()):
+        import onnxruntime as ort
+
+        proto = load_onnx(path)
+        self.meta = read_metadata(proto, path)
+        self.precision = self.meta.precision
+        self.path = Path(path)
+        available = ort.get_available_providers()
+        providers = providers or ["CPUExecutionProvider"]
+        missing = [p for p in providers if p not in available]
+        if missing:
+            raise BackendError(f"ONNX Runtime here has no {', '.join(missing)} (it has {', '.join(available)})",
+                               "install onnxruntime-gpu on a machine with CUDA, or use the CPU provider")
+        try:
+            self.session = ort.InferenceSession(proto.SerializeToString(), session_options(threads, custom_op_libraries),
+                                                providers=providers)
+        except Exception as e:  # ORT raises its own exception types for invalid graphs and missing custom ops
+            raise OnnxFileError(f"ONNX Runtime cannot load {path}: {str(e).splitlines()[0][:300]}",
+                                "check the model's opset and custom ops (tensorrt-flavour graphs need the custom-op library)") from None
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.input_dtype = np.float16 if self.session.get_inputs()[0].type == "tensor(float16)" else np.float32
+
+    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        batch = check_batch(batch, self.meta).astype(self.input_dtype, copy=False)
+        outs = self.session.run(self.output_names, {self.input_name: batch})
+        return {n: np.asarray(o, dtype=np.float32) for n, o in zip(self.output_names, outs)}

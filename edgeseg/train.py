@@ -1,0 +1,159 @@
+"""Training: SGD or AdamW, poly learning-rate decay, flip/scale/crop augmentation, optional U-Net
+weight map, progress bar, atomic checkpoints every epoch, resume.
+
+The budget is epochs or minutes (whichever ends first); the poly schedule runs over that budget, so a
+time-boxed run still anneals to zero.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from edgeseg.data import IGNORE_INDEX, SegDataset, get_dataset, normalize
+from edgeseg.data.transforms import TrainAugment
+from edgeseg.errors import EdgeSegError
+from edgeseg.models import create
+from edgeseg.models.checkpoint import read_checkpoint, save_checkpoint
+
+
+@dataclass
+class TrainConfig:
+    model: str
+    dataset: str = "lits"
+    model_args: dict = field(default_factory=dict)
+    dataset_args: dict = field(default_factory=dict)
+    epochs: int = 1000
+    minutes: float | None = None
+    batch_size: int = 8
+    optimizer: str = "adamw"
+    lr: float | None = None  # default: 2e-3 for AdamW, 0.01 for SGD
+    weight_decay: float = 1e-4
+    poly_power: float = 0.9
+    crop: int | None = None
+    scale: tuple[float, float] = (0.75, 1.25)
+    vflip: bool = False
+    weight_map: bool = False
+    seed: int = 0
+
+
+class _TrainView(Dataset):
+    """Raw image (+ weight map as an extra channel, so augmentation moves it too) -> augmented,
+    normalised image, mask, per-pixel weight."""
+
+    def __init__(self, ds: SegDataset, augment: TrainAugment, weights: list[np.ndarray] | None):
+        self.ds, self.augment, self.weights = ds, augment, weights
+
+    def __len__(self):
+        return len(self.ds)
+
+    def __getitem__(self, i):
+        image, mask = self.ds.raw(i)
+        image = torch.from_numpy(np.ascontiguousarray(image, np.float32))
+        mask = torch.from_numpy(np.ascontiguousarray(mask, np.int64))
+        if self.weights is not None:
+            image = torch.cat([image, torch.from_numpy(self.weights[i])[None]])
+        image, mask = self.augment(image, mask)
+        if self.weights is not None:
+            image, weight = image[:-1], image[-1]
+        else:
+            weight = torch.ones(mask.shape)
+        return normalize(image, self.ds.info.mean, self.ds.info.std), mask, weight
+
+
+def weighted_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    pixel = F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX, reduction="none")
+    valid = (target != IGNORE_INDEX).float()
+    return (pixel * weight * valid).sum() / valid.sum().clamp(min=1)
+
+
+def train(cfg: TrainConfig, checkpoint: str | Path, resume: bool = False, progress: bool = True,
+          log=print) -> tuple[torch.nn.Module, dict]:
+    torch.manual_seed(cfg.seed)
+    ds = get_dataset(cfg.dataset, "train", **cfg.dataset_args)
+    info = ds.info
+    model = create(cfg.model, num_classes=info.num_classes, in_channels=info.in_channels, **cfg.model_args)
+    if cfg.optimizer not in ("sgd", "adamw"):
+        raise EdgeSegError(f"unknown optimizer '{cfg.optimizer}'", "use 'sgd' or 'adamw'")
+    lr = cfg.lr or (2e-3 if cfg.optimizer == "adamw" else 0.01)
+    if cfg.optimizer == "sgd":
+        opt: torch.optim.Optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=cfg.weight_decay)
+    else:
+        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=cfg.weight_decay)
+    state = {"epoch": 0, "iteration": 0, "elapsed": 0.0, "losses": []}
+    if resume and Path(checkpoint).is_file():
+        payload = read_checkpoint(checkpoint)
+        if payload["config"].get("name") != cfg.model:
+            raise EdgeSegError(f"{checkpoint} holds a {payload['config'].get('name')}, not a {cfg.model}",
+                               "resume with the same model, or write a new checkpoint")
+        model.load_state_dict(payload["state_dict"])
+        opt.load_state_dict(payload["optimizer"])
+        state = payload["train_state"]
+        log(f"resumed from {checkpoint}: epoch {state['epoch']}, {state['elapsed'] / 60:.1f} min trained")
+    weights = None
+    if cfg.weight_map:
+        from edgeseg.data.weights import class_balance, unet_weight_map
+
+        balance = class_balance(ds.masks, info.num_classes)
+        instances = getattr(ds, "instances", None)
+        weights = [unet_weight_map(m, balance, instances[i] if instances else None) for i, m in enumerate(ds.masks)]
+    # Scale augmentation changes sizes, so batches need a fixed crop: by default the largest multiple of
+    # the model's size divisor that fits the smallest training image.
+    crop = cfg.crop or min(min(m.shape) for m in ds.masks) // model.size_divisor * model.size_divisor
+    if crop < model.size_divisor:
+        raise EdgeSegError(f"training images are smaller than {model.size_divisor} pixels", "use larger images or --crop")
+    augment = TrainAugment(crop=crop, scale=cfg.scale, vflip=cfg.vflip, seed=cfg.seed + state["epoch"])
+    loader = DataLoader(_TrainView(ds, augment, weights), batch_size=cfg.batch_size, shuffle=True, drop_last=True,
+                        generator=torch.Generator().manual_seed(cfg.seed + state["epoch"]))
+    if len(loader) == 0:
+        raise EdgeSegError(f"{len(ds)} training images is fewer than one batch of {cfg.batch_size}", "lower --batch-size")
+    budget_s = cfg.minutes * 60 if cfg.minutes else None
+    total_iters = cfg.epochs * len(loader)
+    meta = {"class_names": list(info.class_names), "in_channels": info.in_channels, "mean": list(info.mean),
+            "std": list(info.std), "ignore_index": info.ignore_index, "size_divisor": model.size_divisor,
+            "config": {"dataset": cfg.dataset}}
+
+    def fraction_done() -> float:
+        by_iter = state["iteration"] / total_iters
+        return max(by_iter, state["elapsed"] / budget_s) if budget_s else by_iter
+
+    bar = tqdm(total=100, desc=f"train {cfg.model}", unit="%", disable=not progress,
+               bar_format="{l_bar}{bar}| {n:.0f}/{total}% [{elapsed}<{remaining}] {postfix}")
+    model.train()
+    start = time.perf_counter() - state["elapsed"]
+    while fraction_done() < 1.0:
+        running = []
+        for image, mask, weight in loader:
+            for group in opt.param_groups:
+                group["lr"] = lr * (1 - min(fraction_done(), 1.0)) ** cfg.poly_power
+            loss = weighted_loss(model(image)["logits"], mask, weight)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            running.append(loss.item())
+            state["iteration"] += 1
+            state["elapsed"] = time.perf_counter() - start
+            bar.n = min(100.0, 100 * fraction_done())
+            bar.set_postfix_str(f"epoch {state['epoch'] + 1} loss {loss.item():.4f}")
+            if fraction_done() >= 1.0:
+                break
+        state["epoch"] += 1
+        state["losses"].append(float(np.mean(running)))
+        save_checkpoint(checkpoint, model, meta, optimizer=opt.state_dict(), train_state=state,
+                        train_config=_plain(asdict(cfg)))
+    bar.close()
+    model.eval()
+    log(f"trained {cfg.model}: {state['epoch']} epochs, {state['iteration']} iterations, "
+        f"{state['elapsed'] / 60:.1f} min, final loss {state['losses'][-1]:.4f}; checkpoint {checkpoint}")
+    return model, state
+
+
+def _plain(d: dict) -> dict:
+    """Only types torch.load(weights_only=True) accepts."""
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
