@@ -4,11 +4,20 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 
-def export_onnx(*args, **kwargs):
-    """Export any ``nn.Module`` returning logits (or a dict of them); see ``edgeseg.export.export_onnx``."""
-    from edgeseg.export import export_onnx as _export
+def export_onnx(model, path, **kwargs):
+    """Export any ``nn.Module`` that returns logits (or a dict of them) to a self-describing ONNX file,
+    then run it once in ONNX Runtime against PyTorch at two input sizes.
 
-    return _export(*args, **kwargs)
+    Keyword arguments go to ``edgeseg.export.export_onnx`` (meta, sample, opset, dynamic, exporter).
+    Returns the ``ParityReport`` (``.passed``, ``.summary()``); the metadata written is ``report.meta``.
+    """
+    from edgeseg.export import export_onnx as _export
+    from edgeseg.parity import verify_export
+
+    meta = _export(model, path, **kwargs)
+    report = verify_export(model, path, meta)
+    report.meta = meta
+    return report
 
 
 __all__ = ["__version__", "export_onnx"]

@@ -113,3 +113,13 @@ def random_batches(meta, sizes: list[tuple[int, int]], batch: int = 1, seed: int
     rng = np.random.default_rng(seed)
     for h, w in sizes:
         yield rng.standard_normal((batch, meta.in_channels, h, w)).astype(np.float32), None
+
+
+def verify_export(model, onnx_path, meta) -> ParityReport:
+    """Run a fresh export once in ONNX Runtime against PyTorch, at two input sizes (checks dynamic H/W)."""
+    from edgeseg.runtime import open_session
+
+    d = meta.size_divisor
+    base = max(4 * d, 128) // d * d
+    sizes = [(base, base), (base + d, base + 2 * d)]
+    return compare(open_session(model, "torch", meta=meta), open_session(onnx_path), random_batches(meta, sizes), "fp32")

@@ -66,11 +66,13 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def gflops(model: nn.Module, in_channels: int, size: tuple[int, int]) -> float:
-    """Forward GFLOPs (multiply and add counted separately) of a 1×C×H×W input, by torch's flop counter."""
+    """Forward GFLOPs (multiply and add counted separately) of a 1×C×H×W input, by torch's flop counter.
+    Runs on whatever device the model is on: build it under ``torch.device("meta")`` to count for free."""
     from torch.utils.flop_counter import FlopCounterMode
 
     model.eval()
-    x = torch.zeros(1, in_channels, *size)
+    device = next(model.parameters()).device
+    x = torch.zeros(1, in_channels, *size, device=device)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(x)
     return counter.get_total_flops() / 1e9

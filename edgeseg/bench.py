@@ -1,0 +1,215 @@
+"""Benchmarks: models × backends × precisions at one input size.
+
+Per variant: latency median/p90 (ms per batch), throughput, peak memory of a run, model file size,
+argmax agreement with PyTorch, and mIoU where a data set is given. The variants of one model are
+timed round-robin in one process (one run of each per round), so they share the machine's state
+and their ratios are fair; OMP_WAIT_POLICY=PASSIVE and ORT's allow_spinning=0 keep one backend's
+idle threads from stealing the cores of the next (see DESIGN.md's timing rules).
+"""
+from __future__ import annotations
+
+import gc
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from edgeseg.errors import EdgeSegError
+from edgeseg.io import write_text_atomic
+from edgeseg.runtime import Session, open_session
+
+DEFAULT_VARIANTS = ("torch:fp32", "onnxruntime:fp32", "onnxruntime:int8")
+
+
+def parse_variant(text: str) -> tuple[str, str]:
+    backend, _, precision = text.partition(":")
+    precision = precision or "fp32"
+    if backend not in ("torch", "onnxruntime", "tensorrt") or precision not in ("fp32", "fp16", "int8"):
+        raise EdgeSegError(f"bad variant '{text}'", "write backend:precision, e.g. onnxruntime:int8")
+    if backend == "torch" and precision != "fp32":
+        raise EdgeSegError(f"'{text}': the PyTorch reference runs in fp32 only", "use torch:fp32")
+    return backend, precision
+
+
+def _read_kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def run_peak_mb(session: Session, batch: np.ndarray) -> float | None:
+    """Peak resident memory a run adds above what the process held before it (Linux; else None)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # resets the VmHWM high-water mark
+        before = _read_kb("VmRSS")
+        session.run(batch)
+        return max(0, _read_kb("VmHWM") - before) / 1024
+    except OSError:
+        return None
+
+
+def time_round_robin(sessions: dict[str, Session], batch: np.ndarray, warmup: int, repeats: int,
+                     progress: bool = False) -> dict[str, list[float]]:
+    for s in sessions.values():
+        for _ in range(warmup):
+            s.run(batch)
+    times: dict[str, list[float]] = {k: [] for k in sessions}
+    for _ in tqdm(range(repeats), desc="timing", leave=False, disable=not progress):
+        for k, s in sessions.items():
+            t0 = time.perf_counter()
+            s.run(batch)
+            times[k].append((time.perf_counter() - t0) * 1000)
+    return times
+
+
+def build_variants(model, meta, variants, workdir: Path, calibration: list[np.ndarray], calib_method: str,
+                   exporter: str = "dynamo", sample=None) -> tuple[dict[str, Session], dict[str, Path]]:
+    """Export once, derive the precisions, open one Session per variant."""
+    from edgeseg.export import export_onnx
+    from edgeseg.quant import convert_fp16, quantize_int8
+
+    sessions: dict[str, Session] = {}
+    files: dict[str, Path] = {}
+    fp32 = workdir / f"{meta.model}.onnx"
+    for v in variants:
+        backend, precision = parse_variant(v)
+        if backend == "torch":
+            sessions[v] = open_session(model, "torch", meta=meta)
+            continue
+        if not fp32.exists():
+            export_onnx(model, fp32, meta=meta, exporter=exporter, sample=sample)
+        path = {"fp32": fp32, "fp16": workdir / f"{meta.model}_fp16.onnx", "int8": workdir / f"{meta.model}_int8.onnx"}[precision]
+        if precision == "int8" and not path.exists():
+            quantize_int8(fp32, path, calibration, calib_method)
+        if precision == "fp16" and not path.exists():
+            convert_fp16(fp32, path)
+        files[v] = path
+        sessions[v] = open_session(path, backend)
+    return sessions, files
+
+
+def bench_model(model, meta, variants, size: tuple[int, int], batch_size: int, workdir: Path,
+                calibration: list[np.ndarray], calib_method: str = "minmax", dataset=None, warmup: int = 2,
+                repeats: int = 10, progress: bool = True, exporter: str = "dynamo") -> list[dict]:
+    from edgeseg.evaluate import evaluate
+
+    rng = np.random.default_rng(0)
+    batch = rng.standard_normal((batch_size, meta.in_channels, *size)).astype(np.float32)
+    sessions, files = build_variants(model, meta, variants, workdir, calibration, calib_method, exporter)
+    times = time_round_robin(sessions, batch, warmup, repeats, progress)
+    reference = sessions.get("torch:fp32")
+    ref_labels = reference.run(batch)[meta.logits_output].argmax(1) if reference else None
+    rows = []
+    for v, s in sessions.items():
+        backend, precision = parse_variant(v)
+        t = np.asarray(times[v])
+        row = {
+            "model": meta.model, "backend": backend, "precision": precision, "batch": batch_size,
+            "height": size[0], "width": size[1],
+            "latency_ms_median": float(np.median(t)), "latency_ms_p90": float(np.percentile(t, 90)),
+            "throughput_ips": float(batch_size * 1000 / np.median(t)), "runs": len(t),
+            "peak_run_mb": run_peak_mb(s, batch),
+            "model_mb": (files[v].stat().st_size if v in files else
+                         sum(p.numel() * p.element_size() for p in model.parameters())) / 1e6,
+            "argmax_agreement_vs_torch": None if ref_labels is None else
+            float((s.run(batch)[meta.logits_output].argmax(1) == ref_labels).mean()),
+            "miou": None,
+        }
+        if dataset is not None:
+            row["miou"] = evaluate(s, dataset, progress=False).miou
+        rows.append(row)
+    if reference:
+        t_ref = next(r["latency_ms_median"] for r in rows if r["backend"] == "torch")
+        for r in rows:
+            r["speedup_vs_torch"] = t_ref / r["latency_ms_median"]
+    del sessions
+    gc.collect()
+    return rows
+
+
+def run_bench(models: list[str], variants=DEFAULT_VARIANTS, size=(512, 512), batch_size: int = 1,
+              num_classes: int = 21, in_channels: int = 3, calib_images: int = 4, calib_method: str = "minmax",
+              warmup: int = 2, repeats: int = 10, workdir: str | Path | None = None, progress: bool = True,
+              log=print) -> dict:
+    """Random-initialised zoo models (latency only; accuracy needs a trained checkpoint: bench_checkpoint)."""
+    import torch
+
+    from edgeseg.data.synthetic import make_scene, synthetic_info
+    from edgeseg.export import default_meta
+    from edgeseg.models import create, list_models
+
+    unknown = [m for m in models if m not in list_models()]
+    if unknown:
+        raise EdgeSegError(f"unknown model(s): {', '.join(unknown)}", "run 'edgeseg zoo' to list them")
+    info = synthetic_info(num_classes)
+    calibration = []
+    for i in range(calib_images):
+        image = make_scene(10_000 + i, size[0], size[1], num_classes)[0][:in_channels]
+        calibration.append(((image - np.float32(0.5)) / np.float32(0.25))[None].astype(np.float32))
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(workdir) if workdir else Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        for name in models:
+            log(f"[bench] {name}")
+            torch.manual_seed(0)
+            model = create(name, num_classes=num_classes, in_channels=in_channels).eval()
+            meta = default_meta(model)
+            meta.class_names, meta.mean, meta.std = list(info.class_names), [0.5] * in_channels, [0.25] * in_channels
+            rows += bench_model(model, meta, variants, size, batch_size, work, calibration, calib_method,
+                                warmup=warmup, repeats=repeats, progress=progress)
+            for f in work.glob(f"{name}*.onnx"):
+                f.unlink()
+    return {"machine": machine(), "size": list(size), "batch": batch_size, "rows": rows}
+
+
+def machine() -> dict:
+    from edgeseg.sysinfo import machine_info
+
+    return machine_info()
+
+
+def markdown(report: dict, title: str) -> str:
+    m = report["machine"]
+    lines = [f"# {title}", "",
+             f"Machine: {m['cpu']} ({m['cores']} cores, GPU: {m['gpu'] or 'none'}); torch {m['torch']} "
+             f"({m['torch_threads']} threads), onnxruntime {m['onnxruntime']}, onnx {m['onnx']}, python {m['python']}, "
+             f"OMP_WAIT_POLICY={m['omp_wait_policy']}.",
+             f"Input {report['batch']}×C×{report['size'][0]}×{report['size'][1]}; latency per batch, median and p90 over "
+             "round-robin runs; speed-up = PyTorch eager median / this median, measured side by side.", "",
+             "| model | backend | precision | median ms | p90 ms | speed-up vs torch | img/s | run peak MB | model MB | argmax vs torch | mIoU |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+
+    def f(v, fmt):
+        return "–" if v is None else format(v, fmt)
+
+    for r in report["rows"]:
+        lines.append(f"| {r['model']} | {r['backend']} | {r['precision']} | {r['latency_ms_median']:.1f} | "
+                     f"{r['latency_ms_p90']:.1f} | {f(r.get('speedup_vs_torch'), '.2f')}× | {r['throughput_ips']:.2f} | "
+                     f"{f(r['peak_run_mb'], '.0f')} | {r['model_mb']:.1f} | {f(r['argmax_agreement_vs_torch'], '.4f')} | "
+                     f"{f(r['miou'], '.4f')} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(report: dict, out_dir: str | Path, name: str, title: str) -> list[Path]:
+    from edgeseg.viz import pareto_plot
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / f"{name}.json", out / f"{name}.md", out / f"{name}.png"]
+    write_text_atomic(paths[0], json.dumps(report, indent=2) + "\n")
+    write_text_atomic(paths[1], markdown(report, title))
+    pareto_plot(report["rows"], paths[2], title)
+    return paths
+
+
+def set_timing_environment() -> None:
+    """Must run before torch/onnxruntime start their thread pools (the CLI calls it first)."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

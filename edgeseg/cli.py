@@ -1,0 +1,294 @@
+"""``edgeseg <verb>``: parses arguments and calls the API. A user's mistake prints one line and exits
+non-zero; anything else is an edgeseg bug and keeps its traceback."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from edgeseg.errors import EdgeSegError
+
+
+def _kv(items: list[str] | None) -> dict:
+    """``k=v`` pairs with ints, floats and booleans parsed."""
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise EdgeSegError(f"'{item}' is not key=value", "write e.g. --model-arg base_width=16")
+        k, v = item.split("=", 1)
+        for conv in (int, float):
+            try:
+                out[k] = conv(v)
+                break
+            except ValueError:
+                continue
+        else:
+            out[k] = {"true": True, "false": False}.get(v.lower(), v)
+    return out
+
+
+def _backend_for(path: str, backend: str) -> str:
+    if backend != "auto":
+        return backend
+    suffix = Path(path).suffix.lower()
+    if suffix == ".onnx":
+        return "onnxruntime"
+    if suffix in (".pt", ".pth"):
+        return "torch"
+    if suffix in (".engine", ".plan", ".trt"):
+        return "tensorrt"
+    raise EdgeSegError(f"cannot tell the backend of '{path}' from its suffix", "pass --backend, or use .onnx/.pt/.engine")
+
+
+def cmd_zoo(a) -> None:
+    import torch
+
+    from edgeseg.models import count_parameters, create, gflops, list_models
+
+    print(f"{'model':34s} {'params (M)':>10s} {'GFLOPs @ ' + str(a.size) + '²':>16s}")
+    for name in list_models():
+        with torch.device("meta"):
+            m = create(name, num_classes=a.num_classes, in_channels=a.in_channels)
+        print(f"{name:34s} {count_parameters(m) / 1e6:10.2f} {gflops(m, a.in_channels, (a.size, a.size)):16.1f}")
+
+
+def cmd_train(a) -> None:
+    from edgeseg.train import TrainConfig, train
+
+    cfg = TrainConfig(model=a.model, dataset=a.data, model_args=_kv(a.model_arg), epochs=a.epochs, minutes=a.minutes,
+                      batch_size=a.batch_size, optimizer=a.optimizer, lr=a.lr, crop=a.crop, weight_map=a.weight_map,
+                      seed=a.seed)
+    train(cfg, a.out or f"runs/train/{a.model}_{a.data.replace(':', '_').replace('/', '_')}.pt", resume=a.resume)
+
+
+def cmd_eval(a) -> None:
+    from edgeseg.data import get_dataset
+    from edgeseg.evaluate import evaluate
+    from edgeseg.runtime import open_session
+
+    session = open_session(a.model, _backend_for(a.model, a.backend))
+    s = evaluate(session, get_dataset(a.data, a.split), limit=a.limit)
+    print(f"{session.meta.model} [{session.backend} {session.precision}] on {a.data}/{a.split}: "
+          f"pixel acc {s.pixel_accuracy:.4f}, mean acc {s.mean_accuracy:.4f}, mIoU {s.miou:.4f}, f.w. IoU {s.fw_iou:.4f}")
+    for name, iou in zip(session.meta.class_names, s.per_class_iou):
+        print(f"  {name:20s} IoU {iou:.4f}")
+
+
+def cmd_export(a) -> None:
+    import torch
+
+    import edgeseg
+    from edgeseg.models import create, list_models
+    from edgeseg.runtime import meta_from_checkpoint_dict
+
+    meta = None
+    if Path(a.model).is_file():
+        from edgeseg.models.checkpoint import load_checkpoint
+
+        model, payload = load_checkpoint(a.model)
+        meta = meta_from_checkpoint_dict(payload["config"], payload["meta"])
+    elif a.model in list_models():
+        torch.manual_seed(0)
+        model = create(a.model, num_classes=a.num_classes, in_channels=a.in_channels, **_kv(a.model_arg))
+    else:
+        raise EdgeSegError(f"'{a.model}' is neither a checkpoint file nor a zoo model", "pass a .pt file or a name from 'edgeseg zoo'")
+    out = a.out or Path(a.model).with_suffix(".onnx").name
+    sample = torch.randn(1, model.edgeseg_config["in_channels"], a.size, a.size) if a.size else None
+    report = edgeseg.export_onnx(model, out, meta=meta, exporter=a.exporter, sample=sample)
+    print(f"wrote {out}; ONNX Runtime vs PyTorch: {report.summary()}")
+    if not report.passed:
+        raise EdgeSegError(f"the exported graph does not match PyTorch ({'; '.join(report.failures)})",
+                           "try --exporter legacy and report the model")
+
+
+def cmd_quantize(a) -> None:
+    from edgeseg.data import get_dataset
+    from edgeseg.export.metadata import load_onnx, read_metadata
+    from edgeseg.quant import convert_fp16, quantize_int8
+    from edgeseg.runtime import preprocess
+
+    out = a.out or str(Path(a.model).with_suffix("")) + f"_{a.precision}.onnx"
+    if a.precision == "fp16":
+        convert_fp16(a.model, out)
+    else:
+        meta = read_metadata(load_onnx(a.model, load_weights=False), a.model)
+        ds = get_dataset(a.calib_data, "train")
+        step = max(1, len(ds) // a.calib_images)
+        batches = [preprocess(ds.raw(i)[0], meta)[0] for i in range(0, len(ds), step)][: a.calib_images]
+        quantize_int8(a.model, out, batches, a.method, per_channel=not a.per_tensor)
+    print(f"wrote {out}")
+
+
+def cmd_infer(a) -> None:
+    from edgeseg.data import load_image
+    from edgeseg.runtime import labels_from_logits, open_session, preprocess
+    from edgeseg.viz import colourize, overlay, save_png
+
+    session = open_session(a.model, _backend_for(a.model, a.backend))
+    meta = session.meta
+    out_dir = Path(a.out_dir)
+    for path in a.images:
+        image = load_image(path, meta.in_channels)
+        x, size = preprocess(image, meta)
+        labels = labels_from_logits(session.run(x)[meta.logits_output], size)[0]
+        stem = Path(path).stem
+        save_png(out_dir / f"{stem}_labels.png", labels)
+        save_png(out_dir / f"{stem}_overlay.png", overlay(image, labels, meta.num_classes))
+        if a.colour:
+            save_png(out_dir / f"{stem}_colour.png", colourize(labels, meta.num_classes))
+        present = ", ".join(f"{meta.class_names[c]} {100 * (labels == c).mean():.1f}%" for c in sorted(set(labels.ravel().tolist())))
+        print(f"{path}: {present} -> {out_dir / (stem + '_labels.png')}")
+
+
+def cmd_parity(a) -> None:
+    from edgeseg.data import get_dataset
+    from edgeseg.parity import compare, dataset_batches, random_batches
+    from edgeseg.runtime import open_session
+
+    ref = open_session(a.reference, _backend_for(a.reference, a.reference_backend))
+    cand = open_session(a.candidate, _backend_for(a.candidate, a.backend))
+    if a.data:
+        batches = dataset_batches(get_dataset(a.data, a.split), ref.meta, a.limit)
+    else:
+        d = ref.meta.size_divisor
+        batches = random_batches(ref.meta, [(8 * d, 8 * d), (6 * d, 10 * d)])
+    report = compare(ref, cand, batches)
+    print(f"{cand.meta.model} [{cand.backend}] vs {ref.backend}: {report.summary()}")
+    if not report.passed:
+        sys.exit(1)
+
+
+def cmd_bench(a) -> None:
+    from edgeseg.bench import run_bench, write_report
+    from edgeseg.models import list_models
+
+    models = list_models() if a.models == "all" else a.models.split(",")
+    report = run_bench(models, tuple(a.variants.split(",")), (a.size, a.size), a.batch, a.num_classes,
+                       calib_images=a.calib_images, warmup=a.warmup, repeats=a.repeats)
+    paths = write_report(report, a.out, a.name, f"edgeseg zoo benchmark at {a.batch}×3×{a.size}×{a.size}")
+    print(Path(paths[1]).read_text())
+    print("wrote " + ", ".join(map(str, paths)))
+
+
+def cmd_quickstart(a) -> None:
+    from edgeseg.quickstart import run_quickstart
+
+    run_quickstart(a.out, minutes=a.minutes)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import edgeseg
+
+    p = argparse.ArgumentParser(prog="edgeseg", description="Export, quantize, run and benchmark segmentation models.")
+    p.add_argument("--version", action="version", version=f"edgeseg {edgeseg.__version__}")
+    sub = p.add_subparsers(dest="verb", required=True)
+
+    s = sub.add_parser("zoo", help="list every model with parameters and GFLOPs")
+    s.add_argument("--size", type=int, default=512)
+    s.add_argument("--num-classes", type=int, default=21)
+    s.add_argument("--in-channels", type=int, default=3)
+    s.set_defaults(fn=cmd_zoo)
+
+    s = sub.add_parser("train", help="train a zoo model on a data set")
+    s.add_argument("model")
+    s.add_argument("--data", default="lits", help="lits, nuclei, synthetic or folder:<path>")
+    s.add_argument("--epochs", type=int, default=50)
+    s.add_argument("--minutes", type=float, help="time budget (the LR schedule spans it)")
+    s.add_argument("--batch-size", type=int, default=8)
+    s.add_argument("--optimizer", choices=("sgd", "adamw"), default="adamw")
+    s.add_argument("--lr", type=float)
+    s.add_argument("--crop", type=int)
+    s.add_argument("--weight-map", action="store_true", help="U-Net paper class balancing + border weights")
+    s.add_argument("--model-arg", action="append", metavar="K=V")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", help="checkpoint path (default runs/train/<model>_<data>.pt)")
+    s.add_argument("--resume", action="store_true")
+    s.set_defaults(fn=cmd_train)
+
+    s = sub.add_parser("eval", help="pixel acc, mean acc, mIoU, f.w. IoU of a checkpoint or ONNX")
+    s.add_argument("model")
+    s.add_argument("--data", default="lits")
+    s.add_argument("--split", default="val")
+    s.add_argument("--limit", type=int)
+    s.add_argument("--backend", default="auto")
+    s.set_defaults(fn=cmd_eval)
+
+    s = sub.add_parser("export", help="checkpoint or zoo name -> ONNX (with metadata), checked against PyTorch")
+    s.add_argument("model", help="a checkpoint (.pt) or a zoo model name (random weights)")
+    s.add_argument("--out")
+    s.add_argument("--exporter", choices=("dynamo", "legacy"), default="dynamo")
+    s.add_argument("--size", type=int, help="side of the sample input used for tracing")
+    s.add_argument("--num-classes", type=int, default=21)
+    s.add_argument("--in-channels", type=int, default=3)
+    s.add_argument("--model-arg", action="append", metavar="K=V")
+    s.set_defaults(fn=cmd_export)
+
+    s = sub.add_parser("quantize", help="FP32 ONNX -> INT8 Q/DQ (calibrated) or FP16")
+    s.add_argument("model")
+    s.add_argument("--out")
+    s.add_argument("--precision", choices=("int8", "fp16"), default="int8")
+    s.add_argument("--calib-data", default="lits")
+    s.add_argument("--calib-images", type=int, default=32)
+    s.add_argument("--method", choices=("minmax", "entropy", "percentile"), default="minmax")
+    s.add_argument("--per-tensor", action="store_true", help="per-tensor instead of per-channel weight scales")
+    s.set_defaults(fn=cmd_quantize)
+
+    s = sub.add_parser("infer", help="image(s) -> label PNG + colour overlay")
+    s.add_argument("model")
+    s.add_argument("images", nargs="+")
+    s.add_argument("--out-dir", default="runs/infer")
+    s.add_argument("--backend", default="auto")
+    s.add_argument("--colour", action="store_true", help="also write the colour label map")
+    s.set_defaults(fn=cmd_infer)
+
+    s = sub.add_parser("parity", help="a candidate (ONNX, any precision) against the reference, by the tolerance table")
+    s.add_argument("reference", help="checkpoint (.pt) or FP32 ONNX")
+    s.add_argument("candidate")
+    s.add_argument("--data")
+    s.add_argument("--split", default="val")
+    s.add_argument("--limit", type=int)
+    s.add_argument("--backend", default="auto")
+    s.add_argument("--reference-backend", default="auto")
+    s.set_defaults(fn=cmd_parity)
+
+    s = sub.add_parser("bench", help="models × backends × precisions: latency, memory, size (JSON + markdown + PNG)")
+    s.add_argument("--models", default="all", help="comma-separated zoo names, or all")
+    s.add_argument("--variants", default="torch:fp32,onnxruntime:fp32,onnxruntime:int8")
+    s.add_argument("--size", type=int, default=512)
+    s.add_argument("--batch", type=int, default=1)
+    s.add_argument("--num-classes", type=int, default=21)
+    s.add_argument("--calib-images", type=int, default=4)
+    s.add_argument("--warmup", type=int, default=2)
+    s.add_argument("--repeats", type=int, default=10)
+    s.add_argument("--out", default="runs/bench")
+    s.add_argument("--name", default="bench")
+    s.set_defaults(fn=cmd_bench)
+
+    s = sub.add_parser("quickstart", help="train a U-Net on LiTS, export, quantize, compare backends, write a report")
+    s.add_argument("--out", default="runs/quickstart")
+    s.add_argument("--minutes", type=float, default=4.0)
+    s.set_defaults(fn=cmd_quickstart)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from edgeseg.bench import set_timing_environment
+
+    set_timing_environment()
+    args = build_parser().parse_args(argv)
+    try:
+        args.fn(args)
+    except EdgeSegError as e:
+        print(f"edgeseg {args.verb}: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except (FileNotFoundError, PermissionError, IsADirectoryError) as e:
+        print(f"edgeseg {args.verb}: error: {e.strerror}: {e.filename} -- check the path and its permissions", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"edgeseg {args.verb}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
