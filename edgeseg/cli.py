@@ -115,7 +115,7 @@ def cmd_quantize(a) -> None:
         ds = get_dataset(a.calib_data, "train")
         step = max(1, len(ds) // a.calib_images)
         batches = [preprocess(ds.raw(i)[0], meta)[0] for i in range(0, len(ds), step)][: a.calib_images]
-        quantize_int8(a.model, out, batches, a.method, per_channel=not a.per_tensor)
+        quantize_int8(a.model, out, batches, a.method, per_channel=not a.per_tensor, reduce_range=not a.full_range)
     print(f"wrote {out}")
 
 
@@ -231,6 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--calib-images", type=int, default=32)
     s.add_argument("--method", choices=("minmax", "entropy", "percentile"), default="minmax")
     s.add_argument("--per-tensor", action="store_true", help="per-tensor instead of per-channel weight scales")
+    s.add_argument("--full-range", action="store_true",
+                   help="8-bit weights (TensorRT, VNNI or ARM targets); the default 7 bits avoids AVX2 saturation in ORT")
     s.set_defaults(fn=cmd_quantize)
 
     s = sub.add_parser("infer", help="image(s) -> label PNG + colour overlay")

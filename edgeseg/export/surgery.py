@@ -40,3 +40,31 @@ def rename_io(model: onnx.ModelProto, input_name: str, output_names: list[str]) 
     renamed.opset_import.extend(model.opset_import)
     renamed.metadata_props.extend(model.metadata_props)
     return renamed
+
+
+def strip_output_qdq(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Drop QuantizeLinear -> DequantizeLinear pairs that feed graph outputs.
+
+    Quantizing the logits clips the largest scores to the calibrated range, so two classes can tie at
+    the clip value and argmax flips; the last layer's output stays in float (as TensorRT keeps it).
+    """
+    graph = gs.import_onnx(model)
+    for i, out in enumerate(graph.outputs):
+        dq = out.inputs[0] if out.inputs else None
+        if dq is None or dq.op != "DequantizeLinear":
+            continue
+        q = dq.inputs[0].inputs[0] if dq.inputs[0].inputs else None
+        if q is None or q.op != "QuantizeLinear":
+            continue
+        source = q.inputs[0]
+        dq.outputs.clear()
+        source.name, out.name = out.name, source.name  # keep the public output name
+        source.dtype, source.shape = out.dtype, out.shape
+        graph.outputs[i] = source
+    graph.cleanup().toposort()
+    stripped = gs.export_onnx(graph)
+    stripped.ir_version = model.ir_version
+    del stripped.opset_import[:]
+    stripped.opset_import.extend(model.opset_import)
+    stripped.metadata_props.extend(model.metadata_props)
+    return stripped

@@ -1,0 +1,151 @@
+"""TensorRT backend (GPU / Jetson): build an engine from an edgeseg ONNX (FP32, FP16, or INT8 from the
+explicit Q/DQ graph), and run it with pycuda. Written against the TensorRT 10 Python API (10.3 on
+JetPack 6 and later); needs a GPU, TensorRT and pycuda, and says which is missing otherwise.
+
+An engine has no room for edgeseg metadata, so ``<engine>.json`` beside it holds the ONNX metadata
+plus the TensorRT version and GPU it was built for: an engine from another version or GPU is refused
+with a message before TensorRT is asked to deserialize it.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from edgeseg.errors import BackendError
+from edgeseg.export.metadata import ModelMeta, load_onnx, read_metadata
+from edgeseg.io import atomic_path, write_text_atomic
+from edgeseg.runtime.base import check_batch
+
+
+def _import_tensorrt():
+    try:
+        import tensorrt as trt
+    except ImportError:
+        raise BackendError("TensorRT is not installed", "pip install 'edgeseg[tensorrt]' on a machine with an NVIDIA GPU "
+                           "(JetPack ships it on Jetson)") from None
+    return trt
+
+
+def _init_cuda():
+    """pycuda with a context on GPU 0; raises BackendError where there is no driver or GPU."""
+    try:
+        import pycuda.driver as cuda
+
+        cuda.init()
+        if cuda.Device.count() == 0:
+            raise BackendError("no CUDA GPU found", "run TensorRT engines on a machine with an NVIDIA GPU")
+        import pycuda.autoinit  # noqa: F401  (creates and pops the context at exit)
+    except ImportError as e:
+        raise BackendError(f"pycuda cannot be loaded ({e})", "install pycuda on a machine with the NVIDIA driver") from None
+    return cuda
+
+
+def _gpu_name(cuda) -> str:
+    return cuda.Device(0).name()
+
+
+def build_engine(onnx_path: str | Path, engine_path: str | Path, precision: str = "fp16",
+                 min_shape=(1, 3, 256, 256), opt_shape=(1, 3, 512, 512), max_shape=(4, 3, 1024, 1024),
+                 workspace_gb: float = 2.0, plugin_libraries: tuple[str, ...] = ()) -> Path:
+    """Parse the ONNX, build a serialized engine for ``precision`` and write it with its sidecar."""
+    trt = _import_tensorrt()
+    cuda = _init_cuda()
+    meta = read_metadata(load_onnx(onnx_path), onnx_path)
+    logger = trt.Logger(trt.Logger.WARNING)
+    registry = trt.get_plugin_registry()
+    for lib in plugin_libraries:
+        if not Path(lib).is_file():
+            raise BackendError(f"plugin library not found: {lib}", "build it with scripts/build_plugins.sh")
+        registry.load_library(str(lib))
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)  # TensorRT 10: networks are always explicit-batch
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise BackendError(f"TensorRT cannot parse {onnx_path}: {errors[:300]}", "check opset and custom ops (plugins)")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
+    if precision in ("fp16", "int8"):
+        config.set_flag(trt.BuilderFlag.FP16)
+    if precision == "int8":
+        if meta.precision != "int8":
+            raise BackendError("INT8 engines are built from the Q/DQ ONNX", "run 'edgeseg quantize' first and build from its output")
+        config.set_flag(trt.BuilderFlag.INT8)
+    profile = builder.create_optimization_profile()
+    profile.set_shape(meta.input_name, min_shape, opt_shape, max_shape)
+    config.add_optimization_profile(profile)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise BackendError("TensorRT failed to build the engine", "see the TensorRT log above")
+    with atomic_path(engine_path) as tmp:
+        tmp.write_bytes(bytes(serialized))
+    sidecar = {**asdict(meta), "precision": precision, "tensorrt_version": trt.__version__, "gpu": _gpu_name(cuda),
+               "plugin_libraries": list(plugin_libraries)}
+    write_text_atomic(str(engine_path) + ".json", json.dumps(sidecar, indent=2))
+    return Path(engine_path)
+
+
+class TensorRTSession:
+    backend = "tensorrt"
+
+    def __init__(self, engine_path: str | Path, plugin_libraries: tuple[str, ...] = ()):
+        trt = _import_tensorrt()
+        engine_path = Path(engine_path)
+        sidecar = Path(str(engine_path) + ".json")
+        if not engine_path.is_file():
+            raise BackendError(f"engine not found: {engine_path}", "build one with edgeseg.runtime.tensorrt_backend.build_engine")
+        if not sidecar.is_file():
+            raise BackendError(f"{engine_path} has no {sidecar.name} beside it", "build engines with edgeseg so their metadata travels along")
+        info = json.loads(sidecar.read_text())
+        cuda = _init_cuda()
+        if info.get("tensorrt_version") != trt.__version__ or info.get("gpu") != _gpu_name(cuda):
+            raise BackendError(f"{engine_path} was built for TensorRT {info.get('tensorrt_version')} on {info.get('gpu')}, "
+                               f"this is TensorRT {trt.__version__} on {_gpu_name(cuda)}",
+                               "rebuild the engine here from the ONNX file")
+        registry = trt.get_plugin_registry()
+        for lib in plugin_libraries or tuple(info.get("plugin_libraries", ())):
+            registry.load_library(str(lib))
+        fields = set(ModelMeta.__dataclass_fields__)
+        self.meta = ModelMeta(**{k: v for k, v in info.items() if k in fields})
+        self.precision = self.meta.precision
+        self.cuda = cuda
+        self.runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        self.engine = self.runtime.deserialize_cuda_engine(engine_path.read_bytes())
+        if self.engine is None:
+            raise BackendError(f"TensorRT refused {engine_path} (corrupt or incompatible)", "rebuild the engine from the ONNX file")
+        self.context = self.engine.create_execution_context()
+        self.stream = cuda.Stream()
+        self.names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        self.outputs = [n for n in self.names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        self._buffers: dict[str, tuple[int, object]] = {}
+        self.trt = trt
+
+    def _device_buffer(self, name: str, nbytes: int):
+        size, buf = self._buffers.get(name, (0, None))
+        if size < nbytes:
+            buf = self.cuda.mem_alloc(nbytes)
+            self._buffers[name] = (nbytes, buf)
+        return buf
+
+    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        batch = check_batch(batch, self.meta)
+        name_in = self.meta.input_name
+        self.context.set_input_shape(name_in, batch.shape)
+        d_in = self._device_buffer(name_in, batch.nbytes)
+        self.cuda.memcpy_htod_async(d_in, batch, self.stream)
+        self.context.set_tensor_address(name_in, int(d_in))
+        host = {}
+        for name in self.outputs:
+            shape = tuple(self.context.get_tensor_shape(name))
+            dtype = self.trt.nptype(self.engine.get_tensor_dtype(name))
+            host[name] = self.cuda.pagelocked_empty(shape, dtype)
+            self.context.set_tensor_address(name, int(self._device_buffer(name, host[name].nbytes)))
+        if not self.context.execute_async_v3(self.stream.handle):
+            raise BackendError("TensorRT execution failed", "check the input shape against the engine's profile")
+        for name in self.outputs:
+            self.cuda.memcpy_dtoh_async(host[name], self._buffers[name][1], self.stream)
+        self.stream.synchronize()
+        return {n: np.asarray(a, dtype=np.float32) for n, a in host.items()}

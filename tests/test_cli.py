@@ -1,0 +1,116 @@
+"""The command line: each user mistake prints one line naming the problem and the fix, exits non-zero,
+shows no traceback and leaves no half-written file."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from edgeseg.export import export_onnx
+from edgeseg.models import create
+from edgeseg.models.checkpoint import save_checkpoint
+
+
+def edgeseg(*args, cwd=None):
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+    return subprocess.run([sys.executable, "-m", "edgeseg", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=600)
+
+
+def assert_user_error(result, *words):
+    assert result.returncode != 0
+    lines = [l for l in result.stderr.strip().splitlines() if l.strip()]
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for w in words:
+        assert w in lines[0], lines[0]
+    assert " -- " in lines[0], "the message must say how to fix it"
+
+
+@pytest.fixture(scope="module")
+def small_onnx(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    torch.manual_seed(0)
+    model = create("fcn8s_resnet18", num_classes=3, in_channels=1)
+    export_onnx(model, d / "m.onnx")
+    save_checkpoint(d / "m.pt", model, {"class_names": ["bg", "liver", "tumour"], "in_channels": 1, "mean": [0.45],
+                                        "std": [0.3], "size_divisor": 32})
+    return d
+
+
+def test_truncated_and_non_onnx_files(small_onnx, tmp_path):
+    trunc = tmp_path / "t.onnx"
+    trunc.write_bytes((small_onnx / "m.onnx").read_bytes()[:5000])
+    assert_user_error(edgeseg("eval", trunc, "--data", "lits"), "t.onnx", "ONNX")
+    text = tmp_path / "readme.onnx"
+    text.write_text("# not a model\n")
+    assert_user_error(edgeseg("eval", text, "--data", "lits"), "readme.onnx")
+    assert_user_error(edgeseg("eval", tmp_path / "missing.onnx"), "not found")
+
+
+def test_image_that_is_not_an_image_and_a_good_image(small_onnx, tmp_path):
+    bad = tmp_path / "scan.png"
+    bad.write_bytes(b"\x89PNG but then garbage")
+    out = tmp_path / "out"
+    assert_user_error(edgeseg("infer", small_onnx / "m.onnx", bad, "--out-dir", out), "scan.png", "not a readable image")
+    assert not out.exists() or not any(out.iterdir())
+    good = tmp_path / "slice.png"
+    Image.fromarray((np.random.default_rng(0).random((70, 90)) * 255).astype(np.uint8)).save(good)
+    r = edgeseg("infer", small_onnx / "m.onnx", good, "--out-dir", out, "--colour")
+    assert r.returncode == 0, r.stderr
+    labels = np.asarray(Image.open(out / "slice_labels.png"))
+    assert labels.shape == (70, 90) and labels.max() < 3
+    assert np.asarray(Image.open(out / "slice_overlay.png")).shape == (70, 90, 3)
+    assert (out / "slice_colour.png").is_file()
+
+
+def test_wrong_channel_input(small_onnx):
+    # a 1-channel (CT) model evaluated on 3-channel images
+    assert_user_error(edgeseg("eval", small_onnx / "m.onnx", "--data", "synthetic"), "3-channel", "takes 1")
+
+
+def test_checkpoint_that_is_not_a_checkpoint(small_onnx, tmp_path):
+    fake = tmp_path / "weights.pt"
+    fake.write_bytes(os.urandom(256))
+    assert_user_error(edgeseg("export", fake, "--out", tmp_path / "x.onnx"), "weights.pt", "not a readable checkpoint")
+    assert not (tmp_path / "x.onnx").exists()
+    plain = tmp_path / "plain.pt"
+    torch.save({"weights": torch.zeros(2)}, plain)
+    assert_user_error(edgeseg("eval", plain, "--data", "lits"), "not an edgeseg checkpoint")
+
+
+def test_quantize_failure_leaves_no_file(small_onnx, tmp_path):
+    out = tmp_path / "q.onnx"
+    assert_user_error(edgeseg("quantize", small_onnx / "m.onnx", "--out", out, "--calib-data", "nowhere"), "unknown data set")
+    assert not out.exists() and not list(tmp_path.glob(".q.onnx*"))
+
+
+def test_missing_data_package(small_onnx, tmp_path):
+    # a fresh venv-less interpreter view: hide the installed distribution from importlib.metadata
+    code = ("import importlib.metadata as md, sys\n"
+            "real = md.distribution\n"
+            "def fake(name):\n"
+            "    if name == 'liver-ct-segmentation-package': raise md.PackageNotFoundError(name)\n"
+            "    return real(name)\n"
+            "md.distribution = fake\n"
+            "from edgeseg.cli import main\n"
+            f"sys.exit(main(['eval', r'{small_onnx / 'm.onnx'}', '--data', 'lits']))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert_user_error(r, "liver-ct-segmentation-package", "pip install --no-deps")
+
+
+def test_eval_parity_and_export_verbs(small_onnx, tmp_path):
+    r = edgeseg("eval", small_onnx / "m.pt", "--data", "lits", "--limit", "2")
+    assert r.returncode == 0, r.stderr
+    assert "mIoU" in r.stdout and "liver" in r.stdout
+    r = edgeseg("parity", small_onnx / "m.pt", small_onnx / "m.onnx", "--data", "lits", "--limit", "2")
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert "PASS" in r.stdout and "argmax agreement" in r.stdout
+    r = edgeseg("export", small_onnx / "m.pt", "--out", tmp_path / "again.onnx")
+    assert r.returncode == 0, r.stderr
+    assert "PASS" in r.stdout and (tmp_path / "again.onnx").is_file()
+    r = edgeseg("zoo", "--size", "256")
+    assert r.returncode == 0 and "hrnetv2_w48" in r.stdout
