@@ -55,19 +55,19 @@ def cmd_zoo(a) -> None:
 def cmd_train(a) -> None:
     from edgeseg.train import TrainConfig, train
 
-    cfg = TrainConfig(model=a.model, dataset=a.data, model_args=_kv(a.model_arg), epochs=a.epochs, minutes=a.minutes,
+    cfg = TrainConfig(model=a.model, dataset=a.data, model_args=_kv(a.model_arg), dataset_args=_kv(a.data_arg),
+                      epochs=a.epochs, iterations=a.iterations, minutes=a.minutes,
                       batch_size=a.batch_size, optimizer=a.optimizer, lr=a.lr, crop=a.crop, weight_map=a.weight_map,
                       seed=a.seed)
     train(cfg, a.out or f"runs/train/{a.model}_{a.data.replace(':', '_').replace('/', '_')}.pt", resume=a.resume)
 
 
 def cmd_eval(a) -> None:
-    from edgeseg.data import get_dataset
-    from edgeseg.evaluate import evaluate
+    from edgeseg.evaluate import dataset_for, evaluate
     from edgeseg.runtime import open_session
 
     session = open_session(a.model, _backend_for(a.model, a.backend))
-    s = evaluate(session, get_dataset(a.data, a.split), limit=a.limit)
+    s = evaluate(session, dataset_for(session.meta, a.data, a.split), limit=a.limit)
     print(f"{session.meta.model} [{session.backend} {session.precision}] on {a.data}/{a.split}: "
           f"pixel acc {s.pixel_accuracy:.4f}, mean acc {s.mean_accuracy:.4f}, mIoU {s.miou:.4f}, f.w. IoU {s.fw_iou:.4f}")
     for name, iou in zip(session.meta.class_names, s.per_class_iou):
@@ -102,7 +102,7 @@ def cmd_export(a) -> None:
 
 
 def cmd_quantize(a) -> None:
-    from edgeseg.data import get_dataset
+    from edgeseg.evaluate import dataset_for
     from edgeseg.export.metadata import load_onnx, read_metadata
     from edgeseg.quant import convert_fp16, quantize_int8
     from edgeseg.runtime import preprocess
@@ -112,7 +112,7 @@ def cmd_quantize(a) -> None:
         convert_fp16(a.model, out)
     else:
         meta = read_metadata(load_onnx(a.model, load_weights=False), a.model)
-        ds = get_dataset(a.calib_data, "train")
+        ds = dataset_for(meta, a.calib_data, "train")
         step = max(1, len(ds) // a.calib_images)
         batches = [preprocess(ds.raw(i)[0], meta)[0] for i in range(0, len(ds), step)][: a.calib_images]
         quantize_int8(a.model, out, batches, a.method, per_channel=not a.per_tensor, reduce_range=not a.full_range)
@@ -141,14 +141,14 @@ def cmd_infer(a) -> None:
 
 
 def cmd_parity(a) -> None:
-    from edgeseg.data import get_dataset
+    from edgeseg.evaluate import dataset_for
     from edgeseg.parity import compare, dataset_batches, random_batches
     from edgeseg.runtime import open_session
 
     ref = open_session(a.reference, _backend_for(a.reference, a.reference_backend))
     cand = open_session(a.candidate, _backend_for(a.candidate, a.backend))
     if a.data:
-        batches = dataset_batches(get_dataset(a.data, a.split), ref.meta, a.limit)
+        batches = dataset_batches(dataset_for(ref.meta, a.data, a.split), ref.meta, a.limit)
     else:
         d = ref.meta.size_divisor
         batches = random_batches(ref.meta, [(8 * d, 8 * d), (6 * d, 10 * d)])
@@ -173,7 +173,7 @@ def cmd_bench(a) -> None:
 def cmd_quickstart(a) -> None:
     from edgeseg.quickstart import run_quickstart
 
-    run_quickstart(a.out, minutes=a.minutes)
+    run_quickstart(a.out, iterations=a.iterations, minutes=a.minutes)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -193,7 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("model")
     s.add_argument("--data", default="lits", help="lits, nuclei, synthetic or folder:<path>")
     s.add_argument("--epochs", type=int, default=50)
+    s.add_argument("--iterations", type=int, help="stop after this many steps (reproducible on any machine)")
     s.add_argument("--minutes", type=float, help="time budget (the LR schedule spans it)")
+    s.add_argument("--data-arg", action="append", metavar="K=V", help="data set option, e.g. context=1 for lits")
     s.add_argument("--batch-size", type=int, default=8)
     s.add_argument("--optimizer", choices=("sgd", "adamw"), default="adamw")
     s.add_argument("--lr", type=float)
@@ -268,7 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("quickstart", help="train a U-Net on LiTS, export, quantize, compare backends, write a report")
     s.add_argument("--out", default="runs/quickstart")
-    s.add_argument("--minutes", type=float, default=4.0)
+    s.add_argument("--iterations", type=int, help="training steps (default 300, about 4 min on 2 cores)")
+    s.add_argument("--minutes", type=float, help="also stop training after this many minutes")
     s.set_defaults(fn=cmd_quickstart)
     return p
 

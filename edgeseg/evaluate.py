@@ -3,8 +3,16 @@ from __future__ import annotations
 
 from tqdm import tqdm
 
+from edgeseg.data import SegDataset, get_dataset
+from edgeseg.export.metadata import ModelMeta
 from edgeseg.metrics import ConfusionMatrix, SemanticScores
 from edgeseg.runtime import Session, labels_from_logits, preprocess
+
+
+def dataset_for(meta: ModelMeta, name: str, split: str) -> SegDataset:
+    """The data set ``name`` prepared the way the model was trained on it (e.g. LiTS with slice context)."""
+    same = meta.config.get("dataset") == name
+    return get_dataset(name, split, **(meta.config.get("dataset_args", {}) if same else {}))
 
 
 def evaluate(session: Session, dataset, limit: int | None = None, progress: bool = True) -> SemanticScores:

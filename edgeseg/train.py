@@ -1,8 +1,8 @@
 """Training: SGD or AdamW, poly learning-rate decay, flip/scale/crop augmentation, optional U-Net
 weight map, progress bar, atomic checkpoints every epoch, resume.
 
-The budget is epochs or minutes (whichever ends first); the poly schedule runs over that budget, so a
-time-boxed run still anneals to zero.
+The budget is epochs, iterations or minutes (whichever ends first); the poly schedule runs over that
+budget, so a time-boxed run still anneals to zero.
 """
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ class TrainConfig:
     model_args: dict = field(default_factory=dict)
     dataset_args: dict = field(default_factory=dict)
     epochs: int = 1000
+    iterations: int | None = None  # a fixed number of steps: the same result on a fast or a slow machine
     minutes: float | None = None
     batch_size: int = 8
     optimizer: str = "adamw"
@@ -40,6 +41,7 @@ class TrainConfig:
     scale: tuple[float, float] = (0.75, 1.25)
     vflip: bool = False
     weight_map: bool = False
+    dice: bool = False  # add the soft Dice loss of the foreground classes to the cross-entropy
     seed: int = 0
 
 
@@ -71,6 +73,18 @@ def weighted_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tens
     pixel = F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX, reduction="none")
     valid = (target != IGNORE_INDEX).float()
     return (pixel * weight * valid).sum() / valid.sum().clamp(min=1)
+
+
+def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """1 - mean over foreground classes of 2|P∩G| / (|P| + |G|), with softmax probabilities as P."""
+    prob = logits.softmax(1)
+    valid = (target != IGNORE_INDEX).unsqueeze(1).float()
+    onehot = F.one_hot(target.clamp(max=logits.shape[1] - 1), logits.shape[1]).permute(0, 3, 1, 2).float()
+    dims = (0, 2, 3)
+    inter = (prob * onehot * valid).sum(dims)
+    denom = ((prob + onehot) * valid).sum(dims)
+    dice = (2 * inter + 1.0) / (denom + 1.0)
+    return 1 - dice[1:].mean()
 
 
 def train(cfg: TrainConfig, checkpoint: str | Path, resume: bool = False, progress: bool = True,
@@ -114,10 +128,10 @@ def train(cfg: TrainConfig, checkpoint: str | Path, resume: bool = False, progre
     if len(loader) == 0:
         raise EdgeSegError(f"{len(ds)} training images is fewer than one batch of {cfg.batch_size}", "lower --batch-size")
     budget_s = cfg.minutes * 60 if cfg.minutes else None
-    total_iters = cfg.epochs * len(loader)
+    total_iters = min(cfg.epochs * len(loader), cfg.iterations or cfg.epochs * len(loader))
     meta = {"class_names": list(info.class_names), "in_channels": info.in_channels, "mean": list(info.mean),
             "std": list(info.std), "ignore_index": info.ignore_index, "size_divisor": model.size_divisor,
-            "config": {"dataset": cfg.dataset}}
+            "config": {"dataset": cfg.dataset, "dataset_args": _plain(cfg.dataset_args)}}
 
     def fraction_done() -> float:
         by_iter = state["iteration"] / total_iters
@@ -132,7 +146,10 @@ def train(cfg: TrainConfig, checkpoint: str | Path, resume: bool = False, progre
         for image, mask, weight in loader:
             for group in opt.param_groups:
                 group["lr"] = lr * (1 - min(fraction_done(), 1.0)) ** cfg.poly_power
-            loss = weighted_loss(model(image)["logits"], mask, weight)
+            logits = model(image)["logits"]
+            loss = weighted_loss(logits, mask, weight)
+            if cfg.dice:
+                loss = loss + soft_dice_loss(logits, mask)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -36,6 +36,20 @@ def test_lits_extra_axes_stay_inside_the_training_slab():
     assert all(m.shape[0] in (96, 128) for m in ds.masks)
 
 
+def test_lits_slice_context_borrows_images_never_labels():
+    img, lab = load_volume()
+    val = get_dataset("lits", "val", context=2)
+    assert val.info.in_channels == 5
+    image, mask = val.raw(0)
+    assert np.array_equal(image[0], img[VAL_SLICES[0] - 2]) and np.array_equal(image[2], img[VAL_SLICES[0]])
+    assert np.array_equal(mask, lab[VAL_SLICES[0]])
+    train = get_dataset("lits", "train", context=2)
+    assert np.array_equal(train.raw(0)[0][0], img[0])  # the volume's edge repeats
+    assert np.array_equal(train.raw(95)[0][4], img[97])  # inside the gap, never a validation slice
+    with pytest.raises(DataError, match="context 4 is out of range"):
+        get_dataset("lits", "val", context=4)
+
+
 def test_nuclei_real_image_regions_are_disjoint():
     train, val = get_dataset("nuclei", "train"), get_dataset("nuclei", "val")
     assert len(train) > 0 and len(val) > 0

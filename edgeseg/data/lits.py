@@ -26,7 +26,13 @@ INFO = DatasetInfo(
 )
 
 
-def load_volume() -> tuple[np.ndarray, np.ndarray]:
+def _info_with_context(context: int) -> DatasetInfo:
+    n = 2 * context + 1
+    return DatasetInfo(name=f"lits(context={context})", class_names=INFO.class_names, in_channels=n,
+                       mean=INFO.mean * n, std=INFO.std * n, notes={**INFO.notes, "context": context})
+
+
+def load_volume(hu_window: tuple[float, float] = HU_WINDOW) -> tuple[np.ndarray, np.ndarray]:
     """The CT volume windowed to [0, 1] (float32) and its label volume (int64), both 128³."""
     import mrcfile
 
@@ -43,20 +49,33 @@ def load_volume() -> tuple[np.ndarray, np.ndarray]:
         raise DataError(f"LiTS volume and labels do not match: {getattr(hu, 'shape', None)} vs {getattr(lab, 'shape', None)}", INSTALL)
     if lab.max() > 2 or lab.min() < 0:
         raise DataError(f"LiTS labels outside 0..2 (found {lab.min()}..{lab.max()})", INSTALL)
-    lo, hi = HU_WINDOW
+    lo, hi = hu_window
     img = (np.clip(hu, lo, hi) - lo) / (hi - lo)
     return img.astype(np.float32), lab
 
 
-def lits(split: str = "train", axis: int = 0, extra_axes: bool = False, transform=None) -> SegDataset:
+def lits(split: str = "train", axis: int = 0, context: int = 0, extra_axes: bool = False,
+         hu_window: tuple[float, float] = HU_WINDOW, transform=None) -> SegDataset:
+    """``context`` > 0 stacks the ``context`` slices on each side as extra channels (2.5-D input,
+    2·context+1 channels; edges repeat the last slice). Only images are borrowed from neighbours,
+    never labels, and the split gap is wider than the context, so no input is shared across splits."""
     if split not in ("train", "val"):
         raise DataError(f"unknown LiTS split '{split}'", "use 'train' or 'val'")
-    img, lab = load_volume()
+    gap = VAL_SLICES[0] - TRAIN_SLICES[1]
+    if not 0 <= context <= gap // 2 - 1:
+        raise DataError(f"LiTS context {context} is out of range", f"use 0..{gap // 2 - 1} (the split gap is {gap} slices)")
+    if context and extra_axes:
+        raise DataError("extra_axes and context cannot be combined", "use one of them")
+    img, lab = load_volume(tuple(hu_window))
     start, stop = TRAIN_SLICES if split == "train" else VAL_SLICES
-    img_s = np.moveaxis(img, axis, 0)[start:stop]
+    vol = np.moveaxis(img, axis, 0)
+    img_s = vol[start:stop]
     lab_s = np.moveaxis(lab, axis, 0)[start:stop]
-    images = [s[None] for s in img_s]
+    last = vol.shape[0] - 1
+    images = [vol[[min(max(k + d, 0), last) for d in range(-context, context + 1)]] for k in range(start, stop)]
     masks = list(lab_s)
+    if context:
+        return SegDataset(_info_with_context(context), images, masks, transform)
     if extra_axes and split == "train":
         # Slices along the two other axes of the training slab only (shape (stop-start)×128).
         for other in (1, 2):

@@ -5,25 +5,27 @@ import onnx
 import onnx_graphsurgeon as gs
 
 
-def _sync_subgraph_ir(graph: gs.Graph) -> None:
-    # Folding inside Loop/If bodies silently does little unless subgraphs share the outer IR version.
-    for sub in graph.subgraphs(recursive=True):
-        sub.ir_version = graph.ir_version
+def _to_proto(graph: gs.Graph, original: onnx.ModelProto) -> onnx.ModelProto:
+    """Export ``graph`` keeping the original's IR version, opset imports (custom domains too),
+    metadata and producer, which graphsurgeon would otherwise reset."""
+    proto = gs.export_onnx(graph, do_type_check=True)
+    proto.ir_version = min(original.ir_version, proto.ir_version)
+    del proto.opset_import[:]
+    proto.opset_import.extend(original.opset_import)
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(original.metadata_props)
+    proto.producer_name, proto.producer_version = original.producer_name, original.producer_version
+    return proto
 
 
 def clean(model: onnx.ModelProto) -> onnx.ModelProto:
     """Fold constants, drop dead nodes and unused initialisers, sort topologically."""
     graph = gs.import_onnx(model)
-    _sync_subgraph_ir(graph)
+    # Folding inside Loop/If bodies silently does little unless subgraphs share the outer IR version.
+    for sub in graph.subgraphs(recursive=True):
+        sub.ir_version = graph.ir_version
     graph.fold_constants().cleanup(remove_unused_graph_inputs=False).toposort()
-    cleaned = gs.export_onnx(graph, do_type_check=True)
-    cleaned.ir_version = min(model.ir_version, cleaned.ir_version)
-    # Keep opset imports (incl. custom domains) and metadata of the original.
-    del cleaned.opset_import[:]
-    cleaned.opset_import.extend(model.opset_import)
-    cleaned.metadata_props.extend(model.metadata_props)
-    cleaned.producer_name, cleaned.producer_version = model.producer_name, model.producer_version
-    return cleaned
+    return _to_proto(graph, model)
 
 
 def rename_io(model: onnx.ModelProto, input_name: str, output_names: list[str]) -> onnx.ModelProto:
@@ -34,12 +36,7 @@ def rename_io(model: onnx.ModelProto, input_name: str, output_names: list[str]) 
     graph.inputs[0].name = input_name
     for tensor, name in zip(graph.outputs, output_names):
         tensor.name = name
-    renamed = gs.export_onnx(graph)
-    renamed.ir_version = model.ir_version
-    del renamed.opset_import[:]
-    renamed.opset_import.extend(model.opset_import)
-    renamed.metadata_props.extend(model.metadata_props)
-    return renamed
+    return _to_proto(graph, model)
 
 
 def strip_output_qdq(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -62,9 +59,4 @@ def strip_output_qdq(model: onnx.ModelProto) -> onnx.ModelProto:
         source.dtype, source.shape = out.dtype, out.shape
         graph.outputs[i] = source
     graph.cleanup().toposort()
-    stripped = gs.export_onnx(graph)
-    stripped.ir_version = model.ir_version
-    del stripped.opset_import[:]
-    stripped.opset_import.extend(model.opset_import)
-    stripped.metadata_props.extend(model.metadata_props)
-    return stripped
+    return _to_proto(graph, model)

@@ -20,13 +20,13 @@ from edgeseg.io import atomic_path, write_text_atomic
 from edgeseg.runtime.base import check_batch
 
 
-def _import_tensorrt():
+def _require_tensorrt() -> None:
+    """Callers then ``import tensorrt as trt`` themselves, so type checkers see the real module."""
     try:
-        import tensorrt as trt
+        import tensorrt  # noqa: F401
     except ImportError:
         raise BackendError("TensorRT is not installed", "pip install 'edgeseg[tensorrt]' on a machine with an NVIDIA GPU "
                            "(JetPack ships it on Jetson)") from None
-    return trt
 
 
 def _init_cuda():
@@ -51,7 +51,9 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, precision: str 
                  min_shape=(1, 3, 256, 256), opt_shape=(1, 3, 512, 512), max_shape=(4, 3, 1024, 1024),
                  workspace_gb: float = 2.0, plugin_libraries: tuple[str, ...] = ()) -> Path:
     """Parse the ONNX, build a serialized engine for ``precision`` and write it with its sidecar."""
-    trt = _import_tensorrt()
+    _require_tensorrt()
+    import tensorrt as trt
+
     cuda = _init_cuda()
     meta = read_metadata(load_onnx(onnx_path), onnx_path)
     logger = trt.Logger(trt.Logger.WARNING)
@@ -92,7 +94,9 @@ class TensorRTSession:
     backend = "tensorrt"
 
     def __init__(self, engine_path: str | Path, plugin_libraries: tuple[str, ...] = ()):
-        trt = _import_tensorrt()
+        _require_tensorrt()
+        import tensorrt as trt
+
         engine_path = Path(engine_path)
         sidecar = Path(str(engine_path) + ".json")
         if not engine_path.is_file():
@@ -139,7 +143,8 @@ class TensorRTSession:
         self.context.set_tensor_address(name_in, int(d_in))
         host = {}
         for name in self.outputs:
-            shape = tuple(self.context.get_tensor_shape(name))
+            dims = self.context.get_tensor_shape(name)
+            shape = tuple(dims[i] for i in range(len(dims)))
             dtype = self.trt.nptype(self.engine.get_tensor_dtype(name))
             host[name] = self.cuda.pagelocked_empty(shape, dtype)
             self.context.set_tensor_address(name, int(self._device_buffer(name, host[name].nbytes)))

@@ -1,0 +1,26 @@
+"""The TensorRT backend cannot run here (no GPU, no full TensorRT), so it is type-checked against the
+TensorRT 10 Python API stubs: a misspelt or missing TensorRT method fails this test."""
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_tensorrt_backend_typechecks_against_the_tensorrt_api(tmp_path):
+    if shutil.which("mypy", path=str(ROOT / ".venv" / "bin")) is None:
+        pytest.skip("mypy is not installed (pip install -e '.[dev]')")
+    r = subprocess.run([str(ROOT / "scripts" / "typecheck_tensorrt.sh")], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    # The check has teeth: a call of a method TensorRT does not have is caught.
+    bad = tmp_path / "tensorrt_backend_bad.py"
+    src = (ROOT / "edgeseg" / "runtime" / "tensorrt_backend.py").read_text()
+    assert "self.context.set_input_shape(" in src
+    bad.write_text(src.replace("self.context.set_input_shape(", "self.context.set_input_shapes("))
+    r = subprocess.run([str(ROOT / ".venv" / "bin" / "mypy"), "--config-file", str(ROOT / "pyproject.toml"), str(bad)],
+                       capture_output=True, text=True, cwd=ROOT, env={**os.environ, "MYPYPATH": str(ROOT / "build" / "tensorrt-stubs")},
+                       timeout=600)
+    assert r.returncode != 0 and "set_input_shapes" in r.stdout
