@@ -177,6 +177,34 @@ def run_bench(models: list[str], variants=DEFAULT_VARIANTS, size=(512, 512), bat
     return {"machine": machine(), "size": list(size), "batch": batch_size, "rows": rows}
 
 
+def bench_checkpoints(checkpoints: list[str | Path], data: str, variants=DEFAULT_VARIANTS, batch_size: int = 1,
+                      size: tuple[int, int] | None = None, calib_images: int = 32, calib_method: str = "minmax",
+                      warmup: int = 2, repeats: int = 10, progress: bool = True, log=print) -> dict:
+    """Trained models: latency at ``size`` (default: the data set's image size) and mIoU of every
+    variant on the data set's validation split; INT8 calibrated on its training split."""
+    from edgeseg.evaluate import dataset_for
+    from edgeseg.models.checkpoint import load_checkpoint
+    from edgeseg.runtime import meta_from_checkpoint_dict, preprocess
+
+    if not checkpoints:
+        raise EdgeSegError("no checkpoints to benchmark", "pass --checkpoints a.pt[,b.pt]")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for ckpt in checkpoints:
+            log(f"[bench] {ckpt}")
+            model, payload = load_checkpoint(ckpt)
+            meta = meta_from_checkpoint_dict(payload["config"], payload["meta"])
+            val, train = dataset_for(meta, data, "val"), dataset_for(meta, data, "train")
+            step = max(1, len(train) // calib_images)
+            calibration = [preprocess(train.raw(i)[0], meta)[0] for i in range(0, len(train), step)][:calib_images]
+            shape = size or tuple(preprocess(val.raw(0)[0], meta)[0].shape[-2:])
+            work = Path(tmp) / Path(ckpt).stem
+            work.mkdir()
+            rows += bench_model(model, meta, variants, shape, batch_size, work, calibration, calib_method,
+                                dataset=val, warmup=warmup, repeats=repeats, progress=progress)
+    return {"machine": machine(), "size": list(shape), "batch": batch_size, "data": data, "rows": rows}
+
+
 def machine() -> dict:
     from edgeseg.sysinfo import machine_info
 

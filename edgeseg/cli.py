@@ -159,13 +159,23 @@ def cmd_parity(a) -> None:
 
 
 def cmd_bench(a) -> None:
-    from edgeseg.bench import run_bench, write_report
+    from edgeseg.bench import bench_checkpoints, run_bench, write_report
     from edgeseg.models import list_models
 
-    models = list_models() if a.models == "all" else a.models.split(",")
-    report = run_bench(models, tuple(a.variants.split(",")), (a.size, a.size), a.batch, a.num_classes,
-                       calib_images=a.calib_images, warmup=a.warmup, repeats=a.repeats)
-    paths = write_report(report, a.out, a.name, f"edgeseg zoo benchmark at {a.batch}×3×{a.size}×{a.size}")
+    variants = tuple(a.variants.split(","))
+    if a.checkpoints:
+        if not a.data:
+            raise EdgeSegError("--checkpoints needs --data to measure mIoU on", "add e.g. --data lits")
+        report = bench_checkpoints(a.checkpoints.split(","), a.data, variants, a.batch, (a.size, a.size) if a.size else None,
+                                   calib_images=a.calib_images, warmup=a.warmup, repeats=a.repeats)
+        title = f"edgeseg benchmark on {a.data}: accuracy vs latency"
+    else:
+        models = list_models() if a.models == "all" else a.models.split(",")
+        size = a.size or 512
+        report = run_bench(models, variants, (size, size), a.batch, a.num_classes,
+                           calib_images=a.calib_images, warmup=a.warmup, repeats=a.repeats)
+        title = f"edgeseg zoo benchmark at {a.batch}×3×{size}×{size}"
+    paths = write_report(report, a.out, a.name, title)
     print(Path(paths[1]).read_text())
     print("wrote " + ", ".join(map(str, paths)))
 
@@ -256,9 +266,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_parity)
 
     s = sub.add_parser("bench", help="models × backends × precisions: latency, memory, size (JSON + markdown + PNG)")
-    s.add_argument("--models", default="all", help="comma-separated zoo names, or all")
+    s.add_argument("--models", default="all", help="comma-separated zoo names, or all (random weights: latency only)")
+    s.add_argument("--checkpoints", help="comma-separated trained checkpoints: latency and mIoU on --data")
+    s.add_argument("--data", help="data set for mIoU (with --checkpoints)")
     s.add_argument("--variants", default="torch:fp32,onnxruntime:fp32,onnxruntime:int8")
-    s.add_argument("--size", type=int, default=512)
+    s.add_argument("--size", type=int, help="input side (default 512; with --checkpoints the data's image size)")
     s.add_argument("--batch", type=int, default=1)
     s.add_argument("--num-classes", type=int, default=21)
     s.add_argument("--calib-images", type=int, default=4)

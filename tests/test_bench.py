@@ -31,3 +31,18 @@ def test_variant_parsing():
         parse_variant("torch:int8")
     with pytest.raises(EdgeSegError):
         parse_variant("tvm:fp32")
+
+
+def test_bench_trained_checkpoint_reports_miou(tmp_path):
+    from edgeseg.bench import bench_checkpoints
+    from edgeseg.train import TrainConfig, train
+
+    cfg = TrainConfig(model="unet_padded", dataset="synthetic", model_args={"base_width": 4, "depth": 2},
+                      dataset_args={"num_images": 8, "size": (64, 64)}, epochs=2, batch_size=4)
+    train(cfg, tmp_path / "m.pt", progress=False, log=lambda *_: None)
+    report = bench_checkpoints([tmp_path / "m.pt"], "synthetic", calib_images=2, warmup=1, repeats=2, progress=False,
+                               log=lambda *_: None)
+    assert report["size"] == [64, 64] and report["data"] == "synthetic"  # the data set as trained on
+    mious = {(r["backend"], r["precision"]): r["miou"] for r in report["rows"]}
+    assert all(0.0 <= v <= 1.0 for v in mious.values())
+    assert abs(mious[("torch", "fp32")] - mious[("onnxruntime", "fp32")]) < 1e-3
