@@ -230,6 +230,8 @@ def markdown(report: dict, title: str) -> str:
                      f"{r['latency_ms_p90']:.1f} | {f(r.get('speedup_vs_torch'), '.2f')}× | {r['throughput_ips']:.2f} | "
                      f"{f(r['first_run_peak_mb'], '.0f')} | {r['model_mb']:.1f} | {f(r['argmax_agreement_vs_torch'], '.4f')} | "
                      f"{f(r['miou'], '.4f')} |")
+    if report.get("not_measured"):
+        lines += ["", f"Not measured in this run (stopped first): {', '.join(report['not_measured'])}."]
     return "\n".join(lines) + "\n"
 
 
