@@ -3,5 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+scripts/build_plugins.sh
 export OMP_WAIT_POLICY=PASSIVE
 exec .venv/bin/python -m pytest -q -ra "$@" tests

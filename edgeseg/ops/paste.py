@@ -1,0 +1,103 @@
+"""Mask pasting (Mask R-CNN) and the panoptic head (LPSNet), in the graph rather than on the host.
+
+paste_masks: image pixel (py, px) samples RoI mask r at v = (py + ½ − y1)/(y2 − y1)·M − ½,
+u = (px + ½ − x1)/(x2 − x1)·M' − ½ (pixel centres, the mask's cells spanning the box), bilinear with
+zero padding outside the mask; a box of zero or negative size pastes nothing.
+
+panoptic_paste: instances, from high to low score, occupy the pixels of their (binary) masks; one
+whose overlap with pixels already occupied exceeds ``overlap_threshold`` of its area is dropped,
+otherwise it keeps its not-yet-occupied pixels. Semantic labels ≥ ``num_thing_classes`` are stuff:
+each stuff class's unoccupied pixels become one segment if there are at least ``min_stuff_area``.
+Written branch-free over a fixed instance count, so it traces (the portable flavour unrolls it).
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from edgeseg.ops.export import emitting_plugin, plugin_node, plugin_node_multi
+from edgeseg.ops.sampling import interp_matrix_zero
+
+SEGMENT_FIELDS = ("id", "category", "is_thing", "area", "score")
+
+
+def paste_masks(masks: Tensor, boxes: Tensor, image: Tensor | tuple[int, int], threshold: float = 0.5,
+                impl: str = "torch") -> Tensor:
+    """R×H×W: ``masks`` (R×M×M' probabilities) pasted into ``boxes`` (R×4, x1 y1 x2 y2, image pixels).
+
+    ``image``: (H, W), or a tensor whose last two dims are H×W (so the size stays dynamic in ONNX).
+    ``threshold`` ≥ 0 gives 0/1 (value ≥ threshold); < 0 gives the interpolated probabilities."""
+    h, w = image if isinstance(image, tuple) else image.shape[-2:]
+    if impl == "native":
+        from edgeseg.ops import native
+
+        return native.paste_masks(masks, boxes, (int(h), int(w)), threshold)
+    if impl != "torch":
+        raise ValueError(f"unknown impl '{impl}'; use 'torch' or 'native'")
+    if emitting_plugin():
+        like = image if isinstance(image, Tensor) else masks.new_zeros(1, 1, h, w)
+        return plugin_node("EdgeSegPasteMasks", [masks, boxes, like], dict(threshold=float(threshold)),
+                           masks.dtype, (masks.shape[0], h, w))
+    r, mh, mw = masks.shape
+    x1, y1, x2, y2 = boxes.unbind(1)
+    bw, bh = x2 - x1, y2 - y1
+    valid = ((bw > 0) & (bh > 0)).to(masks.dtype)
+    py = torch.arange(h, dtype=masks.dtype, device=masks.device) + 0.5
+    px = torch.arange(w, dtype=masks.dtype, device=masks.device) + 0.5
+    v = (py[None] - y1[:, None]) / torch.where(bh > 0, bh, 1)[:, None] * mh - 0.5
+    u = (px[None] - x1[:, None]) / torch.where(bw > 0, bw, 1)[:, None] * mw - 0.5
+    a, b = interp_matrix_zero(v, mh), interp_matrix_zero(u, mw)  # R×H×M, R×W×M'
+    soft = torch.einsum("rhm,rmn,rwn->rhw", a, masks, b) * valid[:, None, None]
+    return soft if threshold < 0 else (soft >= threshold).to(masks.dtype)
+
+
+def panoptic_paste(semantic: Tensor, masks: Tensor, scores: Tensor, classes: Tensor, num_classes: int,
+                   num_thing_classes: int, overlap_threshold: float = 0.5, min_stuff_area: int = 4096,
+                   score_threshold: float = 0.5, impl: str = "torch") -> tuple[Tensor, Tensor]:
+    """One image: ``semantic`` H×W labels, ``masks`` R×H×W (> 0.5 is in), ``scores`` R, ``classes`` R.
+
+    Returns the panoptic id map H×W (int32; 0 = void) and the segment table (R + stuff classes)×5 float32
+    with columns ``SEGMENT_FIELDS``; segment id i is row i−1, unused rows are zero."""
+    r = masks.shape[0]
+    n_stuff = num_classes - num_thing_classes
+    if impl == "native":
+        from edgeseg.ops import native
+
+        return native.panoptic_paste(semantic, masks, scores, classes, num_classes, num_thing_classes,
+                                     overlap_threshold, min_stuff_area, score_threshold)
+    if impl != "torch":
+        raise ValueError(f"unknown impl '{impl}'; use 'torch' or 'native'")
+    if emitting_plugin():
+        attrs = dict(num_classes=num_classes, num_thing_classes=num_thing_classes, overlap_threshold=float(overlap_threshold),
+                     min_stuff_area=int(min_stuff_area), score_threshold=float(score_threshold))
+        ids, table = plugin_node_multi("EdgeSegPanopticPaste", [semantic.to(torch.int32), masks, scores, classes.to(torch.int32)],
+                                       attrs, [torch.int32, torch.float32], [tuple(semantic.shape), (r + n_stuff, 5)])
+        return ids, table
+    rows = r + n_stuff
+    order = torch.sort(scores, descending=True, stable=True).indices
+    binary = masks[order] > 0.5
+    occupied = torch.zeros(semantic.shape, dtype=torch.int32, device=semantic.device)
+    table = torch.zeros(rows, 5, dtype=torch.float32, device=semantic.device)
+    slots = torch.arange(rows, device=semantic.device)
+    next_id = torch.ones((), dtype=torch.int32, device=semantic.device)
+    for j in range(r):
+        m = binary[j]
+        area = m.sum()
+        free = m & (occupied == 0)
+        kept = free.sum()
+        score = scores[order[j]]
+        ok = (score >= score_threshold) & (area > 0) & ((area - kept).float() <= overlap_threshold * area.float()) & (kept > 0)
+        occupied = torch.where(free & ok, next_id, occupied)
+        row = torch.stack([next_id.float(), classes[order[j]].float(), torch.ones_like(score).float(), kept.float(), score.float()])
+        table = torch.where(((slots == next_id - 1) & ok)[:, None], row[None], table)
+        next_id = next_id + ok.to(torch.int32)
+    for c in range(num_thing_classes, num_classes):
+        region = (semantic == c) & (occupied == 0)
+        area = region.sum()
+        ok = (area >= min_stuff_area) & (area > 0)
+        occupied = torch.where(region & ok, next_id, occupied)
+        row = torch.stack([next_id.float(), torch.tensor(float(c), device=semantic.device), torch.zeros((), device=semantic.device),
+                           area.float(), torch.ones((), device=semantic.device)])
+        table = torch.where(((slots == next_id - 1) & ok)[:, None], row[None], table)
+        next_id = next_id + ok.to(torch.int32)
+    return occupied, table

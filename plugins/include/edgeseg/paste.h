@@ -1,0 +1,37 @@
+// Mask pasting (Mask R-CNN) and the panoptic head's accept rule (LPSNet).
+#pragma once
+#include "common.h"
+
+namespace edgeseg
+{
+
+// Pixel (py, px) of the image from an mh×mw RoI mask spanning box (x1, y1, x2, y2).
+// threshold >= 0: 1 where the interpolated value >= threshold, else 0; < 0: the value itself.
+template <typename T>
+ES_HD float paste_pixel(T const* mask, int mh, int mw, float x1, float y1, float x2, float y2, int py, int px,
+    float threshold)
+{
+    float const bw = x2 - x1, bh = y2 - y1;
+    if (!(bw > 0.f && bh > 0.f))
+        return 0.f;
+    float const v = (py + .5f - y1) / bh * mh - .5f;
+    float const u = (px + .5f - x1) / bw * mw - .5f;
+    float const value = bilinear_zero(mask, mh, mw, mw, 1, v, u);
+    return threshold < 0.f ? value : (value >= threshold ? 1.f : 0.f);
+}
+
+// Whether an instance (in score order) becomes a segment: it must score enough, have pixels, keep
+// some, and overlap what is already occupied by at most overlap_threshold of its area.
+ES_HD bool panoptic_accept(float score, int64_t area, int64_t kept, float score_threshold, float overlap_threshold)
+{
+    return score >= score_threshold && area > 0 && kept > 0
+        && static_cast<float>(area - kept) <= overlap_threshold * static_cast<float>(area);
+}
+
+// The order instances are pasted in: score descending, ties by index (a stable sort).
+ES_HD bool panoptic_before(float score_a, int a, float score_b, int b)
+{
+    return score_a > score_b || (score_a == score_b && a < b);
+}
+
+} // namespace edgeseg
