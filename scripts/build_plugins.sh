@@ -1,13 +1,36 @@
 #!/usr/bin/env bash
-# Build the plugin libraries into build/plugins: the CPU launchers always; the ONNX Runtime custom ops
-# and the TensorRT plugins (with their CUDA launchers) where their headers and nvcc can be had.
-# Headers come from the package registries into build/deps (TensorRT 10.x: PyPI kernel-lens; ONNX
-# Runtime: Debian trixie's libonnxruntime-dev). Idempotent; CUDA_ARCHS overrides the GPU targets.
+# Build the plugin libraries into build/plugins: the CPU launchers (libedgeseg_cpu.so) always; the
+# TensorRT plugins with their CUDA launchers (libedgeseg_trt.so) and their host tests where nvcc is
+# found. TensorRT 10.x headers come from PyPI (kernel-lens, --no-deps) into build/deps unless
+# TENSORRT_INCLUDE_DIR names a TensorRT install (Jetson: /usr/include/aarch64-linux-gnu).
+# CUDA_ARCHS (e.g. "87" on an Orin, "90" on an H100) narrows the GPU targets. Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 deps=build/deps
 mkdir -p "$deps" build/plugins
-cmake -S plugins -B build/cmake -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build build/cmake -j "$(nproc)" >/dev/null
-cp build/cmake/libedgeseg_cpu.so build/plugins/
-echo "[build_plugins] $(ls build/plugins | tr '\n' ' ')"
+py=${PYTHON:-.venv/bin/python}
+trt_inc=${TENSORRT_INCLUDE_DIR:-}
+nvcc_bin=$(command -v nvcc || true)
+[ -z "$nvcc_bin" ] && [ -x /usr/local/cuda/bin/nvcc ] && nvcc_bin=/usr/local/cuda/bin/nvcc
+if [ -n "$nvcc_bin" ] && [ -z "$trt_inc" ]; then
+  trt_inc=$deps/kernel_lens/include/tensorrt
+  if [ ! -f "$trt_inc/NvInferRuntime.h" ]; then
+    echo "[build_plugins] fetching TensorRT 10.x headers (PyPI kernel-lens)"
+    "$py" -m pip download -q --no-deps kernel-lens==2.0.1 -d "$deps/wheel" 2>&1 | grep -v WARNING || true
+    "$py" -m zipfile -e "$deps"/wheel/kernel_lens-2.0.1-*.whl "$deps"
+  fi
+fi
+args=(-DCMAKE_BUILD_TYPE=Release)
+if [ -n "$nvcc_bin" ]; then
+  args+=(-DCMAKE_CUDA_COMPILER="$nvcc_bin" -DTENSORRT_INCLUDE_DIR="$(readlink -f "$trt_inc")")
+  [ -n "${CUDA_ARCHS:-}" ] && args+=(-DCMAKE_CUDA_ARCHITECTURES="$CUDA_ARCHS")
+else
+  echo "[build_plugins] no nvcc: building the CPU launchers only"
+  args+=(-DEDGESEG_CUDA=OFF)
+fi
+cmake -S plugins -B build/cmake "${args[@]}" >build/cmake.log 2>&1 || { cat build/cmake.log; exit 1; }
+cmake --build build/cmake -j "$(nproc)" >>build/cmake.log 2>&1 || { tail -40 build/cmake.log; exit 1; }
+for lib in libedgeseg_cpu.so libedgeseg_trt.so plugin_host_tests; do
+  [ -f "build/cmake/$lib" ] && cp "build/cmake/$lib" "build/plugins/$lib.tmp" && mv "build/plugins/$lib.tmp" "build/plugins/$lib"
+done
+echo "[build_plugins] built: $(ls build/plugins | tr '\n' ' ')"

@@ -1,0 +1,136 @@
+// What every edgeseg TensorRT plugin shares: field specs and their validation (plugin payloads are
+// untrusted: every field is checked for name, type, length and range before use), the IPluginV3
+// plumbing (Core / Build / Runtime capabilities), and the creator.
+#pragma once
+#include <NvInferRuntime.h>
+
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace edgeseg
+{
+namespace plugin
+{
+using namespace nvinfer1;
+
+constexpr char const* kVersion = "1";
+constexpr char const* kNamespace = "";
+
+void report_error(std::string const& message); // to TensorRT's logger, and kept for edgeseg_plugin_last_error()
+
+// One field: name, type (kINT32 or kFLOAT32), element count (min..max) and the range of each value.
+struct FieldSpec
+{
+    char const* name;
+    PluginFieldType type;
+    int32_t min_length, max_length;
+    double lo, hi;
+    bool required;
+};
+
+// Parsed values of one collection, by spec index. Validation fills `error` and returns false.
+struct Fields
+{
+    std::vector<std::vector<double>> values;
+    int32_t i(size_t k, size_t at = 0) const { return static_cast<int32_t>(values[k][at]); }
+    float f(size_t k, size_t at = 0) const { return static_cast<float>(values[k][at]); }
+};
+
+bool parse_fields(char const* plugin, std::vector<FieldSpec> const& specs, PluginFieldCollection const* fc,
+    Fields& out, std::string& error);
+
+// Keeps the storage of a collection that getFieldsToSerialize / getFieldNames hand out.
+class FieldStore
+{
+public:
+    void clear();
+    void add_ints(char const* name, std::vector<int32_t> v);
+    void add_floats(char const* name, std::vector<float> v);
+    PluginFieldCollection const* collection();
+
+private:
+    std::vector<std::vector<int32_t>> mInts;
+    std::vector<std::vector<float>> mFloats;
+    std::vector<PluginField> mFields;
+    PluginFieldCollection mCollection{};
+    struct Pending
+    {
+        char const* name;
+        bool is_int;
+        size_t index;
+    };
+    std::vector<Pending> mPending;
+};
+
+// The capabilities in one object. Derived provides the op: outputs, shapes, formats, enqueue, fields.
+class PluginBase : public IPluginV3, public IPluginV3OneCore, public IPluginV3OneBuild, public IPluginV3OneRuntime
+{
+public:
+    IPluginCapability* getCapabilityInterface(PluginCapabilityType type) noexcept override;
+    char const* getPluginVersion() const noexcept override { return kVersion; }
+    char const* getPluginNamespace() const noexcept override { return kNamespace; }
+    int32_t configurePlugin(DynamicPluginTensorDesc const*, int32_t, DynamicPluginTensorDesc const*, int32_t) noexcept override
+    {
+        return 0;
+    }
+    int32_t onShapeChange(PluginTensorDesc const*, int32_t, PluginTensorDesc const*, int32_t) noexcept override { return 0; }
+    IPluginV3* attachToContext(IPluginResourceContext*) noexcept override { return clone(); }
+    PluginFieldCollection const* getFieldsToSerialize() noexcept override;
+
+protected:
+    virtual void serialize(FieldStore& store) const = 0;
+    // Float or half I/O, linear, all the same type: the rule most of these ops follow.
+    static bool same_float_linear(int32_t pos, DynamicPluginTensorDesc const* inOut, int32_t first_float, int32_t end);
+
+private:
+    FieldStore mStore;
+};
+
+// A creator for plugin class P, which provides: static kName, static specs(), and a constructor from Fields.
+template <class P>
+class Creator : public IPluginCreatorV3One
+{
+public:
+    Creator()
+    {
+        for (auto const& s : P::specs())
+            mNames.emplace_back(s.name, nullptr, s.type, s.max_length);
+        mCollection.nbFields = static_cast<int32_t>(mNames.size());
+        mCollection.fields = mNames.data();
+    }
+    char const* getPluginName() const noexcept override { return P::kName; }
+    char const* getPluginVersion() const noexcept override { return kVersion; }
+    char const* getPluginNamespace() const noexcept override { return kNamespace; }
+    PluginFieldCollection const* getFieldNames() noexcept override { return &mCollection; }
+    IPluginV3* createPlugin(char const*, PluginFieldCollection const* fc, TensorRTPhase) noexcept override
+    {
+        try
+        {
+            Fields fields;
+            std::string error;
+            if (!parse_fields(P::kName, P::specs(), fc, fields, error) || !P::check(fields, error))
+            {
+                report_error(error);
+                return nullptr;
+            }
+            return new P(fields);
+        }
+        catch (...)
+        {
+            report_error(std::string(P::kName) + ": could not create the plugin");
+            return nullptr;
+        }
+    }
+
+private:
+    std::vector<PluginField> mNames;
+    PluginFieldCollection mCollection{};
+};
+
+inline DataType io_type(DynamicPluginTensorDesc const& d) { return d.desc.type; }
+
+} // namespace plugin
+} // namespace edgeseg

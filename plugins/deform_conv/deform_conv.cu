@@ -1,0 +1,146 @@
+// CUDA launchers of DCNv2 (implicit GEMM: sample a tile of columns into shared memory, multiply it
+// with a tile of weights; the columns never touch global memory) and of the DCNv3 core.
+#include <cuda_fp16.h>
+
+#include "cuda/launchers.h"
+
+namespace edgeseg
+{
+namespace cuda
+{
+
+namespace tile
+{
+constexpr int M = 64;  // output channels per block
+constexpr int N = 64;  // output pixels per block
+constexpr int K = 16;  // reduction step (input channel × kernel point)
+constexpr int threads = 256; // each computes a 4×4 patch of the 64×64 tile
+} // namespace tile
+
+template <typename T>
+__global__ void __launch_bounds__(tile::threads) deform_conv_kernel(T const* input, int cin, int h, int w,
+    T const* weight, int cout, T const* offset, T const* mask, T const* bias, DeformConvParams p, int ho, int wo, T* out)
+{
+    __shared__ float ws[tile::K][tile::M];
+    __shared__ float cs[tile::K][tile::N];
+    int const groups = p.groups;
+    int const b = blockIdx.z / groups, g = blockIdx.z % groups;
+    int const cpg = cin / groups, opg = cout / groups, kk = p.kh * p.kw;
+    int const reduce = cpg * kk;
+    int64_t const plane = static_cast<int64_t>(ho) * wo;
+    int const m0 = blockIdx.y * tile::M;
+    int64_t const l0 = static_cast<int64_t>(blockIdx.x) * tile::N;
+    T const* img = input + static_cast<int64_t>(b) * cin * h * w;
+    T const* off = offset + static_cast<int64_t>(b) * 2 * p.offset_groups * kk * plane;
+    T const* msk = mask ? mask + static_cast<int64_t>(b) * p.offset_groups * kk * plane : nullptr;
+    int const tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
+    float acc[4][4] = {};
+    for (int r0 = 0; r0 < reduce; r0 += tile::K)
+    {
+        for (int e = tid; e < tile::K * tile::M; e += tile::threads)
+        {
+            int const mm = e / tile::K, rk = e % tile::K;
+            int const o = m0 + mm, r = r0 + rk;
+            ws[rk][mm] = (o < opg && r < reduce) ? to_float(weight[(static_cast<int64_t>(g) * opg + o) * reduce + r]) : 0.f;
+        }
+        for (int e = tid; e < tile::K * tile::N; e += tile::threads)
+        {
+            int const rk = e / tile::N, nn = e % tile::N;
+            int const r = r0 + rk;
+            int64_t const l = l0 + nn;
+            float v = 0.f;
+            if (r < reduce && l < plane)
+                v = deform_column(img, cin, h, w, off, msk, ho, wo, g * cpg + r / kk, r % kk, static_cast<int>(l / wo),
+                    static_cast<int>(l % wo), p);
+            cs[rk][nn] = v;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int rk = 0; rk < tile::K; ++rk)
+        {
+            float a[4], c[4];
+#pragma unroll
+            for (int i = 0; i < 4; ++i)
+            {
+                a[i] = ws[rk][ty * 4 + i];
+                c[i] = cs[rk][tx * 4 + i];
+            }
+#pragma unroll
+            for (int i = 0; i < 4; ++i)
+#pragma unroll
+                for (int j = 0; j < 4; ++j)
+                    acc[i][j] += a[i] * c[j];
+        }
+        __syncthreads();
+    }
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+    {
+        int const o = m0 + ty * 4 + i;
+        if (o >= opg)
+            continue;
+        int const oc = g * opg + o;
+        float const add = bias ? to_float(bias[oc]) : 0.f;
+#pragma unroll
+        for (int j = 0; j < 4; ++j)
+        {
+            int64_t const l = l0 + tx * 4 + j;
+            if (l < plane)
+                out[(static_cast<int64_t>(b) * cout + oc) * plane + l] = static_cast<T>(acc[i][j] + add);
+        }
+    }
+}
+
+template <typename T>
+__global__ void dcnv3_kernel(T const* input, int n, int h, int w, int c, T const* offset, T const* mask, DCNv3Params p,
+    int ho, int wo, T* out)
+{
+    int64_t const total = static_cast<int64_t>(n) * ho * wo * c;
+    int64_t const gk = static_cast<int64_t>(p.group) * p.kh * p.kw;
+    for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
+         i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    {
+        int const ch = i % c, x = (i / c) % wo, y = (i / c / wo) % ho;
+        int64_t const b = i / c / wo / ho;
+        out[i] = static_cast<T>(dcnv3_point(input + b * h * w * c, h, w, c, offset + b * ho * wo * gk * 2,
+            mask + b * ho * wo * gk, wo, y, x, ch, p));
+    }
+}
+
+template <typename T>
+cudaError_t deform_conv2d(T const* input, int n, int cin, int h, int w, T const* weight, int cout, T const* offset,
+    T const* mask, T const* bias, DeformConvParams const& p, int ho, int wo, T* out, cudaStream_t stream)
+{
+    int64_t const plane = static_cast<int64_t>(ho) * wo;
+    if (n == 0 || plane == 0 || cout == 0)
+        return cudaSuccess;
+    dim3 const grid(static_cast<unsigned>((plane + tile::N - 1) / tile::N),
+        static_cast<unsigned>((cout / p.groups + tile::M - 1) / tile::M), static_cast<unsigned>(n * p.groups));
+    deform_conv_kernel<<<grid, tile::threads, 0, stream>>>(input, cin, h, w, weight, cout, offset, mask, bias, p, ho, wo, out);
+    return cudaGetLastError();
+}
+
+template <typename T>
+cudaError_t dcnv3(T const* input, int n, int h, int w, int c, T const* offset, T const* mask, DCNv3Params const& p,
+    int ho, int wo, T* out, cudaStream_t stream)
+{
+    int64_t const total = static_cast<int64_t>(n) * ho * wo * c;
+    if (total == 0)
+        return cudaSuccess;
+    int64_t const blocks = (total + 255) / 256;
+    dcnv3_kernel<<<static_cast<unsigned>(blocks < 2097120 ? blocks : 2097120), 256, 0, stream>>>(
+        input, n, h, w, c, offset, mask, p, ho, wo, out);
+    return cudaGetLastError();
+}
+
+template cudaError_t deform_conv2d<float>(float const*, int, int, int, int, float const*, int, float const*,
+    float const*, float const*, DeformConvParams const&, int, int, float*, cudaStream_t);
+template cudaError_t deform_conv2d<__half>(__half const*, int, int, int, int, __half const*, int, __half const*,
+    __half const*, __half const*, DeformConvParams const&, int, int, __half*, cudaStream_t);
+template cudaError_t dcnv3<float>(float const*, int, int, int, int, float const*, float const*, DCNv3Params const&,
+    int, int, float*, cudaStream_t);
+template cudaError_t dcnv3<__half>(__half const*, int, int, int, int, __half const*, __half const*,
+    DCNv3Params const&, int, int, __half*, cudaStream_t);
+
+} // namespace cuda
+} // namespace edgeseg

@@ -1,0 +1,199 @@
+// EdgeSegDeformConv2d and EdgeSegDCNv3 (version "1"): see README.md beside this file.
+#include <cuda_fp16.h>
+
+#include "cuda/launchers.h"
+#include "plugins.h"
+
+namespace edgeseg
+{
+namespace plugin
+{
+
+namespace
+{
+FieldSpec pair_spec(char const* name, double lo, double hi, bool required)
+{
+    return {name, PluginFieldType::kINT32, 2, 2, lo, hi, required};
+}
+
+int32_t get_or(Fields const& f, size_t k, size_t at, int32_t fallback)
+{
+    return f.values[k].empty() ? fallback : f.i(k, at);
+}
+} // namespace
+
+std::vector<FieldSpec> const& DeformConv2dPlugin::specs()
+{
+    static std::vector<FieldSpec> const s{pair_spec("stride", 1, 64, false), pair_spec("padding", 0, 1024, false),
+        pair_spec("dilation", 1, 64, false), {"groups", PluginFieldType::kINT32, 1, 1, 1, 65536, false},
+        {"offset_groups", PluginFieldType::kINT32, 1, 1, 1, 65536, false}};
+    return s;
+}
+
+bool DeformConv2dPlugin::check(Fields const&, std::string&) { return true; }
+
+DeformConv2dPlugin::DeformConv2dPlugin(Fields const& f)
+    : mParams{0, 0, get_or(f, 0, 0, 1), get_or(f, 0, 1, 1), get_or(f, 1, 0, 0), get_or(f, 1, 1, 0), get_or(f, 2, 0, 1),
+        get_or(f, 2, 1, 1), get_or(f, 3, 0, 1), get_or(f, 4, 0, 1)}
+{
+}
+
+void DeformConv2dPlugin::serialize(FieldStore& s) const
+{
+    s.add_ints("stride", {mParams.stride_h, mParams.stride_w});
+    s.add_ints("padding", {mParams.pad_h, mParams.pad_w});
+    s.add_ints("dilation", {mParams.dil_h, mParams.dil_w});
+    s.add_ints("groups", {mParams.groups});
+    s.add_ints("offset_groups", {mParams.offset_groups});
+}
+
+int32_t DeformConv2dPlugin::getOutputDataTypes(DataType* out, int32_t nbOutputs, DataType const* in, int32_t nbInputs) const noexcept
+{
+    if (nbOutputs != 1 || nbInputs != 5)
+        return -1;
+    out[0] = in[0];
+    return 0;
+}
+
+int32_t DeformConv2dPlugin::getOutputShapes(DimsExprs const* in, int32_t nbInputs, DimsExprs const*, int32_t, DimsExprs* out,
+    int32_t nbOutputs, IExprBuilder&) noexcept
+{
+    if (nbInputs != 5 || nbOutputs != 1 || in[0].nbDims != 4 || in[1].nbDims != 4 || in[2].nbDims != 4 || in[4].nbDims != 4)
+    {
+        report_error("EdgeSegDeformConv2d: expects X N×C×H×W, W Cout×C/groups×kh×kw, offset, bias Cout, mask");
+        return -1;
+    }
+    out[0].nbDims = 4;
+    out[0].d[0] = in[0].d[0];
+    out[0].d[1] = in[1].d[0];
+    out[0].d[2] = in[2].d[2]; // the offset's spatial size is the output's
+    out[0].d[3] = in[2].d[3];
+    return 0;
+}
+
+bool DeformConv2dPlugin::supportsFormatCombination(int32_t pos, DynamicPluginTensorDesc const* io, int32_t nbInputs, int32_t nbOutputs) noexcept
+{
+    if (nbInputs != 5 || nbOutputs != 1 || pos < 0 || pos > 5)
+        return false;
+    return pos == 5 ? io[5].desc.type == io[0].desc.type && io[5].desc.format == TensorFormat::kLINEAR
+                    : same_float_linear(pos, io, 0, 5);
+}
+
+int32_t DeformConv2dPlugin::enqueue(PluginTensorDesc const* in, PluginTensorDesc const* outDesc, void const* const* inputs,
+    void* const* outputs, void*, cudaStream_t stream) noexcept
+{
+    auto const& x = in[0].dims;
+    auto const& w = in[1].dims;
+    DeformConvParams p = mParams;
+    p.kh = w.d[2];
+    p.kw = w.d[3];
+    int const cin = x.d[1];
+    if (cin % p.groups || w.d[0] % p.groups || cin % p.offset_groups || w.d[1] * p.groups != cin
+        || in[2].dims.d[1] != 2 * p.offset_groups * p.kh * p.kw)
+    {
+        report_error("EdgeSegDeformConv2d: channels, groups and offset channels disagree");
+        return -1;
+    }
+    int const ho = outDesc[0].dims.d[2], wo = outDesc[0].dims.d[3];
+    cudaError_t e;
+    if (in[0].type == DataType::kHALF)
+    {
+        using T = __half;
+        e = cuda::deform_conv2d(static_cast<T const*>(inputs[0]), x.d[0], cin, x.d[2], x.d[3],
+            static_cast<T const*>(inputs[1]), w.d[0], static_cast<T const*>(inputs[2]), static_cast<T const*>(inputs[4]),
+            static_cast<T const*>(inputs[3]), p, ho, wo, static_cast<T*>(outputs[0]), stream);
+    }
+    else
+    {
+        using T = float;
+        e = cuda::deform_conv2d(static_cast<T const*>(inputs[0]), x.d[0], cin, x.d[2], x.d[3],
+            static_cast<T const*>(inputs[1]), w.d[0], static_cast<T const*>(inputs[2]), static_cast<T const*>(inputs[4]),
+            static_cast<T const*>(inputs[3]), p, ho, wo, static_cast<T*>(outputs[0]), stream);
+    }
+    return e == cudaSuccess ? 0 : -1;
+}
+
+std::vector<FieldSpec> const& DCNv3Plugin::specs()
+{
+    static std::vector<FieldSpec> const s{pair_spec("kernel", 1, 15, true), pair_spec("stride", 1, 64, false),
+        pair_spec("padding", 0, 1024, false), pair_spec("dilation", 1, 64, false),
+        {"group", PluginFieldType::kINT32, 1, 1, 1, 4096, false},
+        {"offset_scale", PluginFieldType::kFLOAT32, 1, 1, 1e-6, 1e3, false}};
+    return s;
+}
+
+bool DCNv3Plugin::check(Fields const&, std::string&) { return true; }
+
+DCNv3Plugin::DCNv3Plugin(Fields const& f)
+    : mParams{f.i(0, 0), f.i(0, 1), get_or(f, 1, 0, 1), get_or(f, 1, 1, 1), get_or(f, 2, 0, 0), get_or(f, 2, 1, 0),
+        get_or(f, 3, 0, 1), get_or(f, 3, 1, 1), get_or(f, 4, 0, 1), f.values[5].empty() ? 1.f : f.f(5)}
+{
+}
+
+void DCNv3Plugin::serialize(FieldStore& s) const
+{
+    s.add_ints("kernel", {mParams.kh, mParams.kw});
+    s.add_ints("stride", {mParams.stride_h, mParams.stride_w});
+    s.add_ints("padding", {mParams.pad_h, mParams.pad_w});
+    s.add_ints("dilation", {mParams.dil_h, mParams.dil_w});
+    s.add_ints("group", {mParams.group});
+    s.add_floats("offset_scale", {mParams.offset_scale});
+}
+
+int32_t DCNv3Plugin::getOutputDataTypes(DataType* out, int32_t nbOutputs, DataType const* in, int32_t nbInputs) const noexcept
+{
+    if (nbOutputs != 1 || nbInputs != 3)
+        return -1;
+    out[0] = in[0];
+    return 0;
+}
+
+int32_t DCNv3Plugin::getOutputShapes(DimsExprs const* in, int32_t nbInputs, DimsExprs const*, int32_t, DimsExprs* out,
+    int32_t nbOutputs, IExprBuilder&) noexcept
+{
+    if (nbInputs != 3 || nbOutputs != 1 || in[0].nbDims != 4 || in[1].nbDims != 4 || in[2].nbDims != 4)
+    {
+        report_error("EdgeSegDCNv3: expects input N×H×W×C, offset N×Ho×Wo×(G·K·2), mask N×Ho×Wo×(G·K)");
+        return -1;
+    }
+    out[0].nbDims = 4;
+    out[0].d[0] = in[0].d[0];
+    out[0].d[1] = in[1].d[1];
+    out[0].d[2] = in[1].d[2];
+    out[0].d[3] = in[0].d[3];
+    return 0;
+}
+
+bool DCNv3Plugin::supportsFormatCombination(int32_t pos, DynamicPluginTensorDesc const* io, int32_t nbInputs, int32_t nbOutputs) noexcept
+{
+    if (nbInputs != 3 || nbOutputs != 1 || pos < 0 || pos > 3)
+        return false;
+    return pos == 3 ? io[3].desc.type == io[0].desc.type && io[3].desc.format == TensorFormat::kLINEAR
+                    : same_float_linear(pos, io, 0, 3);
+}
+
+int32_t DCNv3Plugin::enqueue(PluginTensorDesc const* in, PluginTensorDesc const* outDesc, void const* const* inputs,
+    void* const* outputs, void*, cudaStream_t stream) noexcept
+{
+    auto const& x = in[0].dims;
+    int const kk = mParams.kh * mParams.kw;
+    if (x.d[3] % mParams.group || in[1].dims.d[3] != mParams.group * kk * 2 || in[2].dims.d[3] != mParams.group * kk)
+    {
+        report_error("EdgeSegDCNv3: channels, group and offset/mask sizes disagree");
+        return -1;
+    }
+    int const ho = outDesc[0].dims.d[1], wo = outDesc[0].dims.d[2];
+    cudaError_t e;
+    if (in[0].type == DataType::kHALF)
+        e = cuda::dcnv3(static_cast<__half const*>(inputs[0]), x.d[0], x.d[1], x.d[2], x.d[3],
+            static_cast<__half const*>(inputs[1]), static_cast<__half const*>(inputs[2]), mParams, ho, wo,
+            static_cast<__half*>(outputs[0]), stream);
+    else
+        e = cuda::dcnv3(static_cast<float const*>(inputs[0]), x.d[0], x.d[1], x.d[2], x.d[3],
+            static_cast<float const*>(inputs[1]), static_cast<float const*>(inputs[2]), mParams, ho, wo,
+            static_cast<float*>(outputs[0]), stream);
+    return e == cudaSuccess ? 0 : -1;
+}
+
+} // namespace plugin
+} // namespace edgeseg

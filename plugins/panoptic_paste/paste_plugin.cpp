@@ -1,0 +1,158 @@
+// EdgeSegPasteMasks and EdgeSegPanopticPaste (version "1"): see README.md beside this file.
+#include <cuda_fp16.h>
+
+#include "cuda/launchers.h"
+#include "plugins.h"
+
+namespace edgeseg
+{
+namespace plugin
+{
+
+std::vector<FieldSpec> const& PasteMasksPlugin::specs()
+{
+    static std::vector<FieldSpec> const s{{"threshold", PluginFieldType::kFLOAT32, 1, 1, -1.0, 1.0, false}};
+    return s;
+}
+
+bool PasteMasksPlugin::check(Fields const&, std::string&) { return true; }
+
+PasteMasksPlugin::PasteMasksPlugin(Fields const& f)
+    : mThreshold(f.values[0].empty() ? .5f : f.f(0))
+{
+}
+
+void PasteMasksPlugin::serialize(FieldStore& s) const { s.add_floats("threshold", {mThreshold}); }
+
+int32_t PasteMasksPlugin::getOutputDataTypes(DataType* out, int32_t nbOutputs, DataType const* in, int32_t nbInputs) const noexcept
+{
+    if (nbOutputs != 1 || nbInputs != 3)
+        return -1;
+    out[0] = in[0];
+    return 0;
+}
+
+int32_t PasteMasksPlugin::getOutputShapes(DimsExprs const* in, int32_t nbInputs, DimsExprs const*, int32_t, DimsExprs* out,
+    int32_t nbOutputs, IExprBuilder&) noexcept
+{
+    if (nbInputs != 3 || nbOutputs != 1 || in[0].nbDims != 3 || in[1].nbDims != 2 || in[2].nbDims < 2)
+    {
+        report_error("EdgeSegPasteMasks: expects masks R×M×M', boxes R×4 and an image …×H×W");
+        return -1;
+    }
+    out[0].nbDims = 3;
+    out[0].d[0] = in[0].d[0];
+    out[0].d[1] = in[2].d[in[2].nbDims - 2];
+    out[0].d[2] = in[2].d[in[2].nbDims - 1];
+    return 0;
+}
+
+bool PasteMasksPlugin::supportsFormatCombination(int32_t pos, DynamicPluginTensorDesc const* io, int32_t nbInputs, int32_t nbOutputs) noexcept
+{
+    if (nbInputs != 3 || nbOutputs != 1 || pos < 0 || pos > 3)
+        return false;
+    return pos == 3 ? io[3].desc.type == io[0].desc.type && io[3].desc.format == TensorFormat::kLINEAR
+                    : same_float_linear(pos, io, 0, 3);
+}
+
+int32_t PasteMasksPlugin::enqueue(PluginTensorDesc const* in, PluginTensorDesc const* outDesc, void const* const* inputs,
+    void* const* outputs, void*, cudaStream_t stream) noexcept
+{
+    int const r = in[0].dims.d[0], mh = in[0].dims.d[1], mw = in[0].dims.d[2];
+    int const h = outDesc[0].dims.d[1], w = outDesc[0].dims.d[2];
+    cudaError_t e;
+    if (in[0].type == DataType::kHALF)
+        e = cuda::paste_masks(static_cast<__half const*>(inputs[0]), r, mh, mw, static_cast<__half const*>(inputs[1]), h,
+            w, mThreshold, static_cast<__half*>(outputs[0]), stream);
+    else
+        e = cuda::paste_masks(static_cast<float const*>(inputs[0]), r, mh, mw, static_cast<float const*>(inputs[1]), h, w,
+            mThreshold, static_cast<float*>(outputs[0]), stream);
+    return e == cudaSuccess ? 0 : -1;
+}
+
+std::vector<FieldSpec> const& PanopticPastePlugin::specs()
+{
+    static std::vector<FieldSpec> const s{{"num_classes", PluginFieldType::kINT32, 1, 1, 1, 65535, true},
+        {"num_thing_classes", PluginFieldType::kINT32, 1, 1, 0, 65535, true},
+        {"overlap_threshold", PluginFieldType::kFLOAT32, 1, 1, 0.0, 1.0, false},
+        {"min_stuff_area", PluginFieldType::kINT32, 1, 1, 0, 2147483647.0, false},
+        {"score_threshold", PluginFieldType::kFLOAT32, 1, 1, 0.0, 1.0, false}};
+    return s;
+}
+
+bool PanopticPastePlugin::check(Fields const& f, std::string& error)
+{
+    if (f.i(1) > f.i(0))
+    {
+        error = "EdgeSegPanopticPaste: num_thing_classes exceeds num_classes";
+        return false;
+    }
+    return true;
+}
+
+PanopticPastePlugin::PanopticPastePlugin(Fields const& f)
+    : mNumClasses(f.i(0))
+    , mNumThingClasses(f.i(1))
+    , mMinStuffArea(f.values[3].empty() ? 4096 : f.i(3))
+    , mOverlapThreshold(f.values[2].empty() ? .5f : f.f(2))
+    , mScoreThreshold(f.values[4].empty() ? .5f : f.f(4))
+{
+}
+
+void PanopticPastePlugin::serialize(FieldStore& s) const
+{
+    s.add_ints("num_classes", {mNumClasses});
+    s.add_ints("num_thing_classes", {mNumThingClasses});
+    s.add_floats("overlap_threshold", {mOverlapThreshold});
+    s.add_ints("min_stuff_area", {mMinStuffArea});
+    s.add_floats("score_threshold", {mScoreThreshold});
+}
+
+int32_t PanopticPastePlugin::getOutputDataTypes(DataType* out, int32_t nbOutputs, DataType const*, int32_t nbInputs) const noexcept
+{
+    if (nbOutputs != 2 || nbInputs != 4)
+        return -1;
+    out[0] = DataType::kINT32;
+    out[1] = DataType::kFLOAT;
+    return 0;
+}
+
+int32_t PanopticPastePlugin::getOutputShapes(DimsExprs const* in, int32_t nbInputs, DimsExprs const*, int32_t,
+    DimsExprs* out, int32_t nbOutputs, IExprBuilder& b) noexcept
+{
+    if (nbInputs != 4 || nbOutputs != 2 || in[0].nbDims != 2 || in[1].nbDims != 3 || in[2].nbDims != 1 || in[3].nbDims != 1)
+    {
+        report_error("EdgeSegPanopticPaste: expects semantic H×W, masks R×H×W, scores R, classes R");
+        return -1;
+    }
+    out[0] = in[0];
+    out[1].nbDims = 2;
+    out[1].d[0] = b.operation(DimensionOperation::kSUM, *in[1].d[0], *b.constant(mNumClasses - mNumThingClasses));
+    out[1].d[1] = b.constant(5);
+    return 0;
+}
+
+bool PanopticPastePlugin::supportsFormatCombination(int32_t pos, DynamicPluginTensorDesc const* io, int32_t nbInputs, int32_t nbOutputs) noexcept
+{
+    static DataType const types[] = {DataType::kINT32, DataType::kFLOAT, DataType::kFLOAT, DataType::kINT32,
+        DataType::kINT32, DataType::kFLOAT};
+    if (nbInputs != 4 || nbOutputs != 2 || pos < 0 || pos > 5)
+        return false;
+    return io[pos].desc.type == types[pos] && io[pos].desc.format == TensorFormat::kLINEAR;
+}
+
+int32_t PanopticPastePlugin::enqueue(PluginTensorDesc const* in, PluginTensorDesc const*, void const* const* inputs,
+    void* const* outputs, void*, cudaStream_t stream) noexcept
+{
+    int const h = in[0].dims.d[0], w = in[0].dims.d[1], r = in[1].dims.d[0];
+    cudaError_t const e = cuda::panoptic_paste(static_cast<int32_t const*>(inputs[0]), h, w,
+        static_cast<float const*>(inputs[1]), static_cast<float const*>(inputs[2]), static_cast<int32_t const*>(inputs[3]),
+        r, mNumClasses, mNumThingClasses, mOverlapThreshold, mMinStuffArea, mScoreThreshold,
+        static_cast<int32_t*>(outputs[0]), static_cast<float*>(outputs[1]), stream);
+    if (e != cudaSuccess)
+        report_error("EdgeSegPanopticPaste: launch failed (more than 4096 instances?)");
+    return e == cudaSuccess ? 0 : -1;
+}
+
+} // namespace plugin
+} // namespace edgeseg

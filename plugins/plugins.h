@@ -1,0 +1,83 @@
+// The edgeseg TensorRT plugins (IPluginV3, version "1", empty namespace). Each op's folder has the
+// plugin's .cpp, its CUDA launcher (.cu) and a README with the node's specification.
+#pragma once
+#include "common/plugin_base.h"
+#include "edgeseg/deform_conv.h"
+#include "edgeseg/roi_align.h"
+
+namespace edgeseg
+{
+namespace plugin
+{
+
+// The members every plugin declares the same way; the class body adds its parameters.
+#define EDGESEG_PLUGIN_BODY(Class, Name, Outputs)                                                                       \
+public:                                                                                                                \
+    static constexpr char const* kName = Name;                                                                         \
+    static std::vector<FieldSpec> const& specs();                                                                      \
+    static bool check(Fields const& f, std::string& error);                                                           \
+    explicit Class(Fields const& f);                                                                                   \
+    IPluginV3* clone() noexcept override                                                                               \
+    {                                                                                                                  \
+        try { return new Class(*this); } catch (...) { return nullptr; }                                              \
+    }                                                                                                                  \
+    char const* getPluginName() const noexcept override { return kName; }                                              \
+    int32_t getNbOutputs() const noexcept override { return Outputs; }                                                 \
+    int32_t getOutputDataTypes(DataType* out, int32_t nbOutputs, DataType const* in, int32_t nbInputs) const noexcept override; \
+    int32_t getOutputShapes(DimsExprs const* in, int32_t nbInputs, DimsExprs const* shapeInputs, int32_t nbShapeInputs,      \
+        DimsExprs* out, int32_t nbOutputs, IExprBuilder& builder) noexcept override;                                 \
+    bool supportsFormatCombination(int32_t pos, DynamicPluginTensorDesc const* io, int32_t nbInputs, int32_t nbOutputs) noexcept override; \
+    int32_t enqueue(PluginTensorDesc const* inDesc, PluginTensorDesc const* outDesc, void const* const* inputs,        \
+        void* const* outputs, void* workspace, cudaStream_t stream) noexcept override;                                 \
+                                                                                                                       \
+protected:                                                                                                             \
+    void serialize(FieldStore& store) const override;
+
+class RoIAlignPlugin : public PluginBase
+{
+    EDGESEG_PLUGIN_BODY(RoIAlignPlugin, "EdgeSegRoIAlign", 1)
+private:
+    RoIAlignParams mParams;
+};
+
+class MultilevelRoIAlignPlugin : public PluginBase
+{
+    EDGESEG_PLUGIN_BODY(MultilevelRoIAlignPlugin, "EdgeSegMultilevelRoIAlign", 1)
+private:
+    int32_t mOutH, mOutW, mSampling, mAligned;
+    std::vector<float> mScales;
+    float mCanonicalScale;
+    int32_t mCanonicalLevel, mFirstLevel;
+};
+
+class DeformConv2dPlugin : public PluginBase
+{
+    EDGESEG_PLUGIN_BODY(DeformConv2dPlugin, "EdgeSegDeformConv2d", 1)
+private:
+    DeformConvParams mParams; // kh, kw come from the weight's shape at enqueue
+};
+
+class DCNv3Plugin : public PluginBase
+{
+    EDGESEG_PLUGIN_BODY(DCNv3Plugin, "EdgeSegDCNv3", 1)
+private:
+    DCNv3Params mParams;
+};
+
+class PasteMasksPlugin : public PluginBase
+{
+    EDGESEG_PLUGIN_BODY(PasteMasksPlugin, "EdgeSegPasteMasks", 1)
+private:
+    float mThreshold;
+};
+
+class PanopticPastePlugin : public PluginBase
+{
+    EDGESEG_PLUGIN_BODY(PanopticPastePlugin, "EdgeSegPanopticPaste", 2)
+private:
+    int32_t mNumClasses, mNumThingClasses, mMinStuffArea;
+    float mOverlapThreshold, mScoreThreshold;
+};
+
+} // namespace plugin
+} // namespace edgeseg

@@ -1,0 +1,216 @@
+// EdgeSegRoIAlign and EdgeSegMultilevelRoIAlign (version "1"): see README.md beside this file.
+#include <cuda_fp16.h>
+
+#include "common/plugin_base.h"
+#include "cuda/launchers.h"
+#include "plugins.h"
+
+#include <cmath>
+
+namespace edgeseg
+{
+namespace plugin
+{
+
+namespace
+{
+FieldSpec const kOutH{"output_height", PluginFieldType::kINT32, 1, 1, 1, 1024, true};
+FieldSpec const kOutW{"output_width", PluginFieldType::kINT32, 1, 1, 1, 1024, true};
+FieldSpec const kSampling{"sampling_ratio", PluginFieldType::kINT32, 1, 1, -1, 64, false};
+FieldSpec const kAligned{"aligned", PluginFieldType::kINT32, 1, 1, 0, 1, false};
+} // namespace
+
+std::vector<FieldSpec> const& RoIAlignPlugin::specs()
+{
+    static std::vector<FieldSpec> const s{kOutH, kOutW, kSampling,
+        {"spatial_scale", PluginFieldType::kFLOAT32, 1, 1, 1e-6, 1e4, false}, kAligned};
+    return s;
+}
+
+RoIAlignPlugin::RoIAlignPlugin(Fields const& f)
+    : mParams{f.i(0), f.i(1), f.values[2].empty() ? -1 : f.i(2), f.values[3].empty() ? 1.f : f.f(3),
+        f.values[4].empty() ? 0 : f.i(4)}
+{
+}
+
+void RoIAlignPlugin::serialize(FieldStore& s) const
+{
+    s.add_ints("output_height", {mParams.out_h});
+    s.add_ints("output_width", {mParams.out_w});
+    s.add_ints("sampling_ratio", {mParams.sampling_ratio});
+    s.add_floats("spatial_scale", {mParams.spatial_scale});
+    s.add_ints("aligned", {mParams.aligned});
+}
+
+int32_t RoIAlignPlugin::getOutputDataTypes(DataType* out, int32_t nbOutputs, DataType const* in, int32_t nbInputs) const noexcept
+{
+    if (nbOutputs != 1 || nbInputs != 3)
+        return -1;
+    out[0] = in[0];
+    return 0;
+}
+
+int32_t RoIAlignPlugin::getOutputShapes(DimsExprs const* in, int32_t nbInputs, DimsExprs const*, int32_t, DimsExprs* out,
+    int32_t nbOutputs, IExprBuilder& b) noexcept
+{
+    if (nbInputs != 3 || nbOutputs != 1 || in[0].nbDims != 4 || in[1].nbDims != 2 || in[2].nbDims != 1)
+    {
+        report_error("EdgeSegRoIAlign: expects X N×C×H×W, rois K×4 and batch_indices K");
+        return -1;
+    }
+    out[0].nbDims = 4;
+    out[0].d[0] = in[1].d[0];
+    out[0].d[1] = in[0].d[1];
+    out[0].d[2] = b.constant(mParams.out_h);
+    out[0].d[3] = b.constant(mParams.out_w);
+    return 0;
+}
+
+bool RoIAlignPlugin::supportsFormatCombination(int32_t pos, DynamicPluginTensorDesc const* io, int32_t nbInputs, int32_t nbOutputs) noexcept
+{
+    if (nbInputs != 3 || nbOutputs != 1 || pos < 0 || pos > 3)
+        return false;
+    if (pos == 2)
+        return io[2].desc.type == DataType::kINT32 && io[2].desc.format == TensorFormat::kLINEAR;
+    return pos == 3 ? io[3].desc.type == io[0].desc.type && io[3].desc.format == TensorFormat::kLINEAR
+                    : same_float_linear(pos, io, 0, 2);
+}
+
+int32_t RoIAlignPlugin::enqueue(PluginTensorDesc const* in, PluginTensorDesc const*, void const* const* inputs,
+    void* const* outputs, void*, cudaStream_t stream) noexcept
+{
+    auto const& x = in[0].dims;
+    int const k = static_cast<int>(in[1].dims.d[0]);
+    cudaError_t e;
+    if (in[0].type == DataType::kHALF)
+        e = cuda::roi_align(static_cast<__half const*>(inputs[0]), x.d[0], x.d[1], x.d[2], x.d[3],
+            static_cast<__half const*>(inputs[1]), static_cast<int32_t const*>(inputs[2]), k, mParams,
+            static_cast<__half*>(outputs[0]), stream);
+    else
+        e = cuda::roi_align(static_cast<float const*>(inputs[0]), x.d[0], x.d[1], x.d[2], x.d[3],
+            static_cast<float const*>(inputs[1]), static_cast<int32_t const*>(inputs[2]), k, mParams,
+            static_cast<float*>(outputs[0]), stream);
+    return e == cudaSuccess ? 0 : -1;
+}
+
+std::vector<FieldSpec> const& MultilevelRoIAlignPlugin::specs()
+{
+    static std::vector<FieldSpec> const s{kOutH, kOutW, kSampling, kAligned,
+        {"spatial_scales", PluginFieldType::kFLOAT32, 1, cuda::Levels::kMax, 1e-6, 1.0, true},
+        {"canonical_scale", PluginFieldType::kFLOAT32, 1, 1, 1e-3, 1e5, false},
+        {"canonical_level", PluginFieldType::kINT32, 1, 1, 0, 16, false},
+        {"first_level", PluginFieldType::kINT32, 1, 1, 0, 16, true}};
+    return s;
+}
+
+MultilevelRoIAlignPlugin::MultilevelRoIAlignPlugin(Fields const& f)
+    : mOutH(f.i(0))
+    , mOutW(f.i(1))
+    , mSampling(f.values[2].empty() ? -1 : f.i(2))
+    , mAligned(f.values[3].empty() ? 0 : f.i(3))
+    , mScales(f.values[4].begin(), f.values[4].end())
+    , mCanonicalScale(f.values[5].empty() ? 224.f : f.f(5))
+    , mCanonicalLevel(f.values[6].empty() ? 4 : f.i(6))
+    , mFirstLevel(f.i(7))
+{
+}
+
+void MultilevelRoIAlignPlugin::serialize(FieldStore& s) const
+{
+    s.add_ints("output_height", {mOutH});
+    s.add_ints("output_width", {mOutW});
+    s.add_ints("sampling_ratio", {mSampling});
+    s.add_ints("aligned", {mAligned});
+    s.add_floats("spatial_scales", mScales);
+    s.add_floats("canonical_scale", {mCanonicalScale});
+    s.add_ints("canonical_level", {mCanonicalLevel});
+    s.add_ints("first_level", {mFirstLevel});
+}
+
+int32_t MultilevelRoIAlignPlugin::getOutputDataTypes(DataType* out, int32_t nbOutputs, DataType const* in, int32_t) const noexcept
+{
+    if (nbOutputs != 1)
+        return -1;
+    out[0] = in[0];
+    return 0;
+}
+
+int32_t MultilevelRoIAlignPlugin::getOutputShapes(DimsExprs const* in, int32_t nbInputs, DimsExprs const*, int32_t,
+    DimsExprs* out, int32_t nbOutputs, IExprBuilder& b) noexcept
+{
+    if (nbOutputs != 1 || nbInputs != 2 + static_cast<int32_t>(mScales.size()) || in[0].nbDims != 2 || in[2].nbDims != 4)
+    {
+        report_error("EdgeSegMultilevelRoIAlign: expects rois K×4, batch_indices K and one N×C×H×W feature per spatial scale");
+        return -1;
+    }
+    out[0].nbDims = 4;
+    out[0].d[0] = in[0].d[0];
+    out[0].d[1] = in[2].d[1];
+    out[0].d[2] = b.constant(mOutH);
+    out[0].d[3] = b.constant(mOutW);
+    return 0;
+}
+
+bool MultilevelRoIAlignPlugin::supportsFormatCombination(int32_t pos, DynamicPluginTensorDesc const* io, int32_t nbInputs, int32_t nbOutputs) noexcept
+{
+    if (nbOutputs != 1 || pos < 0 || pos >= nbInputs + nbOutputs)
+        return false;
+    if (pos == 1)
+        return io[1].desc.type == DataType::kINT32 && io[1].desc.format == TensorFormat::kLINEAR;
+    return io[pos].desc.format == TensorFormat::kLINEAR
+        && (pos == 0 ? (io[0].desc.type == DataType::kFLOAT || io[0].desc.type == DataType::kHALF)
+                     : io[pos].desc.type == io[0].desc.type);
+}
+
+int32_t MultilevelRoIAlignPlugin::enqueue(PluginTensorDesc const* in, PluginTensorDesc const*, void const* const* inputs,
+    void* const* outputs, void*, cudaStream_t stream) noexcept
+{
+    cuda::Levels levels{};
+    levels.count = static_cast<int>(mScales.size());
+    for (int l = 0; l < levels.count; ++l)
+    {
+        levels.data[l] = inputs[2 + l];
+        levels.height[l] = in[2 + l].dims.d[2];
+        levels.width[l] = in[2 + l].dims.d[3];
+        levels.scale[l] = mScales[l];
+    }
+    int const n = in[2].dims.d[0], c = in[2].dims.d[1], k = in[0].dims.d[0];
+    auto const* batch = static_cast<int32_t const*>(inputs[1]);
+    cudaError_t e;
+    if (in[0].type == DataType::kHALF)
+        e = cuda::multilevel_roi_align(levels, n, c, static_cast<__half const*>(inputs[0]), batch, k, mOutH, mOutW,
+            mSampling, mAligned, mCanonicalScale, mCanonicalLevel, mFirstLevel, static_cast<__half*>(outputs[0]), stream);
+    else
+        e = cuda::multilevel_roi_align(levels, n, c, static_cast<float const*>(inputs[0]), batch, k, mOutH, mOutW,
+            mSampling, mAligned, mCanonicalScale, mCanonicalLevel, mFirstLevel, static_cast<float*>(outputs[0]), stream);
+    return e == cudaSuccess ? 0 : -1;
+}
+
+} // namespace plugin
+} // namespace edgeseg
+
+namespace edgeseg
+{
+namespace plugin
+{
+bool RoIAlignPlugin::check(Fields const&, std::string&) { return true; }
+bool MultilevelRoIAlignPlugin::check(Fields const& f, std::string& error)
+{
+    int const levels = static_cast<int>(f.values[4].size());
+    int const first = f.i(7);
+    if (first + levels - 1 > 16)
+    {
+        error = "EdgeSegMultilevelRoIAlign: first_level + levels exceeds 16";
+        return false;
+    }
+    for (int l = 0; l < levels; ++l)
+        if (std::fabs(f.values[4][l] * std::ldexp(1.0, first + l) - 1.0) > 1e-3)
+        {
+            error = "EdgeSegMultilevelRoIAlign field 'spatial_scales': level " + std::to_string(l)
+                + " must be 2^-(first_level + " + std::to_string(l) + ")";
+            return false;
+        }
+    return true;
+}
+} // namespace plugin
+} // namespace edgeseg

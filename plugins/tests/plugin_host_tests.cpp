@@ -1,0 +1,452 @@
+// Host tests of the TensorRT plugins (no GPU, no TensorRT library: only its headers): creators and
+// their fields, output shapes over dynamic dimensions, format support, serialize -> deserialize round
+// trips, and random or truncated field collections (untrusted payloads) that must never crash.
+#include <NvInferRuntime.h>
+
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "plugins.h"
+
+using namespace nvinfer1;
+
+extern "C" IPluginCreatorInterface* const* getCreators(int32_t& nbCreators);
+extern "C" char const* edgeseg_plugin_last_error();
+
+namespace
+{
+int failures = 0;
+#define EXPECT(cond)                                                                                                   \
+    do                                                                                                                 \
+    {                                                                                                                  \
+        if (!(cond))                                                                                                   \
+        {                                                                                                              \
+            std::printf("FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);                                                \
+            ++failures;                                                                                                \
+        }                                                                                                              \
+    } while (0)
+
+// A dimension expression that is a known value (what TensorRT resolves at run time).
+class ValueImpl : public apiv::VDimensionExpr
+{
+public:
+    explicit ValueImpl(int64_t v) : value(v) {}
+    bool isConstant() const override { return true; }
+    int64_t getConstantValue() const override { return value; }
+    bool isSizeTensor() const override { return false; }
+    int64_t value;
+};
+
+class Value : public IDimensionExpr
+{
+public:
+    explicit Value(int64_t v) : impl(v) { mImpl = &impl; }
+    ~Value() noexcept override = default;
+    ValueImpl impl;
+};
+
+class BuilderImpl : public apiv::VExprBuilder
+{
+public:
+    IDimensionExpr const* constant(int64_t v) override { return make(v); }
+    IDimensionExpr const* operation(DimensionOperation op, IDimensionExpr const& a, IDimensionExpr const& b) override
+    {
+        int64_t const x = a.getConstantValue(), y = b.getConstantValue();
+        switch (op)
+        {
+        case DimensionOperation::kSUM: return make(x + y);
+        case DimensionOperation::kPROD: return make(x * y);
+        case DimensionOperation::kSUB: return make(x - y);
+        case DimensionOperation::kMAX: return make(x > y ? x : y);
+        case DimensionOperation::kMIN: return make(x < y ? x : y);
+        case DimensionOperation::kFLOOR_DIV: return make(x / y);
+        case DimensionOperation::kCEIL_DIV: return make((x + y - 1) / y);
+        default: return make(0);
+        }
+    }
+    IDimensionExpr const* declareSizeTensor(int32_t, IDimensionExpr const&, IDimensionExpr const&) override { return nullptr; }
+    IDimensionExpr const* make(int64_t v)
+    {
+        values.push_back(std::make_unique<Value>(v));
+        return values.back().get();
+    }
+    std::vector<std::unique_ptr<Value>> values;
+};
+
+class Builder : public IExprBuilder
+{
+public:
+    Builder() { mImpl = &impl; }
+    ~Builder() noexcept override = default;
+    BuilderImpl impl;
+};
+
+IPluginCreatorV3One* creator(char const* name)
+{
+    int32_t n = 0;
+    auto* const* list = getCreators(n);
+    for (int32_t i = 0; i < n; ++i)
+    {
+        auto* c = static_cast<IPluginCreatorV3One*>(list[i]);
+        if (std::strcmp(c->getPluginName(), name) == 0)
+            return c;
+    }
+    return nullptr;
+}
+
+struct FieldSet
+{
+    std::vector<std::vector<int32_t>> ints;
+    std::vector<std::vector<float>> floats;
+    std::vector<PluginField> fields;
+    FieldSet& i(char const* name, std::vector<int32_t> v)
+    {
+        ints.push_back(std::move(v));
+        fields.emplace_back(name, ints.back().data(), PluginFieldType::kINT32, static_cast<int32_t>(ints.back().size()));
+        return *this;
+    }
+    FieldSet& f(char const* name, std::vector<float> v)
+    {
+        floats.push_back(std::move(v));
+        fields.emplace_back(name, floats.back().data(), PluginFieldType::kFLOAT32, static_cast<int32_t>(floats.back().size()));
+        return *this;
+    }
+    PluginFieldCollection collection()
+    {
+        // Storage may have moved as vectors grew: point every field at its final buffer.
+        size_t ii = 0, ff = 0;
+        for (auto& field : fields)
+            field.data = field.type == PluginFieldType::kINT32 ? static_cast<void const*>(ints[ii++].data())
+                                                              : static_cast<void const*>(floats[ff++].data());
+        return {static_cast<int32_t>(fields.size()), fields.data()};
+    }
+};
+
+IPluginV3* create(char const* name, FieldSet& fs, TensorRTPhase phase = TensorRTPhase::kBUILD)
+{
+    auto fc = fs.collection();
+    return creator(name)->createPlugin("test", &fc, phase);
+}
+
+template <class T>
+T* cap(IPluginV3* p, PluginCapabilityType t)
+{
+    return static_cast<T*>(p->getCapabilityInterface(t));
+}
+
+DimsExprs dims(Builder& b, std::vector<int64_t> v)
+{
+    DimsExprs d{};
+    d.nbDims = static_cast<int32_t>(v.size());
+    for (size_t i = 0; i < v.size(); ++i)
+        d.d[i] = b.impl.make(v[i]);
+    return d;
+}
+
+std::vector<int64_t> values(DimsExprs const& d)
+{
+    std::vector<int64_t> v;
+    for (int32_t i = 0; i < d.nbDims; ++i)
+        v.push_back(d.d[i]->getConstantValue());
+    return v;
+}
+
+DynamicPluginTensorDesc desc(DataType t)
+{
+    DynamicPluginTensorDesc d{};
+    d.desc.type = t;
+    d.desc.format = TensorFormat::kLINEAR;
+    return d;
+}
+
+// Serialized fields of a plugin, flattened to bytes per field, for comparing round trips.
+std::vector<std::string> flatten(PluginFieldCollection const* fc)
+{
+    std::vector<std::string> out;
+    for (int32_t i = 0; i < fc->nbFields; ++i)
+    {
+        auto const& f = fc->fields[i];
+        out.push_back(std::string(f.name) + ":" + std::to_string(static_cast<int>(f.type)) + ":"
+            + std::string(static_cast<char const*>(f.data), static_cast<char const*>(f.data) + 4 * f.length));
+    }
+    return out;
+}
+
+void round_trip(IPluginV3* p)
+{
+    auto* rt = cap<IPluginV3OneRuntime>(p, PluginCapabilityType::kRUNTIME);
+    auto first = flatten(rt->getFieldsToSerialize());
+    auto* core = cap<IPluginV3OneCore>(p, PluginCapabilityType::kCORE);
+    IPluginV3* again = creator(core->getPluginName())->createPlugin("rt", rt->getFieldsToSerialize(), TensorRTPhase::kRUNTIME);
+    EXPECT(again != nullptr);
+    if (again)
+    {
+        EXPECT(flatten(cap<IPluginV3OneRuntime>(again, PluginCapabilityType::kRUNTIME)->getFieldsToSerialize()) == first);
+        IPluginV3* copy = again->clone();
+        EXPECT(copy && flatten(cap<IPluginV3OneRuntime>(copy, PluginCapabilityType::kRUNTIME)->getFieldsToSerialize()) == first);
+        delete copy;
+        delete again;
+    }
+}
+
+void test_creators()
+{
+    int32_t n = 0;
+    auto* const* list = getCreators(n);
+    EXPECT(n == 6);
+    for (int32_t i = 0; i < n; ++i)
+    {
+        auto* c = static_cast<IPluginCreatorV3One*>(list[i]);
+        EXPECT(std::string(c->getInterfaceInfo().kind) == "PLUGIN CREATOR_V3ONE");
+        EXPECT(std::strcmp(c->getPluginVersion(), "1") == 0 && std::strncmp(c->getPluginName(), "EdgeSeg", 7) == 0);
+        EXPECT(c->getFieldNames()->nbFields > 0);
+    }
+}
+
+void test_roi_align()
+{
+    FieldSet fs;
+    fs.i("output_height", {7}).i("output_width", {5}).f("spatial_scale", {0.25f}).i("aligned", {1});
+    IPluginV3* p = create("EdgeSegRoIAlign", fs);
+    EXPECT(p != nullptr);
+    if (!p)
+        return;
+    Builder b;
+    auto* build = cap<IPluginV3OneBuild>(p, PluginCapabilityType::kBUILD);
+    DimsExprs in[3] = {dims(b, {2, 256, 50, 60}), dims(b, {17, 4}), dims(b, {17})};
+    DimsExprs out[1];
+    EXPECT(build->getOutputShapes(in, 3, nullptr, 0, out, 1, b) == 0);
+    EXPECT((values(out[0]) == std::vector<int64_t>{17, 256, 7, 5}));
+    DimsExprs wrong[3] = {dims(b, {2, 256, 50}), dims(b, {17, 4}), dims(b, {17})};
+    EXPECT(build->getOutputShapes(wrong, 3, nullptr, 0, out, 1, b) != 0);
+    for (DataType t : {DataType::kFLOAT, DataType::kHALF})
+    {
+        DynamicPluginTensorDesc io[4] = {desc(t), desc(t), desc(DataType::kINT32), desc(t)};
+        for (int pos = 0; pos < 4; ++pos)
+            EXPECT(build->supportsFormatCombination(pos, io, 3, 1));
+    }
+    DynamicPluginTensorDesc mixed[4] = {desc(DataType::kFLOAT), desc(DataType::kHALF), desc(DataType::kINT32), desc(DataType::kFLOAT)};
+    EXPECT(!build->supportsFormatCombination(1, mixed, 3, 1));
+    DynamicPluginTensorDesc int8[4] = {desc(DataType::kINT8), desc(DataType::kINT8), desc(DataType::kINT32), desc(DataType::kINT8)};
+    EXPECT(!build->supportsFormatCombination(0, int8, 3, 1));
+    DataType types[1];
+    DataType const in_types[3] = {DataType::kHALF, DataType::kHALF, DataType::kINT32};
+    EXPECT(build->getOutputDataTypes(types, 1, in_types, 3) == 0 && types[0] == DataType::kHALF);
+    round_trip(p);
+    delete p;
+}
+
+void test_shapes_of_the_others()
+{
+    Builder b;
+    DimsExprs out[2];
+    {
+        FieldSet fs;
+        fs.i("output_height", {14}).i("output_width", {14}).f("spatial_scales", {0.25f, 0.125f, 0.0625f, 0.03125f}).i("first_level", {2});
+        IPluginV3* p = create("EdgeSegMultilevelRoIAlign", fs);
+        EXPECT(p != nullptr);
+        DimsExprs in[6] = {dims(b, {100, 4}), dims(b, {100}), dims(b, {1, 256, 200, 200}), dims(b, {1, 256, 100, 100}),
+            dims(b, {1, 256, 50, 50}), dims(b, {1, 256, 25, 25})};
+        EXPECT(p && cap<IPluginV3OneBuild>(p, PluginCapabilityType::kBUILD)->getOutputShapes(in, 6, nullptr, 0, out, 1, b) == 0);
+        EXPECT((values(out[0]) == std::vector<int64_t>{100, 256, 14, 14}));
+        EXPECT(p && cap<IPluginV3OneBuild>(p, PluginCapabilityType::kBUILD)->getOutputShapes(in, 5, nullptr, 0, out, 1, b) != 0);
+        if (p)
+            round_trip(p);
+        delete p;
+        FieldSet bad;
+        bad.i("output_height", {14}).i("output_width", {14}).f("spatial_scales", {0.25f, 0.25f}).i("first_level", {2});
+        EXPECT(create("EdgeSegMultilevelRoIAlign", bad) == nullptr);
+        EXPECT(std::string(edgeseg_plugin_last_error()).find("spatial_scales") != std::string::npos);
+    }
+    {
+        FieldSet fs;
+        fs.i("stride", {2, 2}).i("padding", {1, 1}).i("dilation", {1, 1}).i("groups", {1}).i("offset_groups", {1});
+        IPluginV3* p = create("EdgeSegDeformConv2d", fs);
+        DimsExprs in[5] = {dims(b, {2, 256, 64, 64}), dims(b, {128, 256, 3, 3}), dims(b, {2, 18, 32, 32}), dims(b, {128}),
+            dims(b, {2, 9, 32, 32})};
+        EXPECT(p && cap<IPluginV3OneBuild>(p, PluginCapabilityType::kBUILD)->getOutputShapes(in, 5, nullptr, 0, out, 1, b) == 0);
+        EXPECT((values(out[0]) == std::vector<int64_t>{2, 128, 32, 32}));
+        if (p)
+            round_trip(p);
+        delete p;
+    }
+    {
+        FieldSet fs;
+        fs.i("kernel", {3, 3}).i("padding", {1, 1}).i("group", {4}).f("offset_scale", {1.f});
+        IPluginV3* p = create("EdgeSegDCNv3", fs);
+        DimsExprs in[3] = {dims(b, {1, 56, 56, 64}), dims(b, {1, 56, 56, 72}), dims(b, {1, 56, 56, 36})};
+        EXPECT(p && cap<IPluginV3OneBuild>(p, PluginCapabilityType::kBUILD)->getOutputShapes(in, 3, nullptr, 0, out, 1, b) == 0);
+        EXPECT((values(out[0]) == std::vector<int64_t>{1, 56, 56, 64}));
+        if (p)
+            round_trip(p);
+        delete p;
+    }
+    {
+        FieldSet fs;
+        fs.f("threshold", {0.5f});
+        IPluginV3* p = create("EdgeSegPasteMasks", fs);
+        DimsExprs in[3] = {dims(b, {30, 28, 28}), dims(b, {30, 4}), dims(b, {1, 3, 480, 640})};
+        EXPECT(p && cap<IPluginV3OneBuild>(p, PluginCapabilityType::kBUILD)->getOutputShapes(in, 3, nullptr, 0, out, 1, b) == 0);
+        EXPECT((values(out[0]) == std::vector<int64_t>{30, 480, 640}));
+        if (p)
+            round_trip(p);
+        delete p;
+    }
+    {
+        FieldSet fs;
+        fs.i("num_classes", {133}).i("num_thing_classes", {80}).f("overlap_threshold", {0.5f}).i("min_stuff_area", {4096});
+        IPluginV3* p = create("EdgeSegPanopticPaste", fs);
+        DimsExprs in[4] = {dims(b, {480, 640}), dims(b, {100, 480, 640}), dims(b, {100}), dims(b, {100})};
+        auto* build = p ? cap<IPluginV3OneBuild>(p, PluginCapabilityType::kBUILD) : nullptr;
+        EXPECT(build && build->getOutputShapes(in, 4, nullptr, 0, out, 2, b) == 0);
+        EXPECT((values(out[0]) == std::vector<int64_t>{480, 640}) && (values(out[1]) == std::vector<int64_t>{153, 5}));
+        DynamicPluginTensorDesc io[6] = {desc(DataType::kINT32), desc(DataType::kFLOAT), desc(DataType::kFLOAT),
+            desc(DataType::kINT32), desc(DataType::kINT32), desc(DataType::kFLOAT)};
+        for (int pos = 0; build && pos < 6; ++pos)
+            EXPECT(build->supportsFormatCombination(pos, io, 4, 2));
+        if (p)
+            round_trip(p);
+        delete p;
+        FieldSet bad;
+        bad.i("num_classes", {10}).i("num_thing_classes", {11});
+        EXPECT(create("EdgeSegPanopticPaste", bad) == nullptr);
+    }
+}
+
+void test_refusals_say_why()
+{
+    struct Case
+    {
+        char const* plugin;
+        FieldSet fields;
+        char const* says;
+    };
+    std::vector<Case> cases;
+    cases.push_back({"EdgeSegRoIAlign", FieldSet().i("output_height", {0}).i("output_width", {7}), "output_height"});
+    cases.push_back({"EdgeSegRoIAlign", FieldSet().i("output_width", {7}), "required field 'output_height'"});
+    cases.push_back({"EdgeSegRoIAlign", FieldSet().f("output_height", {7.f}).i("output_width", {7}), "expected int32"});
+    cases.push_back({"EdgeSegRoIAlign", FieldSet().i("output_height", {7, 7}).i("output_width", {7}), "value(s)"});
+    cases.push_back({"EdgeSegDeformConv2d", FieldSet().i("stride", {0, 1}), "stride"});
+    cases.push_back({"EdgeSegDCNv3", FieldSet().i("kernel", {3, 3}).f("offset_scale", {-1.f}), "offset_scale"});
+    cases.push_back({"EdgeSegPasteMasks", FieldSet().f("threshold", {2.f}), "threshold"});
+    for (auto& c : cases)
+    {
+        EXPECT(create(c.plugin, c.fields) == nullptr);
+        std::string const msg = edgeseg_plugin_last_error();
+        if (msg.find(c.says) == std::string::npos)
+        {
+            std::printf("FAIL: %s refusal says '%s', expected it to mention '%s'\n", c.plugin, msg.c_str(), c.says);
+            ++failures;
+        }
+    }
+    PluginFieldCollection null_fields{3, nullptr};
+    EXPECT(creator("EdgeSegRoIAlign")->createPlugin("x", &null_fields, TensorRTPhase::kRUNTIME) == nullptr);
+    EXPECT(creator("EdgeSegRoIAlign")->createPlugin("x", nullptr, TensorRTPhase::kRUNTIME) == nullptr);
+}
+
+// Random collections: names from the specs and junk, random types, lengths and bytes. Nothing may
+// crash; what is accepted must round-trip.
+void test_random_payloads()
+{
+    std::mt19937 rng(1234);
+    int32_t n = 0;
+    auto* const* list = getCreators(n);
+    int accepted = 0, total = 0;
+    for (int32_t ci = 0; ci < n; ++ci)
+    {
+        auto* c = static_cast<IPluginCreatorV3One*>(list[ci]);
+        auto const* names = c->getFieldNames();
+        for (int trial = 0; trial < 3000; ++trial)
+        {
+            int const count = std::uniform_int_distribution<int>(0, names->nbFields + 2)(rng);
+            std::vector<std::vector<uint8_t>> buffers(count);
+            std::vector<PluginField> fields;
+            std::vector<std::string> junk;
+            junk.reserve(count);
+            for (int f = 0; f < count; ++f)
+            {
+                bool const real = rng() % 5 != 0;
+                char const* name = nullptr;
+                if (real)
+                    name = names->fields[rng() % names->nbFields].name;
+                else
+                {
+                    junk.push_back("junk" + std::to_string(rng() % 7));
+                    name = rng() % 10 == 0 ? nullptr : junk.back().c_str();
+                }
+                int32_t length = std::uniform_int_distribution<int32_t>(-2, 12)(rng);
+                if (rng() % 20 == 0)
+                    length = 1 << 30;
+                buffers[f].resize(12 * 8);
+                for (auto& byte : buffers[f])
+                    byte = static_cast<uint8_t>(rng());
+                if (rng() % 3 == 0) // plausible small values, so some collections pass
+                    for (size_t k = 0; k + 4 <= buffers[f].size(); k += 4)
+                    {
+                        int32_t v = static_cast<int32_t>(rng() % 5);
+                        std::memcpy(buffers[f].data() + k, &v, 4);
+                    }
+                auto const type = static_cast<PluginFieldType>(rng() % 14);
+                fields.emplace_back(name, rng() % 15 == 0 ? nullptr : buffers[f].data(), type, length);
+            }
+            PluginFieldCollection fc{static_cast<int32_t>(fields.size()), fields.data()};
+            IPluginV3* p = c->createPlugin("fuzz", &fc, trial % 2 ? TensorRTPhase::kRUNTIME : TensorRTPhase::kBUILD);
+            ++total;
+            if (p)
+            {
+                ++accepted;
+                round_trip(p);
+                delete p;
+            }
+        }
+    }
+    std::printf("random payloads: %d collections, %d accepted and round-tripped, none crashed\n", total, accepted);
+}
+
+// Every valid collection with one field dropped, or its values truncated: refused or defaulted, never a crash.
+void test_truncated_payloads()
+{
+    FieldSet fs;
+    fs.i("output_height", {14}).i("output_width", {14}).i("sampling_ratio", {2}).i("aligned", {1})
+        .f("spatial_scales", {0.25f, 0.125f}).f("canonical_scale", {224.f}).i("canonical_level", {4}).i("first_level", {2});
+    auto full = fs.collection();
+    IPluginV3* p = creator("EdgeSegMultilevelRoIAlign")->createPlugin("t", &full, TensorRTPhase::kRUNTIME);
+    EXPECT(p != nullptr);
+    delete p;
+    for (int32_t drop = 0; drop < full.nbFields; ++drop)
+    {
+        std::vector<PluginField> fewer;
+        for (int32_t i = 0; i < full.nbFields; ++i)
+            if (i != drop)
+                fewer.push_back(full.fields[i]);
+        PluginFieldCollection fc{static_cast<int32_t>(fewer.size()), fewer.data()};
+        IPluginV3* q = creator("EdgeSegMultilevelRoIAlign")->createPlugin("t", &fc, TensorRTPhase::kRUNTIME);
+        bool const required = std::string(full.fields[drop].name) == "output_height" || std::string(full.fields[drop].name) == "output_width"
+            || std::string(full.fields[drop].name) == "spatial_scales" || std::string(full.fields[drop].name) == "first_level";
+        EXPECT((q == nullptr) == required);
+        delete q;
+        std::vector<PluginField> shorter(full.fields, full.fields + full.nbFields);
+        shorter[drop].length = 0;
+        PluginFieldCollection fc2{full.nbFields, shorter.data()};
+        IPluginV3* r = creator("EdgeSegMultilevelRoIAlign")->createPlugin("t", &fc2, TensorRTPhase::kRUNTIME);
+        EXPECT(r == nullptr); // a field present with no value is refused
+        delete r;
+    }
+}
+} // namespace
+
+int main()
+{
+    test_creators();
+    test_roi_align();
+    test_shapes_of_the_others();
+    test_refusals_say_why();
+    test_random_payloads();
+    test_truncated_payloads();
+    std::printf(failures ? "%d FAILED\n" : "all plugin host tests passed\n", failures);
+    return failures ? 1 : 0;
+}
