@@ -94,7 +94,7 @@ def cmd_export(a) -> None:
         raise EdgeSegError(f"'{a.model}' is neither a checkpoint file nor a zoo model", "pass a .pt file or a name from 'edgeseg zoo'")
     out = a.out or Path(a.model).with_suffix(".onnx").name
     sample = torch.randn(1, model.edgeseg_config["in_channels"], a.size, a.size) if a.size else None
-    report = edgeseg.export_onnx(model, out, meta=meta, exporter=a.exporter, sample=sample)
+    report = edgeseg.export_onnx(model, out, meta=meta, exporter=a.exporter, sample=sample, flavour=a.flavour)
     print(f"wrote {out}; ONNX Runtime vs PyTorch: {report.summary()}")
     if not report.passed:
         raise EdgeSegError(f"the exported graph does not match PyTorch ({'; '.join(report.failures)})",
@@ -229,6 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("model", help="a checkpoint (.pt) or a zoo model name (random weights)")
     s.add_argument("--out")
     s.add_argument("--exporter", choices=("dynamo", "legacy"), default="dynamo")
+    s.add_argument("--flavour", choices=("portable", "tensorrt"), default="portable",
+                   help="tensorrt: edgeseg plugin nodes for RoIAlign/deformable conv/mask pasting (ORT runs them as custom ops)")
     s.add_argument("--size", type=int, help="side of the sample input used for tracing")
     s.add_argument("--num-classes", type=int, default=21)
     s.add_argument("--in-channels", type=int, default=3)

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Build the plugin libraries into build/plugins: the CPU launchers (libedgeseg_cpu.so) always; the
+# ONNX Runtime custom ops (libedgeseg_ort.so) where ONNX Runtime's headers can be fetched; the
 # TensorRT plugins with their CUDA launchers (libedgeseg_trt.so) and their host tests where nvcc is
 # found. TensorRT 10.x headers come from PyPI (kernel-lens, --no-deps) into build/deps unless
 # TENSORRT_INCLUDE_DIR names a TensorRT install (Jetson: /usr/include/aarch64-linux-gnu).
@@ -20,7 +21,24 @@ if [ -n "$nvcc_bin" ] && [ -z "$trt_inc" ]; then
     "$py" -m zipfile -e "$deps"/wheel/kernel_lens-2.0.1-*.whl "$deps"
   fi
 fi
+ort_inc=${ORT_INCLUDE_DIR:-$deps/onnxruntime/usr/include/onnxruntime}
+if [ ! -f "$ort_inc/onnxruntime_lite_custom_op.h" ]; then
+  # Not in the pip wheel, not in bookworm: Debian trixie's libonnxruntime-dev (API 21; pip ORT loads it).
+  echo "[build_plugins] fetching ONNX Runtime headers (Debian trixie libonnxruntime-dev)"
+  apt_dir=$(readlink -f "$deps")/apt
+  mkdir -p "$apt_dir/lists/partial" "$apt_dir/cache/archives/partial"
+  echo "deb http://deb.debian.org/debian trixie main" >"$apt_dir/sources.list"
+  apt_opts=(-o Dir::Etc::SourceList="$apt_dir/sources.list" -o Dir::Etc::SourceParts=/dev/null
+            -o Dir::State::Lists="$apt_dir/lists" -o Dir::Cache="$apt_dir/cache" -o APT::Sandbox::User=root)
+  if apt-get "${apt_opts[@]}" update >"$apt_dir/log" 2>&1 \
+     && (cd "$apt_dir" && apt-get "${apt_opts[@]}" download libonnxruntime-dev >>"$apt_dir/log" 2>&1); then
+    dpkg-deb -x "$apt_dir"/libonnxruntime-dev_*.deb "$deps/onnxruntime"
+  else
+    echo "[build_plugins] could not fetch libonnxruntime-dev (see $apt_dir/log): no ONNX Runtime custom ops"
+  fi
+fi
 args=(-DCMAKE_BUILD_TYPE=Release)
+[ -f "$ort_inc/onnxruntime_lite_custom_op.h" ] && args+=(-DORT_INCLUDE_DIR="$(readlink -f "$ort_inc")")
 if [ -n "$nvcc_bin" ]; then
   args+=(-DCMAKE_CUDA_COMPILER="$nvcc_bin" -DTENSORRT_INCLUDE_DIR="$(readlink -f "$trt_inc")")
   [ -n "${CUDA_ARCHS:-}" ] && args+=(-DCMAKE_CUDA_ARCHITECTURES="$CUDA_ARCHS")
@@ -30,7 +48,7 @@ else
 fi
 cmake -S plugins -B build/cmake "${args[@]}" >build/cmake.log 2>&1 || { cat build/cmake.log; exit 1; }
 cmake --build build/cmake -j "$(nproc)" >>build/cmake.log 2>&1 || { tail -40 build/cmake.log; exit 1; }
-for lib in libedgeseg_cpu.so libedgeseg_trt.so plugin_host_tests; do
+for lib in libedgeseg_cpu.so libedgeseg_ort.so libedgeseg_trt.so plugin_host_tests; do
   [ -f "build/cmake/$lib" ] && cp "build/cmake/$lib" "build/plugins/$lib.tmp" && mv "build/plugins/$lib.tmp" "build/plugins/$lib"
 done
 echo "[build_plugins] built: $(ls build/plugins | tr '\n' ' ')"

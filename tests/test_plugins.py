@@ -82,3 +82,16 @@ def test_plugin_host_tests():
     run = subprocess.run([str(HOST_TESTS)], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "all plugin host tests passed" in run.stdout
+
+
+@needs_lib
+def test_the_export_field_table_is_the_creators_fields(registry):
+    """The surgery passes type attributes from edgeseg.export.plugins.PLUGIN_FIELDS: it must be what the creators list."""
+    from edgeseg.export.plugins import PLUGIN_FIELDS
+
+    trt, reg = registry
+    kinds = {trt.PluginFieldType.INT32: "i", trt.PluginFieldType.FLOAT32: "f"}
+    for name, fields in PLUGIN_FIELDS.items():
+        creator = reg.get_creator(name, "1")
+        listed = {f.name: kinds[f.type] for f in creator.field_names}
+        assert listed == {k: kind for k, (kind, _) in fields.items()}, name

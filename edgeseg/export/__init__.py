@@ -14,6 +14,8 @@ import edgeseg
 from edgeseg.errors import ExportError
 from edgeseg.export import surgery
 from edgeseg.export.metadata import ModelMeta, load_onnx, read_metadata, write_metadata
+from edgeseg.export.plugins import to_plugins
+from edgeseg.ops.export import FLAVOURS, export_flavour
 from edgeseg.io import atomic_path
 
 OPSET = 20  # ORT's CPU RoiAlign stops at 21 and DeformConv starts at 19
@@ -46,13 +48,17 @@ def output_keys(model: nn.Module, sample: torch.Tensor) -> tuple[list[str] | Non
 
 def export_onnx(model: nn.Module, path: str | Path, *, meta: ModelMeta | None = None,
                 sample: torch.Tensor | None = None, opset: int = OPSET, dynamic: bool = True,
-                exporter: str = "dynamo") -> ModelMeta:
+                exporter: str = "dynamo", flavour: str = "portable") -> ModelMeta:
     """Export ``model`` to ``path`` and return the metadata written into it.
 
     ``meta`` describes pre/post-processing (class names, mean/std...); defaults come from the model's
     ``edgeseg_config`` where it has one. ``exporter`` is ``dynamo`` (falls back to ``legacy`` with a
-    warning where dynamo cannot trace the model) or ``legacy``.
+    warning where dynamo cannot trace the model) or ``legacy``. ``flavour``: ``portable`` (standard ONNX
+    only) or ``tensorrt`` (edgeseg plugin nodes where the model uses edgeseg's or torchvision's custom ops;
+    ONNX Runtime runs them through the custom-op library).
     """
+    if flavour not in FLAVOURS:
+        raise ExportError(f"unknown flavour '{flavour}'", f"use one of: {', '.join(FLAVOURS)}")
     meta = meta or default_meta(model)
     if sample is None:
         side = max(4 * meta.size_divisor, 128)
@@ -68,10 +74,14 @@ def export_onnx(model: nn.Module, path: str | Path, *, meta: ModelMeta | None = 
         if not meta.class_names:  # a foreign model: take the class count from its logits
             meta.class_names = [f"class_{i}" for i in range(outputs[meta.logits_output].shape[1])]
         wrapped = _TupleOutputs(model, keys).eval()
-        proto = _run_exporter(wrapped, sample, meta.input_name, names, opset, dynamic, exporter)
+        with export_flavour(flavour):
+            proto = _run_exporter(wrapped, sample, meta.input_name, names, opset, dynamic, exporter)
     finally:
         model.train(was_training)
     proto = surgery.rename_io(surgery.clean(proto), meta.input_name, names)
+    if flavour == "tensorrt":
+        proto = to_plugins(proto)
+    meta.flavour = flavour
     meta.edgeseg_version = edgeseg.__version__
     write_metadata(proto, meta)
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torchvision  # noqa: F401  (imported before any export starts, so the ONNX exporter registers its ops)
 from torch import Tensor
 
 from edgeseg.ops.sampling import bilinear_zero
@@ -36,8 +37,6 @@ def deform_conv2d(input: Tensor, offset: Tensor, weight: Tensor, bias: Tensor | 
     if impl != "torch":
         raise ValueError(f"unknown impl '{impl}'; use 'torch' or 'native'")
     if torch.onnx.is_in_onnx_export():  # torchvision's op exports to ONNX DeformConv; surgery makes it a plugin
-        import torchvision
-
         return torchvision.ops.deform_conv2d(input, offset, weight, bias, (sh, sw), (ph, pw), (dh, dw), mask)
     ho, wo = offset.shape[2], offset.shape[3]
     off = offset.reshape(n, og, k, 2, ho, wo)

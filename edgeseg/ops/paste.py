@@ -74,7 +74,11 @@ def panoptic_paste(semantic: Tensor, masks: Tensor, scores: Tensor, classes: Ten
                                        attrs, [torch.int32, torch.float32], [tuple(semantic.shape), (r + n_stuff, 5)])
         return ids, table
     rows = r + n_stuff
-    order = torch.sort(scores, descending=True, stable=True).indices
+    # Score descending, ties by index (panoptic_before in the math core); ranks, not sort: exports everywhere.
+    idx = torch.arange(r, device=scores.device)
+    before = (scores[:, None] > scores[None, :]) | ((scores[:, None] == scores[None, :]) & (idx[:, None] < idx[None, :]))
+    rank = before.sum(0)
+    order = (rank[None, :] == idx[:, None]).int().argmax(1)
     binary = masks[order] > 0.5
     occupied = torch.zeros(semantic.shape, dtype=torch.int32, device=semantic.device)
     table = torch.zeros(rows, 5, dtype=torch.float32, device=semantic.device)

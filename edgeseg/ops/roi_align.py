@@ -11,6 +11,7 @@ import math
 from typing import Sequence
 
 import torch
+import torchvision  # noqa: F401  (imported before any export starts, so the ONNX exporter registers its ops)
 from torch import Tensor
 
 from edgeseg.ops.export import emitting_plugin, plugin_node
@@ -66,8 +67,6 @@ def roi_align(input: Tensor, boxes: Tensor | Sequence[Tensor], output_size: int 
     if impl != "torch":
         raise ValueError(f"unknown impl '{impl}'; use 'torch' or 'native'")
     if torch.onnx.is_in_onnx_export():  # torchvision's op exports to ONNX RoiAlign; surgery makes it a plugin
-        import torchvision
-
         return torchvision.ops.roi_align(input, rois, (oh, ow), spatial_scale, sampling_ratio, aligned)
     _, c, h, w = input.shape
     k = rois.shape[0]
@@ -123,7 +122,8 @@ def multilevel_roi_align(features: Sequence[Tensor], boxes: Tensor | Sequence[Te
                      spatial_scales=[float(s) for s in spatial_scales], canonical_scale=float(canonical_scale),
                      canonical_level=canonical_level, first_level=first)
         shape = (rois.shape[0], features[0].shape[1], oh, ow)
-        return plugin_node("EdgeSegMultilevelRoIAlign", [rois, *features], attrs, features[0].dtype, shape)
+        inputs = [rois[:, 1:], rois[:, 0].to(torch.int32), *features]  # as ONNX RoiAlign: boxes, batch indices
+        return plugin_node("EdgeSegMultilevelRoIAlign", inputs, attrs, features[0].dtype, shape)
     level = fpn_levels(rois, first, last, canonical_scale, canonical_level)
     out = features[0].new_zeros(rois.shape[0], features[0].shape[1], oh, ow)
     for i, (feat, scale) in enumerate(zip(features, spatial_scales)):

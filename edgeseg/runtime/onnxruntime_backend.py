@@ -8,6 +8,8 @@ import numpy as np
 
 from edgeseg.errors import BackendError, OnnxFileError
 from edgeseg.export.metadata import load_onnx, read_metadata
+from edgeseg.export.plugins import plugin_nodes
+from edgeseg.ops.native import library_path
 from edgeseg.runtime.base import check_batch
 
 
@@ -36,6 +38,8 @@ class OnnxRuntimeSession:
         import onnxruntime as ort
 
         proto = load_onnx(path)
+        if plugin_nodes(proto) and not custom_op_libraries:  # a tensorrt-flavour graph: its plugins run as CPU custom ops
+            custom_op_libraries = (str(library_path("libedgeseg_ort.so")),)
         self.meta = read_metadata(proto, path)
         self.precision = self.meta.precision
         self.path = Path(path)
