@@ -9,12 +9,14 @@ idle threads from stealing the cores of the next (see DESIGN.md's timing rules).
 """
 from __future__ import annotations
 
+import functools
 import gc
 import json
 import os
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from tqdm import tqdm
@@ -61,18 +63,27 @@ def first_run_peak_mb(session: Session, batch: np.ndarray) -> float | None:
         return None
 
 
-def time_round_robin(sessions: dict[str, Session], batch: np.ndarray, warmup: int, repeats: int,
-                     progress: bool = False) -> dict[str, list[float]]:
-    for s in sessions.values():
+def time_callables(fns: dict[str, Callable[[], object]], warmup: int, repeats: int, progress: bool = False,
+                   sync: Callable[[], object] = lambda: None) -> dict[str, list[float]]:
+    """Milliseconds per call of each function, timed round-robin after ``warmup`` calls each (side by side,
+    so drifting clocks and neighbours affect all alike). ``sync`` waits for queued GPU work."""
+    for fn in fns.values():
         for _ in range(warmup):
-            s.run(batch)
-    times: dict[str, list[float]] = {k: [] for k in sessions}
+            fn()
+    sync()
+    times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in tqdm(range(repeats), desc="timing", leave=False, disable=not progress):
-        for k, s in sessions.items():
+        for k, fn in fns.items():
             t0 = time.perf_counter()
-            s.run(batch)
+            fn()
+            sync()
             times[k].append((time.perf_counter() - t0) * 1000)
     return times
+
+
+def time_round_robin(sessions: dict[str, Session], batch: np.ndarray, warmup: int, repeats: int,
+                     progress: bool = False) -> dict[str, list[float]]:
+    return time_callables({k: functools.partial(s.run, batch) for k, s in sessions.items()}, warmup, repeats, progress)
 
 
 def build_variants(model, meta, variants, workdir: Path, calibration: list[np.ndarray], calib_method: str,

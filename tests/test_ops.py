@@ -235,3 +235,13 @@ def test_panoptic_paste_native_equals_reference_on_random_scenes():
         ids_n, table_n = ops.panoptic_paste(semantic, masks, scores, classes, impl="native", **args)
         assert torch.equal(ids_t, ids_n)
         torch.testing.assert_close(table_t, table_n)
+
+
+def test_paste_masks_native_equals_reference_on_random_boxes():
+    """The CPU launcher computes only the pixels a mask can reach: it must lose none of them."""
+    g = torch.Generator().manual_seed(5)
+    masks = torch.rand(60, 9, 13, generator=g)
+    xy = torch.rand(60, 2, generator=g) * 80 - 10
+    boxes = torch.cat([xy, xy + torch.rand(60, 2, generator=g) * torch.tensor([50.0, 3.0]) + 0.01], 1)
+    soft = ops.paste_masks(masks, boxes, (47, 61), threshold=-1, impl="native")
+    torch.testing.assert_close(soft, ops.paste_masks(masks, boxes, (47, 61), threshold=-1), atol=1e-5, rtol=1e-5)

@@ -29,22 +29,63 @@ bool positive(std::initializer_list<int> values)
 
 extern "C" char const* es_last_error(void) { return last_error.c_str(); }
 
+namespace
+{
+// RoIAlign over all channels of one bin: the taps of its samples are computed once (the math core's
+// arithmetic, in the same order) and applied to every channel plane.
+void roi_align_bins(float const* image, int c, int h, int w, float const* roi, int64_t out_rows, int out_h, int out_w,
+    edgeseg::RoIAlignParams const& p, float* out, std::vector<int>& idx, std::vector<float>& wt)
+{
+    edgeseg::RoIGrid const g = edgeseg::roi_grid(roi[1], roi[2], roi[3], roi[4], p);
+    int const samples = (g.grid_h > 0 ? g.grid_h : 0) * (g.grid_w > 0 ? g.grid_w : 0);
+    idx.resize(static_cast<size_t>(samples) * 4);
+    wt.resize(static_cast<size_t>(samples) * 4);
+    int64_t const plane = static_cast<int64_t>(h) * w;
+    for (int py = 0; py < out_h; ++py)
+        for (int px = 0; px < out_w; ++px)
+        {
+            int s = 0;
+            for (int iy = 0; iy < g.grid_h; ++iy)
+            {
+                float const y = edgeseg::roi_sample_y(g, py, iy);
+                for (int ix = 0; ix < g.grid_w; ++ix, ++s)
+                    edgeseg::bilinear_clamped_taps(h, w, y, edgeseg::roi_sample_x(g, px, ix), &idx[s * 4], &wt[s * 4]);
+            }
+            for (int ch = 0; ch < c; ++ch)
+            {
+                float const* v = image + ch * plane;
+                float sum = 0.f;
+                for (int k = 0; k < samples; ++k)
+                {
+                    int const* i = &idx[k * 4];
+                    float const* t = &wt[k * 4];
+                    sum += t[0] * v[i[0]] + t[1] * v[i[1]] + t[2] * v[i[2]] + t[3] * v[i[3]];
+                }
+                out[ch * out_rows + py * out_w + px] = sum / g.count;
+            }
+        }
+}
+} // namespace
+
 extern "C" int es_roi_align(float const* input, int n, int c, int h, int w, float const* rois, int k, int out_h,
     int out_w, float spatial_scale, int sampling_ratio, int aligned, float* out)
 {
     if (!positive({n, c, h, w, out_h, out_w}) || k < 0)
         return refuse("roi_align: sizes must be positive");
     edgeseg::RoIAlignParams const p{out_h, out_w, sampling_ratio, spatial_scale, aligned};
-    int64_t const total = static_cast<int64_t>(k) * c * out_h * out_w;
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < total; ++i)
+    int64_t const bins = static_cast<int64_t>(out_h) * out_w;
+#pragma omp parallel
     {
-        int const px = i % out_w, py = (i / out_w) % out_h, ch = (i / out_w / out_h) % c;
-        int64_t const r = i / out_w / out_h / c;
-        float const* roi = rois + r * 5;
-        int const b = edgeseg::clamp_int(static_cast<int>(roi[0]), 0, n - 1);
-        float const* plane = input + (static_cast<int64_t>(b) * c + ch) * h * w;
-        out[i] = edgeseg::roi_align_bin(plane, h, w, roi[1], roi[2], roi[3], roi[4], py, px, p);
+        std::vector<int> idx;
+        std::vector<float> wt;
+#pragma omp for schedule(dynamic, 4)
+        for (int r = 0; r < k; ++r)
+        {
+            float const* roi = rois + static_cast<int64_t>(r) * 5;
+            int const b = edgeseg::clamp_int(static_cast<int>(roi[0]), 0, n - 1);
+            roi_align_bins(input + static_cast<int64_t>(b) * c * h * w, c, h, w, roi, bins, out_h, out_w, p,
+                out + static_cast<int64_t>(r) * c * bins, idx, wt);
+        }
     }
     return 0;
 }
@@ -58,18 +99,22 @@ extern "C" int es_multilevel_roi_align(float const* const* features, int const* 
     for (int l = 0; l < levels; ++l)
         if (!positive({heights[l], widths[l]}))
             return refuse("multilevel_roi_align: every level needs a positive size");
-    int64_t const total = static_cast<int64_t>(k) * c * out_h * out_w;
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < total; ++i)
+    int64_t const bins = static_cast<int64_t>(out_h) * out_w;
+#pragma omp parallel
     {
-        int const px = i % out_w, py = (i / out_w) % out_h, ch = (i / out_w / out_h) % c;
-        int64_t const r = i / out_w / out_h / c;
-        float const* roi = rois + r * 5;
-        int const l = edgeseg::fpn_level(roi[1], roi[2], roi[3], roi[4], canonical_scale, canonical_level, first_level, levels);
-        edgeseg::RoIAlignParams const p{out_h, out_w, sampling_ratio, spatial_scales[l], aligned};
-        int const b = edgeseg::clamp_int(static_cast<int>(roi[0]), 0, n - 1);
-        float const* plane = features[l] + (static_cast<int64_t>(b) * c + ch) * heights[l] * widths[l];
-        out[i] = edgeseg::roi_align_bin(plane, heights[l], widths[l], roi[1], roi[2], roi[3], roi[4], py, px, p);
+        std::vector<int> idx;
+        std::vector<float> wt;
+#pragma omp for schedule(dynamic, 4)
+        for (int r = 0; r < k; ++r)
+        {
+            float const* roi = rois + static_cast<int64_t>(r) * 5;
+            int const l = edgeseg::fpn_level(roi[1], roi[2], roi[3], roi[4], canonical_scale, canonical_level, first_level, levels);
+            edgeseg::RoIAlignParams const p{out_h, out_w, sampling_ratio, spatial_scales[l], aligned};
+            int const b = edgeseg::clamp_int(static_cast<int>(roi[0]), 0, n - 1);
+            int64_t const plane = static_cast<int64_t>(heights[l]) * widths[l];
+            roi_align_bins(features[l] + b * c * plane, c, heights[l], widths[l], roi, bins, out_h, out_w, p,
+                out + static_cast<int64_t>(r) * c * bins, idx, wt);
+        }
     }
     return 0;
 }
@@ -106,24 +151,41 @@ extern "C" int es_deform_conv2d(float const* input, int n, int cin, int h, int w
                 for (int wo_i = 0; wo_i < wo; ++wo_i)
                     dst[ho_i * wo + wo_i] = edgeseg::deform_column(img, cin, h, w, off, msk, ho, wo, ch, k, ho_i, wo_i, p);
         }
-        // out[o, l] = bias[o] + Σ_r weight[o, r] · cols[g·cpg·kk + r, l] within each group.
+        // out[o, l] = bias[o] + Σ_r weight[o, r] · cols[g·cpg·kk + r, l] within each group, in register-
+        // and cache-sized blocks (8 output channels × 64 pixels): each column row is read once per block.
         float* dst = out + static_cast<int64_t>(b) * cout * plane;
-#pragma omp parallel for schedule(static)
-        for (int o = 0; o < cout; ++o)
-        {
-            int const g = o / opg;
-            float* acc = dst + static_cast<int64_t>(o) * plane;
-            std::fill(acc, acc + plane, bias ? bias[o] : 0.f);
-            float const* wrow = weight + static_cast<int64_t>(o) * cpg * kk;
-            float const* src = cols.data() + static_cast<int64_t>(g) * cpg * kk * plane;
-            for (int64_t r = 0; r < static_cast<int64_t>(cpg) * kk; ++r)
+        int64_t const reduce = static_cast<int64_t>(cpg) * kk;
+        constexpr int kO = 8, kL = 64;
+        int64_t const o_blocks = (opg + kO - 1) / kO, l_blocks = (plane + kL - 1) / kL;
+#pragma omp parallel for schedule(static) collapse(2)
+        for (int64_t ob = 0; ob < static_cast<int64_t>(groups) * o_blocks; ++ob)
+            for (int64_t lb = 0; lb < l_blocks; ++lb)
             {
-                float const wv = wrow[r];
-                float const* s = src + r * plane;
-                for (int64_t l = 0; l < plane; ++l)
-                    acc[l] += wv * s[l];
+                int const g = static_cast<int>(ob / o_blocks);
+                int const o0 = g * opg + static_cast<int>(ob % o_blocks) * kO;
+                int const o_n = std::min(kO, g * opg + opg - o0);
+                int64_t const l0 = lb * kL;
+                int const l_n = static_cast<int>(std::min<int64_t>(kL, plane - l0));
+                float acc[kO][kL] = {};
+                float const* src = cols.data() + static_cast<int64_t>(g) * reduce * plane + l0;
+                for (int64_t r = 0; r < reduce; ++r)
+                {
+                    float const* s_row = src + r * plane;
+                    for (int i = 0; i < o_n; ++i)
+                    {
+                        float const wv = weight[static_cast<int64_t>(o0 + i) * reduce + r];
+                        for (int l = 0; l < l_n; ++l)
+                            acc[i][l] += wv * s_row[l];
+                    }
+                }
+                for (int i = 0; i < o_n; ++i)
+                {
+                    float const add = bias ? bias[o0 + i] : 0.f;
+                    float* o_row = dst + static_cast<int64_t>(o0 + i) * plane + l0;
+                    for (int l = 0; l < l_n; ++l)
+                        o_row[l] = acc[i][l] + add;
+                }
             }
-        }
     }
     return 0;
 }
@@ -156,14 +218,22 @@ extern "C" int es_paste_masks(float const* masks, int r, int mh, int mw, float c
 {
     if (!positive({mh, mw, h, w}) || r < 0)
         return refuse("paste_masks: sizes must be positive");
-    int64_t const total = static_cast<int64_t>(r) * h * w;
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < total; ++i)
+    int64_t const plane = static_cast<int64_t>(h) * w;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int j = 0; j < r; ++j)
     {
-        int const px = i % w, py = (i / w) % h;
-        int64_t const j = i / w / h;
-        float const* box = boxes + j * 4;
-        out[i] = edgeseg::paste_pixel(masks + j * mh * mw, mh, mw, box[0], box[1], box[2], box[3], py, px, threshold);
+        float const* box = boxes + static_cast<int64_t>(j) * 4;
+        float* dst = out + j * plane;
+        std::fill(dst, dst + plane, 0.f);
+        if (!(box[2] - box[0] > 0.f && box[3] - box[1] > 0.f))
+            continue;
+        int y_lo, y_hi, x_lo, x_hi; // only pixels that can be non-zero are computed
+        edgeseg::paste_extent(box[1], box[3], mh, h, y_lo, y_hi);
+        edgeseg::paste_extent(box[0], box[2], mw, w, x_lo, x_hi);
+        for (int py = y_lo; py < y_hi; ++py)
+            for (int px = x_lo; px < x_hi; ++px)
+                dst[static_cast<int64_t>(py) * w + px] = edgeseg::paste_pixel(masks + static_cast<int64_t>(j) * mh * mw, mh,
+                    mw, box[0], box[1], box[2], box[3], py, px, threshold);
     }
     return 0;
 }

@@ -13,9 +13,9 @@ namespace edgeseg
 namespace cuda
 {
 
-// rois: k×4 (x1, y1, x2, y2), batch: k int32. out: k×c×out_h×out_w.
+// rois: k×4 (x1, y1, x2, y2), always float32 (half loses a pixel at 2048), batch: k int32. out: k×c×out_h×out_w.
 template <typename T>
-cudaError_t roi_align(T const* input, int n, int c, int h, int w, T const* rois, int32_t const* batch, int k,
+cudaError_t roi_align(T const* input, int n, int c, int h, int w, float const* rois, int32_t const* batch, int k,
     RoIAlignParams const& p, T* out, cudaStream_t stream);
 
 struct Levels
@@ -28,7 +28,7 @@ struct Levels
 };
 
 template <typename T>
-cudaError_t multilevel_roi_align(Levels const& levels, int n, int c, T const* rois, int32_t const* batch, int k,
+cudaError_t multilevel_roi_align(Levels const& levels, int n, int c, float const* rois, int32_t const* batch, int k,
     int out_h, int out_w, int sampling_ratio, int aligned, float canonical_scale, int canonical_level, int first_level,
     T* out, cudaStream_t stream);
 
@@ -42,7 +42,7 @@ cudaError_t dcnv3(T const* input, int n, int h, int w, int c, T const* offset, T
     int ho, int wo, T* out, cudaStream_t stream);
 
 template <typename T>
-cudaError_t paste_masks(T const* masks, int r, int mh, int mw, T const* boxes, int h, int w, float threshold, T* out,
+cudaError_t paste_masks(T const* masks, int r, int mh, int mw, float const* boxes, int h, int w, float threshold, T* out,
     cudaStream_t stream);
 
 // One image; one thread block walks the instances in score order. segments: rows×5.

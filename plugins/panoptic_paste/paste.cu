@@ -11,7 +11,7 @@ namespace cuda
 {
 
 template <typename T>
-__global__ void paste_kernel(T const* masks, int r, int mh, int mw, T const* boxes, int h, int w, float threshold, T* out)
+__global__ void paste_kernel(T const* masks, int r, int mh, int mw, float const* boxes, int h, int w, float threshold, T* out)
 {
     int64_t const total = static_cast<int64_t>(r) * h * w;
     for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
@@ -19,14 +19,13 @@ __global__ void paste_kernel(T const* masks, int r, int mh, int mw, T const* box
     {
         int const px = i % w, py = (i / w) % h;
         int64_t const j = i / w / h;
-        T const* box = boxes + j * 4;
-        out[i] = static_cast<T>(paste_pixel(masks + j * mh * mw, mh, mw, to_float(box[0]), to_float(box[1]),
-            to_float(box[2]), to_float(box[3]), py, px, threshold));
+        float const* box = boxes + j * 4;
+        out[i] = static_cast<T>(paste_pixel(masks + j * mh * mw, mh, mw, box[0], box[1], box[2], box[3], py, px, threshold));
     }
 }
 
 template <typename T>
-cudaError_t paste_masks(T const* masks, int r, int mh, int mw, T const* boxes, int h, int w, float threshold, T* out,
+cudaError_t paste_masks(T const* masks, int r, int mh, int mw, float const* boxes, int h, int w, float threshold, T* out,
     cudaStream_t stream)
 {
     int64_t const total = static_cast<int64_t>(r) * h * w;
@@ -124,7 +123,7 @@ cudaError_t panoptic_paste(int32_t const* semantic, int h, int w, float const* m
 }
 
 template cudaError_t paste_masks<float>(float const*, int, int, int, float const*, int, int, float, float*, cudaStream_t);
-template cudaError_t paste_masks<__half>(__half const*, int, int, int, __half const*, int, int, float, __half*, cudaStream_t);
+template cudaError_t paste_masks<__half>(__half const*, int, int, int, float const*, int, int, float, __half*, cudaStream_t);
 
 } // namespace cuda
 } // namespace edgeseg

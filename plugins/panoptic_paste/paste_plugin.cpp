@@ -51,8 +51,15 @@ bool PasteMasksPlugin::supportsFormatCombination(int32_t pos, DynamicPluginTenso
 {
     if (nbInputs != 3 || nbOutputs != 1 || pos < 0 || pos > 3)
         return false;
-    return pos == 3 ? io[3].desc.type == io[0].desc.type && io[3].desc.format == TensorFormat::kLINEAR
-                    : same_float_linear(pos, io, 0, 3);
+    if (io[pos].desc.format != TensorFormat::kLINEAR)
+        return false;
+    switch (pos)
+    {
+    case 0: return io[0].desc.type == DataType::kFLOAT || io[0].desc.type == DataType::kHALF;
+    case 1: return io[1].desc.type == DataType::kFLOAT; // boxes stay float32
+    case 2: return io[2].desc.type == DataType::kFLOAT || io[2].desc.type == DataType::kHALF; // only its shape is read
+    default: return io[3].desc.type == io[0].desc.type;
+    }
 }
 
 int32_t PasteMasksPlugin::enqueue(PluginTensorDesc const* in, PluginTensorDesc const* outDesc, void const* const* inputs,
@@ -62,7 +69,7 @@ int32_t PasteMasksPlugin::enqueue(PluginTensorDesc const* in, PluginTensorDesc c
     int const h = outDesc[0].dims.d[1], w = outDesc[0].dims.d[2];
     cudaError_t e;
     if (in[0].type == DataType::kHALF)
-        e = cuda::paste_masks(static_cast<__half const*>(inputs[0]), r, mh, mw, static_cast<__half const*>(inputs[1]), h,
+        e = cuda::paste_masks(static_cast<__half const*>(inputs[0]), r, mh, mw, static_cast<float const*>(inputs[1]), h,
             w, mThreshold, static_cast<__half*>(outputs[0]), stream);
     else
         e = cuda::paste_masks(static_cast<float const*>(inputs[0]), r, mh, mw, static_cast<float const*>(inputs[1]), h, w,

@@ -9,7 +9,7 @@ namespace cuda
 {
 
 template <typename T>
-__global__ void roi_align_kernel(T const* input, int n, int c, int h, int w, T const* rois, int32_t const* batch,
+__global__ void roi_align_kernel(T const* input, int n, int c, int h, int w, float const* rois, int32_t const* batch,
     int64_t total, RoIAlignParams p, T* out)
 {
     for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
@@ -18,15 +18,15 @@ __global__ void roi_align_kernel(T const* input, int n, int c, int h, int w, T c
         int const px = i % p.out_w, py = (i / p.out_w) % p.out_h, ch = (i / p.out_w / p.out_h) % c;
         int64_t const r = i / p.out_w / p.out_h / c;
         int const b = clamp_int(batch[r], 0, n - 1);
-        T const* box = rois + r * 4;
-        float const v = roi_align_bin(input + (static_cast<int64_t>(b) * c + ch) * h * w, h, w, to_float(box[0]),
-            to_float(box[1]), to_float(box[2]), to_float(box[3]), py, px, p);
+        float const* box = rois + r * 4;
+        float const v = roi_align_bin(input + (static_cast<int64_t>(b) * c + ch) * h * w, h, w, box[0], box[1], box[2],
+            box[3], py, px, p);
         out[i] = static_cast<T>(v);
     }
 }
 
 template <typename T>
-__global__ void multilevel_kernel(Levels levels, int n, int c, T const* rois, int32_t const* batch, int64_t total,
+__global__ void multilevel_kernel(Levels levels, int n, int c, float const* rois, int32_t const* batch, int64_t total,
     int out_h, int out_w, int sampling_ratio, int aligned, float canonical_scale, int canonical_level, int first_level,
     T* out)
 {
@@ -35,8 +35,7 @@ __global__ void multilevel_kernel(Levels levels, int n, int c, T const* rois, in
     {
         int const px = i % out_w, py = (i / out_w) % out_h, ch = (i / out_w / out_h) % c;
         int64_t const r = i / out_w / out_h / c;
-        float const x1 = to_float(rois[r * 4]), y1 = to_float(rois[r * 4 + 1]);
-        float const x2 = to_float(rois[r * 4 + 2]), y2 = to_float(rois[r * 4 + 3]);
+        float const x1 = rois[r * 4], y1 = rois[r * 4 + 1], x2 = rois[r * 4 + 2], y2 = rois[r * 4 + 3];
         int const l = fpn_level(x1, y1, x2, y2, canonical_scale, canonical_level, first_level, levels.count);
         RoIAlignParams const p{out_h, out_w, sampling_ratio, levels.scale[l], aligned};
         int const b = clamp_int(batch[r], 0, n - 1);
@@ -53,7 +52,7 @@ inline int blocks_for(int64_t total, int threads)
 }
 
 template <typename T>
-cudaError_t roi_align(T const* input, int n, int c, int h, int w, T const* rois, int32_t const* batch, int k,
+cudaError_t roi_align(T const* input, int n, int c, int h, int w, float const* rois, int32_t const* batch, int k,
     RoIAlignParams const& p, T* out, cudaStream_t stream)
 {
     int64_t const total = static_cast<int64_t>(k) * c * p.out_h * p.out_w;
@@ -64,7 +63,7 @@ cudaError_t roi_align(T const* input, int n, int c, int h, int w, T const* rois,
 }
 
 template <typename T>
-cudaError_t multilevel_roi_align(Levels const& levels, int n, int c, T const* rois, int32_t const* batch, int k,
+cudaError_t multilevel_roi_align(Levels const& levels, int n, int c, float const* rois, int32_t const* batch, int k,
     int out_h, int out_w, int sampling_ratio, int aligned, float canonical_scale, int canonical_level, int first_level,
     T* out, cudaStream_t stream)
 {
@@ -78,11 +77,11 @@ cudaError_t multilevel_roi_align(Levels const& levels, int n, int c, T const* ro
 
 template cudaError_t roi_align<float>(float const*, int, int, int, int, float const*, int32_t const*, int,
     RoIAlignParams const&, float*, cudaStream_t);
-template cudaError_t roi_align<__half>(__half const*, int, int, int, int, __half const*, int32_t const*, int,
+template cudaError_t roi_align<__half>(__half const*, int, int, int, int, float const*, int32_t const*, int,
     RoIAlignParams const&, __half*, cudaStream_t);
 template cudaError_t multilevel_roi_align<float>(Levels const&, int, int, float const*, int32_t const*, int, int, int,
     int, int, float, int, int, float*, cudaStream_t);
-template cudaError_t multilevel_roi_align<__half>(Levels const&, int, int, __half const*, int32_t const*, int, int,
+template cudaError_t multilevel_roi_align<__half>(Levels const&, int, int, float const*, int32_t const*, int, int,
     int, int, int, float, int, int, __half*, cudaStream_t);
 
 } // namespace cuda

@@ -70,10 +70,15 @@ bool RoIAlignPlugin::supportsFormatCombination(int32_t pos, DynamicPluginTensorD
 {
     if (nbInputs != 3 || nbOutputs != 1 || pos < 0 || pos > 3)
         return false;
-    if (pos == 2)
-        return io[2].desc.type == DataType::kINT32 && io[2].desc.format == TensorFormat::kLINEAR;
-    return pos == 3 ? io[3].desc.type == io[0].desc.type && io[3].desc.format == TensorFormat::kLINEAR
-                    : same_float_linear(pos, io, 0, 2);
+    if (io[pos].desc.format != TensorFormat::kLINEAR)
+        return false;
+    switch (pos)
+    {
+    case 0: return io[0].desc.type == DataType::kFLOAT || io[0].desc.type == DataType::kHALF;
+    case 1: return io[1].desc.type == DataType::kFLOAT; // boxes stay float32: half loses a pixel at 2048
+    case 2: return io[2].desc.type == DataType::kINT32;
+    default: return io[3].desc.type == io[0].desc.type;
+    }
 }
 
 int32_t RoIAlignPlugin::enqueue(PluginTensorDesc const* in, PluginTensorDesc const*, void const* const* inputs,
@@ -84,7 +89,7 @@ int32_t RoIAlignPlugin::enqueue(PluginTensorDesc const* in, PluginTensorDesc con
     cudaError_t e;
     if (in[0].type == DataType::kHALF)
         e = cuda::roi_align(static_cast<__half const*>(inputs[0]), x.d[0], x.d[1], x.d[2], x.d[3],
-            static_cast<__half const*>(inputs[1]), static_cast<int32_t const*>(inputs[2]), k, mParams,
+            static_cast<float const*>(inputs[1]), static_cast<int32_t const*>(inputs[2]), k, mParams,
             static_cast<__half*>(outputs[0]), stream);
     else
         e = cuda::roi_align(static_cast<float const*>(inputs[0]), x.d[0], x.d[1], x.d[2], x.d[3],
@@ -127,11 +132,11 @@ void MultilevelRoIAlignPlugin::serialize(FieldStore& s) const
     s.add_ints("first_level", {mFirstLevel});
 }
 
-int32_t MultilevelRoIAlignPlugin::getOutputDataTypes(DataType* out, int32_t nbOutputs, DataType const* in, int32_t) const noexcept
+int32_t MultilevelRoIAlignPlugin::getOutputDataTypes(DataType* out, int32_t nbOutputs, DataType const* in, int32_t nbInputs) const noexcept
 {
-    if (nbOutputs != 1)
+    if (nbOutputs != 1 || nbInputs < 3)
         return -1;
-    out[0] = in[0];
+    out[0] = in[2];
     return 0;
 }
 
@@ -155,11 +160,14 @@ bool MultilevelRoIAlignPlugin::supportsFormatCombination(int32_t pos, DynamicPlu
 {
     if (nbOutputs != 1 || pos < 0 || pos >= nbInputs + nbOutputs)
         return false;
+    if (io[pos].desc.format != TensorFormat::kLINEAR)
+        return false;
+    if (pos == 0)
+        return io[0].desc.type == DataType::kFLOAT; // boxes stay float32
     if (pos == 1)
-        return io[1].desc.type == DataType::kINT32 && io[1].desc.format == TensorFormat::kLINEAR;
-    return io[pos].desc.format == TensorFormat::kLINEAR
-        && (pos == 0 ? (io[0].desc.type == DataType::kFLOAT || io[0].desc.type == DataType::kHALF)
-                     : io[pos].desc.type == io[0].desc.type);
+        return io[1].desc.type == DataType::kINT32;
+    return pos == 2 ? (io[2].desc.type == DataType::kFLOAT || io[2].desc.type == DataType::kHALF)
+                    : io[pos].desc.type == io[2].desc.type;
 }
 
 int32_t MultilevelRoIAlignPlugin::enqueue(PluginTensorDesc const* in, PluginTensorDesc const*, void const* const* inputs,
@@ -177,11 +185,12 @@ int32_t MultilevelRoIAlignPlugin::enqueue(PluginTensorDesc const* in, PluginTens
     int const n = in[2].dims.d[0], c = in[2].dims.d[1], k = in[0].dims.d[0];
     auto const* batch = static_cast<int32_t const*>(inputs[1]);
     cudaError_t e;
-    if (in[0].type == DataType::kHALF)
-        e = cuda::multilevel_roi_align(levels, n, c, static_cast<__half const*>(inputs[0]), batch, k, mOutH, mOutW,
+    auto const* rois = static_cast<float const*>(inputs[0]);
+    if (in[2].type == DataType::kHALF)
+        e = cuda::multilevel_roi_align(levels, n, c, rois, batch, k, mOutH, mOutW,
             mSampling, mAligned, mCanonicalScale, mCanonicalLevel, mFirstLevel, static_cast<__half*>(outputs[0]), stream);
     else
-        e = cuda::multilevel_roi_align(levels, n, c, static_cast<float const*>(inputs[0]), batch, k, mOutH, mOutW,
+        e = cuda::multilevel_roi_align(levels, n, c, rois, batch, k, mOutH, mOutW,
             mSampling, mAligned, mCanonicalScale, mCanonicalLevel, mFirstLevel, static_cast<float*>(outputs[0]), stream);
     return e == cudaSuccess ? 0 : -1;
 }

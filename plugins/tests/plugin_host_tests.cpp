@@ -225,12 +225,14 @@ void test_roi_align()
     EXPECT(build->getOutputShapes(wrong, 3, nullptr, 0, out, 1, b) != 0);
     for (DataType t : {DataType::kFLOAT, DataType::kHALF})
     {
-        DynamicPluginTensorDesc io[4] = {desc(t), desc(t), desc(DataType::kINT32), desc(t)};
+        DynamicPluginTensorDesc io[4] = {desc(t), desc(DataType::kFLOAT), desc(DataType::kINT32), desc(t)};
         for (int pos = 0; pos < 4; ++pos)
             EXPECT(build->supportsFormatCombination(pos, io, 3, 1));
     }
-    DynamicPluginTensorDesc mixed[4] = {desc(DataType::kFLOAT), desc(DataType::kHALF), desc(DataType::kINT32), desc(DataType::kFLOAT)};
-    EXPECT(!build->supportsFormatCombination(1, mixed, 3, 1));
+    DynamicPluginTensorDesc half_boxes[4] = {desc(DataType::kHALF), desc(DataType::kHALF), desc(DataType::kINT32), desc(DataType::kHALF)};
+    EXPECT(!build->supportsFormatCombination(1, half_boxes, 3, 1)); // boxes stay float32
+    DynamicPluginTensorDesc mixed[4] = {desc(DataType::kHALF), desc(DataType::kFLOAT), desc(DataType::kINT32), desc(DataType::kFLOAT)};
+    EXPECT(!build->supportsFormatCombination(3, mixed, 3, 1));
     DynamicPluginTensorDesc int8[4] = {desc(DataType::kINT8), desc(DataType::kINT8), desc(DataType::kINT32), desc(DataType::kINT8)};
     EXPECT(!build->supportsFormatCombination(0, int8, 3, 1));
     DataType types[1];

@@ -20,6 +20,16 @@ ES_HD float paste_pixel(T const* mask, int mh, int mw, float x1, float y1, float
     return threshold < 0.f ? value : (value >= threshold ? 1.f : 0.f);
 }
 
+// Pixels [lo, hi) along one axis outside which a mask spanning [a, b) with m cells pastes only zeros
+// (its bilinear samples lie one cell or more outside the mask). Conservative by a pixel either side.
+ES_HD void paste_extent(float a, float b, int m, int size, int& lo, int& hi)
+{
+    float const cell = (b - a) / m;
+    float const first = floorf(a - .5f * cell - .5f) - 1.f, last = ceilf(b + .5f * cell - .5f) + 2.f;
+    lo = first < 0.f ? 0 : (first > size ? size : static_cast<int>(first));
+    hi = last < 0.f ? 0 : (last > size ? size : static_cast<int>(last));
+}
+
 // Whether an instance (in score order) becomes a segment: it must score enough, have pixels, keep
 // some, and overlap what is already occupied by at most overlap_threshold of its area.
 ES_HD bool panoptic_accept(float score, int64_t area, int64_t kept, float score_threshold, float overlap_threshold)

@@ -13,50 +13,84 @@ struct RoIAlignParams
     int aligned; // 1: shift by half a pixel (pixel centres), no minimum RoI size
 };
 
-// RoIAlign's bilinear: clamps into the plane, 0 only beyond one pixel outside.
-template <typename T>
-ES_HD float bilinear_clamped(T const* plane, int h, int w, float y, float x)
+// RoIAlign's bilinear taps: clamped into the plane, invalid (all weights 0) only beyond one pixel
+// outside. idx are offsets into an h×w plane.
+ES_HD void bilinear_clamped_taps(int h, int w, float y, float x, int idx[4], float wt[4])
 {
     if (y < -1.f || y > h || x < -1.f || x > w)
-        return 0.f;
+    {
+        idx[0] = idx[1] = idx[2] = idx[3] = 0;
+        wt[0] = wt[1] = wt[2] = wt[3] = 0.f;
+        return;
+    }
     y = y <= 0.f ? 0.f : y;
     x = x <= 0.f ? 0.f : x;
     int y0 = static_cast<int>(y), x0 = static_cast<int>(x), y1, x1;
     if (y0 >= h - 1) { y1 = y0 = h - 1; y = static_cast<float>(y0); } else { y1 = y0 + 1; }
     if (x0 >= w - 1) { x1 = x0 = w - 1; x = static_cast<float>(x0); } else { x1 = x0 + 1; }
     float const ly = y - y0, lx = x - x0, hy = 1.f - ly, hx = 1.f - lx;
-    return hy * hx * to_float(plane[y0 * w + x0]) + hy * lx * to_float(plane[y0 * w + x1])
-        + ly * hx * to_float(plane[y1 * w + x0]) + ly * lx * to_float(plane[y1 * w + x1]);
+    idx[0] = y0 * w + x0;
+    idx[1] = y0 * w + x1;
+    idx[2] = y1 * w + x0;
+    idx[3] = y1 * w + x1;
+    wt[0] = hy * hx;
+    wt[1] = hy * lx;
+    wt[2] = ly * hx;
+    wt[3] = ly * lx;
 }
 
-// One output value: bin (py, px) of the box (x1, y1, x2, y2) over one h×w channel plane.
-template <typename T>
-ES_HD float roi_align_bin(T const* plane, int h, int w, float x1, float y1, float x2, float y2, int py, int px,
-    RoIAlignParams const& p)
+// A box's sampling grid: where bin (0, 0) starts, the bin size, samples per bin and their count.
+struct RoIGrid
+{
+    float start_y, start_x, bin_h, bin_w, count;
+    int grid_h, grid_w;
+};
+
+ES_HD RoIGrid roi_grid(float x1, float y1, float x2, float y2, RoIAlignParams const& p)
 {
     float const offset = p.aligned ? 0.5f : 0.f;
-    float const sx = x1 * p.spatial_scale - offset, sy = y1 * p.spatial_scale - offset;
-    float rw = x2 * p.spatial_scale - offset - sx, rh = y2 * p.spatial_scale - offset - sy;
+    RoIGrid g;
+    g.start_x = x1 * p.spatial_scale - offset;
+    g.start_y = y1 * p.spatial_scale - offset;
+    float rw = x2 * p.spatial_scale - offset - g.start_x, rh = y2 * p.spatial_scale - offset - g.start_y;
     if (!p.aligned)
     {
         rw = rw > 1.f ? rw : 1.f;
         rh = rh > 1.f ? rh : 1.f;
     }
-    float const bh = rh / p.out_h, bw = rw / p.out_w;
-    int const gh = p.sampling_ratio > 0 ? p.sampling_ratio : static_cast<int>(ceilf(rh / p.out_h));
-    int const gw = p.sampling_ratio > 0 ? p.sampling_ratio : static_cast<int>(ceilf(rw / p.out_w));
-    int const count = gh * gw > 1 ? gh * gw : 1;
+    g.bin_h = rh / p.out_h;
+    g.bin_w = rw / p.out_w;
+    g.grid_h = p.sampling_ratio > 0 ? p.sampling_ratio : static_cast<int>(ceilf(rh / p.out_h));
+    g.grid_w = p.sampling_ratio > 0 ? p.sampling_ratio : static_cast<int>(ceilf(rw / p.out_w));
+    g.count = static_cast<float>(g.grid_h * g.grid_w > 1 ? g.grid_h * g.grid_w : 1);
+    return g;
+}
+
+// Sample (iy, ix) of bin (py, px): its position.
+ES_HD float roi_sample_y(RoIGrid const& g, int py, int iy) { return g.start_y + py * g.bin_h + (iy + .5f) * g.bin_h / g.grid_h; }
+ES_HD float roi_sample_x(RoIGrid const& g, int px, int ix) { return g.start_x + px * g.bin_w + (ix + .5f) * g.bin_w / g.grid_w; }
+
+// One output value: bin (py, px) of the box (x1, y1, x2, y2) over one h×w channel plane. (The CPU
+// launcher computes the same taps once per bin and reuses them across channels.)
+template <typename T>
+ES_HD float roi_align_bin(T const* plane, int h, int w, float x1, float y1, float x2, float y2, int py, int px,
+    RoIAlignParams const& p)
+{
+    RoIGrid const g = roi_grid(x1, y1, x2, y2, p);
     float sum = 0.f;
-    for (int iy = 0; iy < gh; ++iy)
+    for (int iy = 0; iy < g.grid_h; ++iy)
     {
-        float const y = sy + py * bh + (iy + .5f) * bh / gh;
-        for (int ix = 0; ix < gw; ++ix)
+        float const y = roi_sample_y(g, py, iy);
+        for (int ix = 0; ix < g.grid_w; ++ix)
         {
-            float const x = sx + px * bw + (ix + .5f) * bw / gw;
-            sum += bilinear_clamped(plane, h, w, y, x);
+            int idx[4];
+            float wt[4];
+            bilinear_clamped_taps(h, w, y, roi_sample_x(g, px, ix), idx, wt);
+            sum += wt[0] * to_float(plane[idx[0]]) + wt[1] * to_float(plane[idx[1]]) + wt[2] * to_float(plane[idx[2]])
+                + wt[3] * to_float(plane[idx[3]]);
         }
     }
-    return sum / count;
+    return sum / g.count;
 }
 
 // FPN level (0 = the finest level given) of a box in image coordinates.
