@@ -150,3 +150,22 @@ def test_unknown_flavour_is_refused(tmp_path):
 
     with pytest.raises(ExportError, match="unknown flavour"):
         export_onnx(DCNv3Net(), tmp_path / "x.onnx", meta=_meta(8), flavour="tflite")
+
+
+def test_a_missing_plugin_library_is_a_clear_error(tmp_path, monkeypatch):
+    """A tensorrt-flavour graph, or impl="native", without the built libraries says what to build."""
+    from edgeseg.errors import BackendError
+    from edgeseg.ops import native
+
+    if not ORT_LIB.is_file():
+        pytest.skip(f"{ORT_LIB} not built")
+    path = tmp_path / "dcnv3.onnx"
+    export_onnx(DCNv3Net().eval(), path, meta=_meta(8), sample=torch.randn(1, 8, 6, 6), flavour="tensorrt")
+    monkeypatch.setenv("EDGESEG_PLUGIN_DIR", str(tmp_path / "nowhere"))
+    native._lib.cache_clear()
+    with pytest.raises(BackendError, match="scripts/build_plugins.sh"):
+        open_session(path)
+    with pytest.raises(BackendError, match="libedgeseg_cpu.so is missing"):
+        ops.roi_align(torch.randn(1, 1, 4, 4), torch.tensor([[0.0, 0, 0, 2, 2]]), 2, impl="native")
+    monkeypatch.undo()
+    native._lib.cache_clear()
