@@ -245,3 +245,14 @@ def test_paste_masks_native_equals_reference_on_random_boxes():
     boxes = torch.cat([xy, xy + torch.rand(60, 2, generator=g) * torch.tensor([50.0, 3.0]) + 0.01], 1)
     soft = ops.paste_masks(masks, boxes, (47, 61), threshold=-1, impl="native")
     torch.testing.assert_close(soft, ops.paste_masks(masks, boxes, (47, 61), threshold=-1), atol=1e-5, rtol=1e-5)
+
+
+def test_dcnv3_and_paste_masks_gradcheck():
+    d = dict(dtype=torch.float64)
+    x = torch.randn(1, 5, 6, 4, **d, requires_grad=True)
+    offset = (torch.rand(1, 5, 6, 2 * 9 * 2, **d) * 0.8 + 0.1).requires_grad_()  # off the grid points
+    mask = torch.rand(1, 5, 6, 2 * 9, **d, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b, c: ops.dcnv3(a, b, c, 3, 1, 1, 1, 2), (x, offset, mask))
+    masks = torch.rand(2, 5, 5, **d, requires_grad=True)
+    boxes = torch.tensor([[1.3, 2.1, 9.7, 8.2], [0.4, 0.6, 5.5, 11.1]], **d)
+    assert torch.autograd.gradcheck(lambda m: ops.paste_masks(m, boxes, (12, 11), threshold=-1), (masks,))
