@@ -16,6 +16,8 @@ import numpy as np
 
 from edgeseg.errors import BackendError
 from edgeseg.export.metadata import ModelMeta, load_onnx, read_metadata
+from edgeseg.export.plugins import plugin_nodes
+from edgeseg.ops.native import library_path
 from edgeseg.io import atomic_path, write_text_atomic
 from edgeseg.runtime.base import check_batch
 
@@ -43,6 +45,18 @@ def _init_cuda():
     return cuda
 
 
+def _load_plugins(libraries: tuple[str, ...]) -> None:
+    import tensorrt as trt
+
+    registry = trt.get_plugin_registry()
+    for lib in libraries:
+        if not Path(lib).is_file():
+            raise BackendError(f"plugin library not found: {lib}", "build it with scripts/build_plugins.sh")
+        if registry.load_library(str(lib)) is None:
+            raise BackendError(f"TensorRT could not load the plugin library {lib}",
+                               "rebuild it against this TensorRT version (scripts/build_plugins.sh, TENSORRT_INCLUDE_DIR)")
+
+
 def _gpu_name(cuda) -> str:
     return cuda.Device(0).name()
 
@@ -50,24 +64,29 @@ def _gpu_name(cuda) -> str:
 def build_engine(onnx_path: str | Path, engine_path: str | Path, precision: str = "fp16",
                  min_shape=(1, 3, 256, 256), opt_shape=(1, 3, 512, 512), max_shape=(4, 3, 1024, 1024),
                  workspace_gb: float = 2.0, plugin_libraries: tuple[str, ...] = ()) -> Path:
-    """Parse the ONNX, build a serialized engine for ``precision`` and write it with its sidecar."""
+    """Parse the ONNX, build a serialized engine for ``precision`` and write it with its sidecar.
+
+    A tensorrt-flavour graph (edgeseg plugin nodes) loads ``libedgeseg_trt.so`` unless ``plugin_libraries``
+    names others."""
     _require_tensorrt()
     import tensorrt as trt
 
+    proto = load_onnx(onnx_path)
+    meta = read_metadata(proto, onnx_path)
+    if not plugin_libraries and plugin_nodes(proto):
+        plugin_libraries = (str(library_path("libedgeseg_trt.so")),)
     cuda = _init_cuda()
-    meta = read_metadata(load_onnx(onnx_path), onnx_path)
     logger = trt.Logger(trt.Logger.WARNING)
-    registry = trt.get_plugin_registry()
-    for lib in plugin_libraries:
-        if not Path(lib).is_file():
-            raise BackendError(f"plugin library not found: {lib}", "build it with scripts/build_plugins.sh")
-        registry.load_library(str(lib))
+    _load_plugins(plugin_libraries)
     builder = trt.Builder(logger)
     network = builder.create_network(0)  # TensorRT 10: networks are always explicit-batch
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise BackendError(f"TensorRT cannot parse {onnx_path}: {errors[:300]}", "check opset and custom ops (plugins)")
+        standard = {n.op_type for n in proto.graph.node} & {"RoiAlign", "DeformConv"}
+        fix = (f"export with --flavour tensorrt: {', '.join(sorted(standard))} become edgeseg plugin nodes" if standard
+               else "check the opset and custom ops (plugins)")
+        raise BackendError(f"TensorRT cannot parse {onnx_path}: {errors[:300]}", fix)
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
     if precision in ("fp16", "int8"):
@@ -109,9 +128,10 @@ class TensorRTSession:
             raise BackendError(f"{engine_path} was built for TensorRT {info.get('tensorrt_version')} on {info.get('gpu')}, "
                                f"this is TensorRT {trt.__version__} on {_gpu_name(cuda)}",
                                "rebuild the engine here from the ONNX file")
-        registry = trt.get_plugin_registry()
-        for lib in plugin_libraries or tuple(info.get("plugin_libraries", ())):
-            registry.load_library(str(lib))
+        # The sidecar names the libraries the engine was built with; where a path is not here (another
+        # machine), the one built in this checkout stands in.
+        listed = plugin_libraries or tuple(info.get("plugin_libraries", ()))
+        _load_plugins(tuple(lib if Path(lib).is_file() else str(library_path(Path(lib).name)) for lib in listed))
         fields = set(ModelMeta.__dataclass_fields__)
         self.meta = ModelMeta(**{k: v for k, v in info.items() if k in fields})
         self.precision = self.meta.precision
