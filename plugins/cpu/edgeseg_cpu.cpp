@@ -70,24 +70,9 @@ void roi_align_bins(float const* image, int c, int h, int w, float const* roi, i
 extern "C" int es_roi_align(float const* input, int n, int c, int h, int w, float const* rois, int k, int out_h,
     int out_w, float spatial_scale, int sampling_ratio, int aligned, float* out)
 {
-    if (!positive({n, c, h, w, out_h, out_w}) || k < 0)
-        return refuse("roi_align: sizes must be positive");
-    edgeseg::RoIAlignParams const p{out_h, out_w, sampling_ratio, spatial_scale, aligned};
-    int64_t const bins = static_cast<int64_t>(out_h) * out_w;
-#pragma omp parallel
-    {
-        std::vector<int> idx;
-        std::vector<float> wt;
-#pragma omp for schedule(dynamic, 4)
-        for (int r = 0; r < k; ++r)
-        {
-            float const* roi = rois + static_cast<int64_t>(r) * 5;
-            int const b = edgeseg::clamp_int(static_cast<int>(roi[0]), 0, n - 1);
-            roi_align_bins(input + static_cast<int64_t>(b) * c * h * w, c, h, w, roi, bins, out_h, out_w, p,
-                out + static_cast<int64_t>(r) * c * bins, idx, wt);
-        }
-    }
-    return 0;
+    // One level: every box is assigned to it (fpn_level clamps to the levels there are).
+    return es_multilevel_roi_align(&input, &h, &w, 1, n, c, rois, k, out_h, out_w, &spatial_scale, sampling_ratio,
+        aligned, 224.f, 4, 0, out);
 }
 
 extern "C" int es_multilevel_roi_align(float const* const* features, int const* heights, int const* widths, int levels,
@@ -95,10 +80,10 @@ extern "C" int es_multilevel_roi_align(float const* const* features, int const* 
     int aligned, float canonical_scale, int canonical_level, int first_level, float* out)
 {
     if (levels <= 0 || !positive({n, c, out_h, out_w}) || k < 0)
-        return refuse("multilevel_roi_align: sizes must be positive");
+        return refuse("roi_align: sizes must be positive");
     for (int l = 0; l < levels; ++l)
         if (!positive({heights[l], widths[l]}))
-            return refuse("multilevel_roi_align: every level needs a positive size");
+            return refuse("roi_align: every level needs a positive size");
     int64_t const bins = static_cast<int64_t>(out_h) * out_w;
 #pragma omp parallel
     {
