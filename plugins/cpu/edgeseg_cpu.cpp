@@ -112,8 +112,8 @@ extern "C" int es_deform_conv2d(float const* input, int n, int cin, int h, int w
         return refuse("deform_conv2d: sizes, strides, dilations and groups must be positive, padding >= 0");
     if (cin % groups || cout % groups || cin % offset_groups)
         return refuse("deform_conv2d: channels must divide by groups and offset_groups");
-    int const ho = (h + 2 * pad_h - (dil_h * (kh - 1) + 1)) / stride_h + 1;
-    int const wo = (w + 2 * pad_w - (dil_w * (kw - 1) + 1)) / stride_w + 1;
+    int const ho = edgeseg::conv_output_size(h, kh, stride_h, pad_h, dil_h);
+    int const wo = edgeseg::conv_output_size(w, kw, stride_w, pad_w, dil_w);
     if (ho <= 0 || wo <= 0)
         return refuse("deform_conv2d: the kernel does not fit the padded input");
     edgeseg::DeformConvParams const p{kh, kw, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups, offset_groups};
@@ -180,8 +180,8 @@ extern "C" int es_dcnv3(float const* input, int n, int h, int w, int c, float co
 {
     if (!positive({n, h, w, c, kh, kw, stride_h, stride_w, dil_h, dil_w, group}) || pad_h < 0 || pad_w < 0 || c % group)
         return refuse("dcnv3: sizes, strides, dilations and group must be positive, C divisible by group, padding >= 0");
-    int const ho = (h + 2 * pad_h - (dil_h * (kh - 1) + 1)) / stride_h + 1;
-    int const wo = (w + 2 * pad_w - (dil_w * (kw - 1) + 1)) / stride_w + 1;
+    int const ho = edgeseg::conv_output_size(h, kh, stride_h, pad_h, dil_h);
+    int const wo = edgeseg::conv_output_size(w, kw, stride_w, pad_w, dil_w);
     if (ho <= 0 || wo <= 0)
         return refuse("dcnv3: the kernel does not fit the padded input");
     edgeseg::DCNv3Params const p{kh, kw, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, group, offset_scale};

@@ -7,6 +7,12 @@
 namespace edgeseg
 {
 
+// Output length of a (deformable) convolution along one axis.
+ES_HD int conv_output_size(int size, int kernel, int stride, int pad, int dilation)
+{
+    return (size + 2 * pad - (dilation * (kernel - 1) + 1)) / stride + 1;
+}
+
 struct DeformConvParams
 {
     int kh, kw, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups, offset_groups;
