@@ -1,8 +1,10 @@
-// CPU launchers: thin loops (OpenMP over independent outputs) around the math cores.
+// CPU launchers: thin loops (OpenMP over independent outputs) around the math cores. Each entry point
+// validates every shape and attribute first (edgeseg/validate.h) and touches no memory before that.
 #include "edgeseg_cpu.h"
 
 #include <algorithm>
 #include <cstring>
+#include <exception>
 #include <numeric>
 #include <string>
 #include <vector>
@@ -10,6 +12,10 @@
 #include "edgeseg/deform_conv.h"
 #include "edgeseg/paste.h"
 #include "edgeseg/roi_align.h"
+#include "edgeseg/validate.h"
+
+using edgeseg::Shape;
+using edgeseg::Status;
 
 namespace
 {
@@ -21,23 +27,77 @@ int refuse(std::string const& what)
     return -1;
 }
 
-bool positive(std::initializer_list<int> values)
+Shape shape_of(es_tensor const* t)
 {
-    return std::all_of(values.begin(), values.end(), [](int v) { return v > 0; });
+    Shape s;
+    if (!t)
+    {
+        s.rank = -1;
+        return s;
+    }
+    s.rank = t->rank;
+    if (s.rank >= 0 && s.rank <= edgeseg::kMaxRank)
+        for (int i = 0; i < s.rank; ++i)
+            s.d[i] = t->dims[i];
+    return s;
 }
-} // namespace
 
-extern "C" char const* es_last_error(void) { return last_error.c_str(); }
+// Pointers and ranks the shape checks cannot see: a required tensor with elements needs data.
+bool has_data(es_tensor const* t) { return t && t->data; }
 
-namespace
+template <typename T>
+T const* in(es_tensor const* t)
 {
+    return t ? static_cast<T const*>(t->data) : nullptr;
+}
+
+// Query mode fills `out`'s shape; run mode requires it to match what validation computed.
+// Returns 1 for "query answered", 0 for "run", -1 for a refusal.
+int settle_output(char const* op, char const* name, es_tensor* out, Shape const& want)
+{
+    if (!out)
+        return refuse(std::string(op) + ": no output tensor given");
+    if (!out->data)
+    {
+        out->rank = want.rank;
+        for (int i = 0; i < want.rank; ++i)
+            out->dims[i] = want.d[i];
+        return 1;
+    }
+    if (!edgeseg::same(shape_of(out), want))
+        return refuse(std::string(op) + ": output '" + name + "' must be " + edgeseg::to_string(want) + ", got "
+            + edgeseg::to_string(shape_of(out)));
+    return 0;
+}
+
+int refused(Status const& s) { return refuse(s.message); }
+
+// Every entry point runs inside this: a C++ exception (std::bad_alloc) must not cross the C ABI.
+template <typename F>
+int guarded(char const* op, F&& body)
+{
+    try
+    {
+        return body();
+    }
+    catch (std::bad_alloc const&)
+    {
+        return refuse(std::string(op) + ": out of memory");
+    }
+    catch (std::exception const& e)
+    {
+        return refuse(std::string(op) + ": " + e.what());
+    }
+}
+
+int missing(char const* op, char const* name) { return refuse(std::string(op) + ": input '" + name + "' has no data"); }
+
 // RoIAlign over all channels of one bin: the taps of its samples are computed once (the math core's
 // arithmetic, in the same order) and applied to every channel plane.
-void roi_align_bins(float const* image, int c, int h, int w, float const* roi, int64_t out_rows, int out_h, int out_w,
-    edgeseg::RoIAlignParams const& p, float* out, std::vector<int>& idx, std::vector<float>& wt)
+void roi_align_bins(float const* image, int64_t c, int h, int w, edgeseg::RoIGrid const& g, int64_t out_rows, int out_h,
+    int out_w, float* out, std::vector<int>& idx, std::vector<float>& wt)
 {
-    edgeseg::RoIGrid const g = edgeseg::roi_grid(roi[1], roi[2], roi[3], roi[4], p);
-    int const samples = (g.grid_h > 0 ? g.grid_h : 0) * (g.grid_w > 0 ? g.grid_w : 0);
+    int const samples = g.grid_h * g.grid_w; // at most kMaxRoISamples², by roi_grid
     idx.resize(static_cast<size_t>(samples) * 4);
     wt.resize(static_cast<size_t>(samples) * 4);
     int64_t const plane = static_cast<int64_t>(h) * w;
@@ -51,7 +111,7 @@ void roi_align_bins(float const* image, int c, int h, int w, float const* roi, i
                 for (int ix = 0; ix < g.grid_w; ++ix, ++s)
                     edgeseg::bilinear_clamped_taps(h, w, y, edgeseg::roi_sample_x(g, px, ix), &idx[s * 4], &wt[s * 4]);
             }
-            for (int ch = 0; ch < c; ++ch)
+            for (int64_t ch = 0; ch < c; ++ch)
             {
                 float const* v = image + ch * plane;
                 float sum = 0.f;
@@ -65,216 +125,351 @@ void roi_align_bins(float const* image, int c, int h, int w, float const* roi, i
             }
         }
 }
-} // namespace
 
-extern "C" int es_roi_align(float const* input, int n, int c, int h, int w, float const* rois, int k, int out_h,
-    int out_w, float spatial_scale, int sampling_ratio, int aligned, float* out)
+// Pools every RoI from its level (levels.size() == 1: plain RoIAlign, every box on that level).
+void roi_align_run(std::vector<float const*> const& data, std::vector<Shape> const& shapes,
+    std::vector<float> const& scales, float const* boxes, int32_t const* batch, int64_t k, int out_h, int out_w,
+    int sampling_ratio, int aligned, float canonical_scale, int canonical_level, int first_level, float* out)
 {
-    // One level: every box is assigned to it (fpn_level clamps to the levels there are).
-    return es_multilevel_roi_align(&input, &h, &w, 1, n, c, rois, k, out_h, out_w, &spatial_scale, sampling_ratio,
-        aligned, 224.f, 4, 0, out);
-}
-
-extern "C" int es_multilevel_roi_align(float const* const* features, int const* heights, int const* widths, int levels,
-    int n, int c, float const* rois, int k, int out_h, int out_w, float const* spatial_scales, int sampling_ratio,
-    int aligned, float canonical_scale, int canonical_level, int first_level, float* out)
-{
-    if (levels <= 0 || !positive({n, c, out_h, out_w}) || k < 0)
-        return refuse("roi_align: sizes must be positive");
-    for (int l = 0; l < levels; ++l)
-        if (!positive({heights[l], widths[l]}))
-            return refuse("roi_align: every level needs a positive size");
+    int64_t const n = shapes[0].d[0], c = shapes[0].d[1];
     int64_t const bins = static_cast<int64_t>(out_h) * out_w;
+    int const levels = static_cast<int>(data.size());
 #pragma omp parallel
     {
         std::vector<int> idx;
         std::vector<float> wt;
 #pragma omp for schedule(dynamic, 4)
-        for (int r = 0; r < k; ++r)
+        for (int64_t r = 0; r < k; ++r)
         {
-            float const* roi = rois + static_cast<int64_t>(r) * 5;
-            int const l = edgeseg::fpn_level(roi[1], roi[2], roi[3], roi[4], canonical_scale, canonical_level, first_level, levels);
-            edgeseg::RoIAlignParams const p{out_h, out_w, sampling_ratio, spatial_scales[l], aligned};
-            int const b = edgeseg::clamp_int(static_cast<int>(roi[0]), 0, n - 1);
-            int64_t const plane = static_cast<int64_t>(heights[l]) * widths[l];
-            roi_align_bins(features[l] + b * c * plane, c, heights[l], widths[l], roi, bins, out_h, out_w, p,
-                out + static_cast<int64_t>(r) * c * bins, idx, wt);
+            float const* box = boxes + r * 4;
+            float* dst = out + r * c * bins;
+            int const l = levels == 1 ? 0
+                : edgeseg::fpn_level(box[0], box[1], box[2], box[3], canonical_scale, canonical_level, first_level, levels);
+            edgeseg::RoIAlignParams const p{out_h, out_w, sampling_ratio, scales[l], aligned};
+            edgeseg::RoIGrid const g = edgeseg::roi_grid(box[0], box[1], box[2], box[3], p);
+            if (!g.valid || !edgeseg::roi_batch_valid(batch[r], n))
+            {
+                std::fill(dst, dst + c * bins, 0.f);
+                continue;
+            }
+            int const h = static_cast<int>(shapes[l].d[2]), w = static_cast<int>(shapes[l].d[3]);
+            roi_align_bins(data[l] + batch[r] * c * h * w, c, h, w, g, bins, out_h, out_w, dst, idx, wt);
         }
     }
-    return 0;
+}
+} // namespace
+
+extern "C" char const* es_last_error(void) { return last_error.c_str(); }
+
+extern "C" int es_roi_align(es_tensor const* x, es_tensor const* rois, es_tensor const* batch_indices, int out_h,
+    int out_w, float spatial_scale, int sampling_ratio, int aligned, es_tensor* out)
+{
+    char const* op = "EdgeSegRoIAlign";
+    return guarded(op, [&] {
+        Shape out_shape;
+        edgeseg::RoIAlignParams const p{out_h, out_w, sampling_ratio, spatial_scale, aligned};
+        Status const st = edgeseg::validate_roi_align(shape_of(x), shape_of(rois), shape_of(batch_indices), p, out_shape);
+        if (!st)
+            return refused(st);
+        int const mode = settle_output(op, "Y", out, out_shape);
+        if (mode != 0)
+            return mode < 0 ? -1 : 0;
+        if (edgeseg::numel(out_shape) == 0)
+            return 0;
+        if (!has_data(x) || !has_data(rois) || !has_data(batch_indices))
+            return missing(op, "X/rois/batch_indices");
+        roi_align_run({in<float>(x)}, {shape_of(x)}, {spatial_scale}, in<float>(rois), in<int32_t>(batch_indices),
+            out_shape.d[0], out_h, out_w, sampling_ratio, aligned, 224.f, 4, 0, static_cast<float*>(out->data));
+        return 0;
+    });
 }
 
-extern "C" int es_deform_conv2d(float const* input, int n, int cin, int h, int w, float const* weight, int cout, int kh,
-    int kw, float const* offset, float const* mask, float const* bias, int stride_h, int stride_w, int pad_h, int pad_w,
-    int dil_h, int dil_w, int groups, int offset_groups, float* out)
+extern "C" int es_multilevel_roi_align(es_tensor const* rois, es_tensor const* batch_indices, es_tensor const* features,
+    int levels, int out_h, int out_w, float const* spatial_scales, int sampling_ratio, int aligned,
+    float canonical_scale, int canonical_level, int first_level, es_tensor* out)
 {
-    if (!positive({n, cin, h, w, cout, kh, kw, stride_h, stride_w, dil_h, dil_w, groups, offset_groups}) || pad_h < 0 || pad_w < 0)
-        return refuse("deform_conv2d: sizes, strides, dilations and groups must be positive, padding >= 0");
-    if (cin % groups || cout % groups || cin % offset_groups)
-        return refuse("deform_conv2d: channels must divide by groups and offset_groups");
-    int const ho = edgeseg::conv_output_size(h, kh, stride_h, pad_h, dil_h);
-    int const wo = edgeseg::conv_output_size(w, kw, stride_w, pad_w, dil_w);
-    if (ho <= 0 || wo <= 0)
-        return refuse("deform_conv2d: the kernel does not fit the padded input");
-    edgeseg::DeformConvParams const p{kh, kw, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups, offset_groups};
-    int const kk = kh * kw;
-    int64_t const plane = static_cast<int64_t>(ho) * wo;
-    int64_t const rows = static_cast<int64_t>(cin) * kk;
-    std::vector<float> cols(static_cast<size_t>(rows * plane));
-    int const cpg = cin / groups, opg = cout / groups;
-    for (int b = 0; b < n; ++b)
-    {
-        float const* img = input + static_cast<int64_t>(b) * cin * h * w;
-        float const* off = offset + static_cast<int64_t>(b) * 2 * offset_groups * kk * plane;
-        float const* msk = mask ? mask + static_cast<int64_t>(b) * offset_groups * kk * plane : nullptr;
-#pragma omp parallel for schedule(static)
-        for (int64_t row = 0; row < rows; ++row)
+    char const* op = "EdgeSegMultilevelRoIAlign";
+    return guarded(op, [&] {
+        if (levels < 1 || levels > edgeseg::kMaxLevels || !features || !spatial_scales)
+            return refuse(std::string(op) + ": give 1 to " + std::to_string(edgeseg::kMaxLevels)
+                + " feature maps and as many spatial scales");
+        edgeseg::MultilevelParams p{out_h, out_w, sampling_ratio, aligned, levels, {}, canonical_scale, canonical_level,
+            first_level};
+        std::vector<Shape> shapes;
+        std::vector<float const*> data;
+        for (int l = 0; l < levels; ++l)
         {
-            int const ch = static_cast<int>(row / kk), k = static_cast<int>(row % kk);
-            float* dst = cols.data() + row * plane;
-            for (int ho_i = 0; ho_i < ho; ++ho_i)
-                for (int wo_i = 0; wo_i < wo; ++wo_i)
-                    dst[ho_i * wo + wo_i] = edgeseg::deform_column(img, cin, h, w, off, msk, ho, wo, ch, k, ho_i, wo_i, p);
+            p.spatial_scales[l] = spatial_scales[l];
+            shapes.push_back(shape_of(&features[l]));
+            data.push_back(in<float>(&features[l]));
         }
-        // out[o, l] = bias[o] + Σ_r weight[o, r] · cols[g·cpg·kk + r, l] within each group, in register-
-        // and cache-sized blocks (8 output channels × 64 pixels): each column row is read once per block.
-        float* dst = out + static_cast<int64_t>(b) * cout * plane;
-        int64_t const reduce = static_cast<int64_t>(cpg) * kk;
+        Shape out_shape;
+        Status const st = edgeseg::validate_multilevel_roi_align(shape_of(rois), shape_of(batch_indices), shapes.data(),
+            levels, p, out_shape);
+        if (!st)
+            return refused(st);
+        int const mode = settle_output(op, "Y", out, out_shape);
+        if (mode != 0)
+            return mode < 0 ? -1 : 0;
+        if (edgeseg::numel(out_shape) == 0)
+            return 0;
+        if (!has_data(rois) || !has_data(batch_indices)
+            || std::any_of(data.begin(), data.end(), [](float const* d) { return d == nullptr; }))
+            return missing(op, "rois/batch_indices/features");
+        roi_align_run(data, shapes, std::vector<float>(spatial_scales, spatial_scales + levels), in<float>(rois),
+            in<int32_t>(batch_indices), out_shape.d[0], out_h, out_w, sampling_ratio, aligned, canonical_scale,
+            canonical_level, first_level, static_cast<float*>(out->data));
+        return 0;
+    });
+}
+
+extern "C" int es_deform_conv2d(es_tensor const* x, es_tensor const* weight, es_tensor const* offset,
+    es_tensor const* bias, es_tensor const* mask, int stride_h, int stride_w, int pad_h, int pad_w, int dil_h, int dil_w,
+    int groups, int offset_groups, es_tensor* out)
+{
+    char const* op = "EdgeSegDeformConv2d";
+    return guarded(op, [&] {
+        edgeseg::DeformConvParams p{0, 0, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups, offset_groups};
+        Shape const empty = edgeseg::make_shape({0});
+        Shape out_shape;
+        bool has_bias = false, has_mask = false;
+        Status const st = edgeseg::validate_deform_conv2d(shape_of(x), shape_of(weight), shape_of(offset),
+            bias && bias->data ? shape_of(bias) : empty, mask && mask->data ? shape_of(mask) : empty, p, out_shape,
+            has_bias, has_mask);
+        if (!st)
+            return refused(st);
+        int const mode = settle_output(op, "Y", out, out_shape);
+        if (mode != 0)
+            return mode < 0 ? -1 : 0;
+        if (edgeseg::numel(out_shape) == 0)
+            return 0;
+        if (!has_data(x) || !has_data(weight) || !has_data(offset))
+            return missing(op, "X/W/offset");
+        int64_t const n = out_shape.d[0], cout = out_shape.d[1];
+        int const cin = static_cast<int>(x->dims[1]), h = static_cast<int>(x->dims[2]), w = static_cast<int>(x->dims[3]);
+        int const ho = static_cast<int>(out_shape.d[2]), wo = static_cast<int>(out_shape.d[3]);
+        int const kk = p.kh * p.kw;
+        int64_t const plane = static_cast<int64_t>(ho) * wo;
+        int64_t const rows = static_cast<int64_t>(cin) * kk; // <= 2^24 (validated)
+        int const cpg = cin / groups;
+        int64_t const opg = cout / groups, reduce = static_cast<int64_t>(cpg) * kk;
+        float const* input = in<float>(x);
+        float const* wt = in<float>(weight);
+        float const* bs = has_bias ? in<float>(bias) : nullptr;
+        // Blocks of kL output pixels: the block's columns (rows × kL, never the whole plane) are sampled
+        // once, then out[o, l] = bias[o] + Σ_r weight[o, r] · cols[g·reduce + r, l] in 8-channel tiles.
         constexpr int kO = 8, kL = 64;
-        int64_t const o_blocks = (opg + kO - 1) / kO, l_blocks = (plane + kL - 1) / kL;
-#pragma omp parallel for schedule(static) collapse(2)
-        for (int64_t ob = 0; ob < static_cast<int64_t>(groups) * o_blocks; ++ob)
-            for (int64_t lb = 0; lb < l_blocks; ++lb)
+        int64_t const l_blocks = (plane + kL - 1) / kL;
+        for (int64_t b = 0; b < n; ++b)
+        {
+            float const* img = input + b * cin * h * w;
+            float const* off = in<float>(offset) + b * 2 * offset_groups * kk * plane;
+            float const* msk = has_mask ? in<float>(mask) + b * offset_groups * kk * plane : nullptr;
+            float* dst = static_cast<float*>(out->data) + b * cout * plane;
+#pragma omp parallel
             {
-                int const g = static_cast<int>(ob / o_blocks);
-                int const o0 = g * opg + static_cast<int>(ob % o_blocks) * kO;
-                int const o_n = std::min(kO, g * opg + opg - o0);
-                int64_t const l0 = lb * kL;
-                int const l_n = static_cast<int>(std::min<int64_t>(kL, plane - l0));
-                float acc[kO][kL] = {};
-                float const* src = cols.data() + static_cast<int64_t>(g) * reduce * plane + l0;
-                for (int64_t r = 0; r < reduce; ++r)
+                std::vector<float> cols(static_cast<size_t>(rows) * kL);
+#pragma omp for schedule(static)
+                for (int64_t lb = 0; lb < l_blocks; ++lb)
                 {
-                    float const* s_row = src + r * plane;
-                    for (int i = 0; i < o_n; ++i)
+                    int64_t const l0 = lb * kL;
+                    int const l_n = static_cast<int>(std::min<int64_t>(kL, plane - l0));
+                    for (int64_t row = 0; row < rows; ++row)
                     {
-                        float const wv = weight[static_cast<int64_t>(o0 + i) * reduce + r];
+                        int const ch = static_cast<int>(row / kk), k = static_cast<int>(row % kk);
                         for (int l = 0; l < l_n; ++l)
-                            acc[i][l] += wv * s_row[l];
+                        {
+                            int64_t const at = l0 + l;
+                            cols[row * kL + l] = edgeseg::deform_column(img, cin, h, w, off, msk, ho, wo, ch, k,
+                                static_cast<int>(at / wo), static_cast<int>(at % wo), p);
+                        }
+                    }
+                    for (int64_t o0 = 0, o_n = 0; o0 < cout; o0 += o_n)
+                    {
+                        int64_t const g = o0 / opg;
+                        o_n = std::min<int64_t>(kO, (g + 1) * opg - o0); // a tile never crosses a group
+                        float acc[kO][kL] = {};
+                        float const* src = cols.data() + g * reduce * kL;
+                        for (int64_t r = 0; r < reduce; ++r)
+                        {
+                            float const* s_row = src + r * kL;
+                            for (int i = 0; i < o_n; ++i)
+                            {
+                                float const wv = wt[(o0 + i) * reduce + r];
+                                for (int l = 0; l < l_n; ++l)
+                                    acc[i][l] += wv * s_row[l];
+                            }
+                        }
+                        for (int i = 0; i < o_n; ++i)
+                        {
+                            float const add = bs ? bs[o0 + i] : 0.f;
+                            float* o_row = dst + (o0 + i) * plane + l0;
+                            for (int l = 0; l < l_n; ++l)
+                                o_row[l] = acc[i][l] + add;
+                        }
                     }
                 }
-                for (int i = 0; i < o_n; ++i)
-                {
-                    float const add = bias ? bias[o0 + i] : 0.f;
-                    float* o_row = dst + static_cast<int64_t>(o0 + i) * plane + l0;
-                    for (int l = 0; l < l_n; ++l)
-                        o_row[l] = acc[i][l] + add;
-                }
             }
-    }
-    return 0;
+        }
+        return 0;
+    });
 }
 
-extern "C" int es_dcnv3(float const* input, int n, int h, int w, int c, float const* offset, float const* mask, int kh,
-    int kw, int stride_h, int stride_w, int pad_h, int pad_w, int dil_h, int dil_w, int group, float offset_scale, float* out)
+extern "C" int es_dcnv3(es_tensor const* x, es_tensor const* offset, es_tensor const* mask, int kh, int kw, int stride_h,
+    int stride_w, int pad_h, int pad_w, int dil_h, int dil_w, int group, float offset_scale, es_tensor* out)
 {
-    if (!positive({n, h, w, c, kh, kw, stride_h, stride_w, dil_h, dil_w, group}) || pad_h < 0 || pad_w < 0 || c % group)
-        return refuse("dcnv3: sizes, strides, dilations and group must be positive, C divisible by group, padding >= 0");
-    int const ho = edgeseg::conv_output_size(h, kh, stride_h, pad_h, dil_h);
-    int const wo = edgeseg::conv_output_size(w, kw, stride_w, pad_w, dil_w);
-    if (ho <= 0 || wo <= 0)
-        return refuse("dcnv3: the kernel does not fit the padded input");
-    edgeseg::DCNv3Params const p{kh, kw, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, group, offset_scale};
-    int64_t const gk = static_cast<int64_t>(group) * kh * kw;
-    int64_t const total = static_cast<int64_t>(n) * ho * wo * c;
+    char const* op = "EdgeSegDCNv3";
+    return guarded(op, [&] {
+        edgeseg::DCNv3Params const p{kh, kw, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, group, offset_scale};
+        Shape out_shape;
+        Status const st = edgeseg::validate_dcnv3(shape_of(x), shape_of(offset), shape_of(mask), p, out_shape);
+        if (!st)
+            return refused(st);
+        int const mode = settle_output(op, "output", out, out_shape);
+        if (mode != 0)
+            return mode < 0 ? -1 : 0;
+        int64_t const total = edgeseg::numel(out_shape);
+        if (total == 0)
+            return 0;
+        if (!has_data(x) || !has_data(offset) || !has_data(mask))
+            return missing(op, "input/offset/mask");
+        int const h = static_cast<int>(x->dims[1]), w = static_cast<int>(x->dims[2]), c = static_cast<int>(x->dims[3]);
+        int64_t const ho = out_shape.d[1], wo = out_shape.d[2];
+        int64_t const gk = static_cast<int64_t>(group) * kh * kw;
+        float const* input = in<float>(x);
+        float const* off = in<float>(offset);
+        float const* msk = in<float>(mask);
+        float* dst = static_cast<float*>(out->data);
 #pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < total; ++i)
-    {
-        int const ch = i % c, wo_i = (i / c) % wo, ho_i = (i / c / wo) % ho;
-        int64_t const b = i / c / wo / ho;
-        out[i] = edgeseg::dcnv3_point(input + b * h * w * c, h, w, c, offset + b * ho * wo * gk * 2,
-            mask + b * ho * wo * gk, wo, ho_i, wo_i, ch, p);
-    }
-    return 0;
+        for (int64_t i = 0; i < total; ++i)
+        {
+            int const ch = static_cast<int>(i % c), wo_i = static_cast<int>((i / c) % wo),
+                      ho_i = static_cast<int>((i / c / wo) % ho);
+            int64_t const b = i / c / wo / ho;
+            dst[i] = edgeseg::dcnv3_point(input + b * h * w * c, h, w, c, off + b * ho * wo * gk * 2,
+                msk + b * ho * wo * gk, static_cast<int>(wo), ho_i, wo_i, ch, p);
+        }
+        return 0;
+    });
 }
 
-extern "C" int es_paste_masks(float const* masks, int r, int mh, int mw, float const* boxes, int h, int w,
-    float threshold, float* out)
+extern "C" int es_paste_masks(es_tensor const* masks, es_tensor const* boxes, es_tensor const* image, float threshold,
+    es_tensor* out)
 {
-    if (!positive({mh, mw, h, w}) || r < 0)
-        return refuse("paste_masks: sizes must be positive");
-    int64_t const plane = static_cast<int64_t>(h) * w;
+    char const* op = "EdgeSegPasteMasks";
+    return guarded(op, [&] {
+        Shape out_shape;
+        Status const st = edgeseg::validate_paste_masks(shape_of(masks), shape_of(boxes), shape_of(image), threshold, out_shape);
+        if (!st)
+            return refused(st);
+        int const mode = settle_output(op, "Y", out, out_shape);
+        if (mode != 0)
+            return mode < 0 ? -1 : 0;
+        if (edgeseg::numel(out_shape) == 0)
+            return 0;
+        if (!has_data(masks) || !has_data(boxes))
+            return missing(op, "masks/boxes");
+        int64_t const r = out_shape.d[0];
+        int const h = static_cast<int>(out_shape.d[1]), w = static_cast<int>(out_shape.d[2]);
+        int const mh = static_cast<int>(masks->dims[1]), mw = static_cast<int>(masks->dims[2]);
+        int64_t const plane = static_cast<int64_t>(h) * w;
+        float const* m = in<float>(masks);
+        float const* bx = in<float>(boxes);
+        float* y = static_cast<float*>(out->data);
 #pragma omp parallel for schedule(dynamic, 1)
-    for (int j = 0; j < r; ++j)
-    {
-        float const* box = boxes + static_cast<int64_t>(j) * 4;
-        float* dst = out + j * plane;
-        std::fill(dst, dst + plane, 0.f);
-        if (!(box[2] - box[0] > 0.f && box[3] - box[1] > 0.f))
-            continue;
-        int y_lo, y_hi, x_lo, x_hi; // only pixels that can be non-zero are computed
-        edgeseg::paste_extent(box[1], box[3], mh, h, y_lo, y_hi);
-        edgeseg::paste_extent(box[0], box[2], mw, w, x_lo, x_hi);
-        for (int py = y_lo; py < y_hi; ++py)
-            for (int px = x_lo; px < x_hi; ++px)
-                dst[static_cast<int64_t>(py) * w + px] = edgeseg::paste_pixel(masks + static_cast<int64_t>(j) * mh * mw, mh,
-                    mw, box[0], box[1], box[2], box[3], py, px, threshold);
-    }
-    return 0;
+        for (int64_t j = 0; j < r; ++j)
+        {
+            float const* box = bx + j * 4;
+            float* dst = y + j * plane;
+            std::fill(dst, dst + plane, 0.f);
+            if (!edgeseg::paste_box_valid(box[0], box[1], box[2], box[3]))
+                continue;
+            int y_lo, y_hi, x_lo, x_hi; // only pixels that can be non-zero are computed
+            edgeseg::paste_extent(box[1], box[3], mh, h, y_lo, y_hi);
+            edgeseg::paste_extent(box[0], box[2], mw, w, x_lo, x_hi);
+            for (int py = y_lo; py < y_hi; ++py)
+                for (int px = x_lo; px < x_hi; ++px)
+                    dst[static_cast<int64_t>(py) * w + px] = edgeseg::paste_pixel(m + j * mh * mw, mh, mw, box[0],
+                        box[1], box[2], box[3], py, px, threshold);
+        }
+        return 0;
+    });
 }
 
-extern "C" int es_panoptic_paste(int32_t const* semantic, int h, int w, float const* masks, float const* scores,
-    int32_t const* classes, int r, int num_classes, int num_thing_classes, float overlap_threshold,
-    int64_t min_stuff_area, float score_threshold, int32_t* ids, float* segments)
+extern "C" int es_panoptic_paste(es_tensor const* semantic, es_tensor const* masks, es_tensor const* scores,
+    es_tensor const* classes, int num_classes, int num_thing_classes, float overlap_threshold, int64_t min_stuff_area,
+    float score_threshold, es_tensor* ids, es_tensor* segments)
 {
-    if (!positive({h, w}) || r < 0 || num_thing_classes < 0 || num_classes < num_thing_classes)
-        return refuse("panoptic_paste: sizes must be positive and 0 <= num_thing_classes <= num_classes");
-    int64_t const hw = static_cast<int64_t>(h) * w;
-    int const rows = r + num_classes - num_thing_classes;
-    std::fill(ids, ids + hw, 0);
-    std::fill(segments, segments + static_cast<int64_t>(rows) * 5, 0.f);
-    std::vector<int> order(r);
-    std::iota(order.begin(), order.end(), 0);
-    std::sort(order.begin(), order.end(),
-        [&](int a, int b) { return edgeseg::panoptic_before(scores[a], a, scores[b], b); });
-    int32_t next_id = 1;
-    auto add = [&](float category, float is_thing, int64_t area, float score) {
-        float* row = segments + static_cast<int64_t>(next_id - 1) * 5;
-        row[0] = static_cast<float>(next_id);
-        row[1] = category;
-        row[2] = is_thing;
-        row[3] = static_cast<float>(area);
-        row[4] = score;
-        ++next_id;
-    };
-    for (int j : order)
-    {
-        float const* m = masks + static_cast<int64_t>(j) * hw;
-        int64_t area = 0, kept = 0;
-        for (int64_t i = 0; i < hw; ++i)
-            if (m[i] > .5f)
-            {
-                ++area;
-                kept += ids[i] == 0;
-            }
-        if (!edgeseg::panoptic_accept(scores[j], area, kept, score_threshold, overlap_threshold))
-            continue;
-        for (int64_t i = 0; i < hw; ++i)
-            if (m[i] > .5f && ids[i] == 0)
-                ids[i] = next_id;
-        add(static_cast<float>(classes[j]), 1.f, kept, scores[j]);
-    }
-    for (int cls = num_thing_classes; cls < num_classes; ++cls)
-    {
-        int64_t area = 0;
-        for (int64_t i = 0; i < hw; ++i)
-            area += semantic[i] == cls && ids[i] == 0;
-        if (area == 0 || area < min_stuff_area)
-            continue;
-        for (int64_t i = 0; i < hw; ++i)
-            if (semantic[i] == cls && ids[i] == 0)
-                ids[i] = next_id;
-        add(static_cast<float>(cls), 0.f, area, 1.f);
-    }
-    return 0;
+    char const* op = "EdgeSegPanopticPaste";
+    return guarded(op, [&] {
+        edgeseg::PanopticParams const p{num_classes, num_thing_classes, overlap_threshold, min_stuff_area, score_threshold};
+        Shape ids_shape, seg_shape;
+        Status const st = edgeseg::validate_panoptic_paste(shape_of(semantic), shape_of(masks), shape_of(scores),
+            shape_of(classes), p, ids_shape, seg_shape);
+        if (!st)
+            return refused(st);
+        int const mode_ids = settle_output(op, "ids", ids, ids_shape);
+        int const mode_seg = mode_ids < 0 ? -1 : settle_output(op, "segments", segments, seg_shape);
+        if (mode_ids < 0 || mode_seg < 0)
+            return -1;
+        if (mode_ids == 1 || mode_seg == 1)
+            return mode_ids == mode_seg ? 0 : refuse(std::string(op) + ": give both outputs, or neither (query)");
+        int64_t const r = masks->dims[0];
+        if (!has_data(semantic) || (r > 0 && (!has_data(masks) || !has_data(scores) || !has_data(classes))))
+            return missing(op, "semantic/masks/scores/classes");
+        int64_t const hw = ids_shape.d[0] * ids_shape.d[1];
+        int32_t const* sem = in<int32_t>(semantic);
+        float const* m_all = in<float>(masks);
+        float const* sc = in<float>(scores);
+        int32_t const* cls = in<int32_t>(classes);
+        int32_t* id = static_cast<int32_t*>(ids->data);
+        float* table = static_cast<float*>(segments->data);
+        std::fill(id, id + hw, 0);
+        std::fill(table, table + seg_shape.d[0] * 5, 0.f);
+        std::vector<int64_t> order(static_cast<size_t>(r));
+        std::iota(order.begin(), order.end(), 0);
+        std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
+            return edgeseg::panoptic_before(sc[a], static_cast<int>(a), sc[b], static_cast<int>(b));
+        });
+        int32_t next_id = 1;
+        auto add = [&](float category, float is_thing, int64_t area, float score) {
+            float* row = table + static_cast<int64_t>(next_id - 1) * 5;
+            row[0] = static_cast<float>(next_id);
+            row[1] = category;
+            row[2] = is_thing;
+            row[3] = static_cast<float>(area);
+            row[4] = score;
+            ++next_id;
+        };
+        for (int64_t j : order)
+        {
+            float const* m = m_all + j * hw;
+            int64_t area = 0, kept = 0;
+            for (int64_t i = 0; i < hw; ++i)
+                if (m[i] > .5f)
+                {
+                    ++area;
+                    kept += id[i] == 0;
+                }
+            if (!edgeseg::panoptic_accept(sc[j], area, kept, score_threshold, overlap_threshold))
+                continue;
+            for (int64_t i = 0; i < hw; ++i)
+                if (m[i] > .5f && id[i] == 0)
+                    id[i] = next_id;
+            add(static_cast<float>(cls[j]), 1.f, kept, sc[j]);
+        }
+        for (int c = num_thing_classes; c < num_classes; ++c)
+        {
+            int64_t area = 0;
+            for (int64_t i = 0; i < hw; ++i)
+                area += sem[i] == c && id[i] == 0;
+            if (area == 0 || area < min_stuff_area)
+                continue;
+            for (int64_t i = 0; i < hw; ++i)
+                if (sem[i] == c && id[i] == 0)
+                    id[i] = next_id;
+            add(static_cast<float>(c), 0.f, area, 1.f);
+        }
+        return 0;
+    });
 }

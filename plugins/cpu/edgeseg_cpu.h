@@ -1,5 +1,12 @@
-// The CPU launchers: a C ABI over the math cores in include/edgeseg (float32, contiguous NCHW unless
-// stated). Every function returns 0, or a negative code for arguments it refuses (see es_last_error).
+// The CPU launchers: a C ABI over the math cores in include/edgeseg. Every tensor is passed with its
+// shape (es_tensor: float32 unless stated, contiguous, row-major), so the launcher checks all shapes
+// against each other and every attribute against the node spec (include/edgeseg/validate.h) before it
+// reads or writes anything. Each function returns 0, or -1 for arguments it refuses (es_last_error()
+// says which input or field and why; nothing was written).
+//
+// Query mode: pass an output whose data is NULL and the launcher only validates and fills in the
+// output's rank and dims. Otherwise the output's shape must equal the one validation computes.
+// An optional input (mask, bias) is absent when its data is NULL or it has no elements.
 #pragma once
 #include <stdint.h>
 
@@ -7,36 +14,48 @@
 extern "C" {
 #endif
 
+#define ES_MAX_RANK 8
+
+typedef struct es_tensor
+{
+    void* data; // read-only for inputs
+    int32_t rank;
+    int64_t dims[ES_MAX_RANK];
+} es_tensor;
+
 char const* es_last_error(void);
 
-// rois: k×5 (batch index, x1, y1, x2, y2). out: k×c×out_h×out_w.
-int es_roi_align(float const* input, int n, int c, int h, int w, float const* rois, int k, int out_h, int out_w,
-    float spatial_scale, int sampling_ratio, int aligned, float* out);
+// x N×C×H×W, rois K×4 (x1, y1, x2, y2), batch_indices K int32 -> out K×C×out_h×out_w. A RoI with a
+// non-finite coordinate or a batch index outside [0, N) gets zeros.
+int es_roi_align(es_tensor const* x, es_tensor const* rois, es_tensor const* batch_indices, int out_h, int out_w,
+    float spatial_scale, int sampling_ratio, int aligned, es_tensor* out);
 
-// features[l]: n×c×heights[l]×widths[l], finest first; spatial_scales[l] = 2^-(first_level + l).
-int es_multilevel_roi_align(float const* const* features, int const* heights, int const* widths, int levels, int n,
-    int c, float const* rois, int k, int out_h, int out_w, float const* spatial_scales, int sampling_ratio, int aligned,
-    float canonical_scale, int canonical_level, int first_level, float* out);
+// features[l] N×C×H_l×W_l, finest first, one per spatial scale (2^-(first_level + l)).
+int es_multilevel_roi_align(es_tensor const* rois, es_tensor const* batch_indices, es_tensor const* features,
+    int levels, int out_h, int out_w, float const* spatial_scales, int sampling_ratio, int aligned,
+    float canonical_scale, int canonical_level, int first_level, es_tensor* out);
 
-// weight: cout×(cin/groups)×kh×kw; offset: n×(2·og·kh·kw)×ho×wo; mask (nullable): n×(og·kh·kw)×ho×wo;
-// bias nullable. out: n×cout×ho×wo.
-int es_deform_conv2d(float const* input, int n, int cin, int h, int w, float const* weight, int cout, int kh, int kw,
-    float const* offset, float const* mask, float const* bias, int stride_h, int stride_w, int pad_h, int pad_w,
-    int dil_h, int dil_w, int groups, int offset_groups, float* out);
+// x N×Cin×H×W, weight Cout×(Cin/groups)×kh×kw, offset N×(2·og·kh·kw)×Ho×Wo, bias Cout (optional),
+// mask N×(og·kh·kw)×Ho×Wo (optional) -> out N×Cout×Ho×Wo, Ho/Wo by the convolution formula.
+int es_deform_conv2d(es_tensor const* x, es_tensor const* weight, es_tensor const* offset, es_tensor const* bias,
+    es_tensor const* mask, int stride_h, int stride_w, int pad_h, int pad_w, int dil_h, int dil_w, int groups,
+    int offset_groups, es_tensor* out);
 
-// Channels-last: input n×h×w×c, offset n×ho×wo×(group·kh·kw·2), mask n×ho×wo×(group·kh·kw); out n×ho×wo×c.
-int es_dcnv3(float const* input, int n, int h, int w, int c, float const* offset, float const* mask, int kh, int kw,
-    int stride_h, int stride_w, int pad_h, int pad_w, int dil_h, int dil_w, int group, float offset_scale, float* out);
+// Channels-last: x N×H×W×C, offset N×Ho×Wo×(group·kh·kw·2), mask N×Ho×Wo×(group·kh·kw) -> out N×Ho×Wo×C.
+int es_dcnv3(es_tensor const* x, es_tensor const* offset, es_tensor const* mask, int kh, int kw, int stride_h,
+    int stride_w, int pad_h, int pad_w, int dil_h, int dil_w, int group, float offset_scale, es_tensor* out);
 
-// masks: r×mh×mw, boxes: r×4 (x1, y1, x2, y2). out: r×h×w.
-int es_paste_masks(float const* masks, int r, int mh, int mw, float const* boxes, int h, int w, float threshold,
-    float* out);
+// masks R×M×M', boxes R×4 (x1, y1, x2, y2), image …×H×W (only its shape is read; data may be NULL)
+// -> out R×H×W. A box with a non-finite corner or no area pastes zeros.
+int es_paste_masks(es_tensor const* masks, es_tensor const* boxes, es_tensor const* image, float threshold,
+    es_tensor* out);
 
-// semantic: h×w labels; masks: r×h×w; scores, classes: r. ids: h×w; segments: (r + num_classes −
-// num_thing_classes)×5 (id, category, is_thing, area, score).
-int es_panoptic_paste(int32_t const* semantic, int h, int w, float const* masks, float const* scores,
-    int32_t const* classes, int r, int num_classes, int num_thing_classes, float overlap_threshold,
-    int64_t min_stuff_area, float score_threshold, int32_t* ids, float* segments);
+// semantic H×W int32, masks R×H×W, scores R, classes R int32 -> ids H×W int32, segments
+// (R + num_classes − num_thing_classes)×5 (id, category, is_thing, area, score). A NaN score is last
+// in the order and never accepted.
+int es_panoptic_paste(es_tensor const* semantic, es_tensor const* masks, es_tensor const* scores,
+    es_tensor const* classes, int num_classes, int num_thing_classes, float overlap_threshold, int64_t min_stuff_area,
+    float score_threshold, es_tensor* ids, es_tensor* segments);
 
 #ifdef __cplusplus
 }

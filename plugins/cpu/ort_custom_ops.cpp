@@ -1,12 +1,17 @@
 // ONNX Runtime custom ops (domain "edgeseg") for the tensorrt-flavour graphs: the plugin nodes run on
 // the CPU through the same launchers as impl="native", so graph surgery is tested on every machine.
-// Attributes are read with the names and meanings of the TensorRT plugin creators' fields.
+// Attributes are read with the names, defaults and meanings of the TensorRT plugin creators' fields;
+// an attribute of the wrong type or length is refused (never silently replaced by its default), and
+// shapes and ranges are checked by the launchers' validation (edgeseg/validate.h) before any output
+// is allocated. Every refusal reaches ONNX Runtime as an error status naming the op and the input.
 #define ORT_API_MANUAL_INIT
 #include <onnxruntime_cxx_api.h>
 #include <onnxruntime_lite_custom_op.h>
 #undef ORT_API_MANUAL_INIT
 
+#include <algorithm>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -16,70 +21,158 @@ namespace
 {
 using Ort::Custom::Tensor;
 
-int64_t int_attr(OrtKernelInfo const* info, char const* name, int64_t fallback)
+// A refusal: carried to ONNX Runtime as an ORT_INVALID_ARGUMENT status.
+struct Refused : std::runtime_error
 {
-    try { return Ort::ConstKernelInfo(info).GetAttribute<int64_t>(name); } catch (Ort::Exception const&) { return fallback; }
+    using std::runtime_error::runtime_error;
+};
+
+// Whether the node has attribute `name` at all, of any type (ORT reports "absent" and "other type"
+// alike, so every type is tried).
+bool has_attr(Ort::ConstKernelInfo info, char const* name)
+{
+    auto tries = [&](auto get) {
+        try
+        {
+            get();
+            return true;
+        }
+        catch (Ort::Exception const&)
+        {
+            return false;
+        }
+    };
+    return tries([&] { info.GetAttribute<int64_t>(name); }) || tries([&] { info.GetAttribute<float>(name); })
+        || tries([&] { info.GetAttribute<std::string>(name); }) || tries([&] { info.GetAttributes<int64_t>(name); })
+        || tries([&] { info.GetAttributes<float>(name); });
 }
 
-float float_attr(OrtKernelInfo const* info, char const* name, float fallback)
+// Attribute `name` of type T, or `fallback` when absent; present with another type: refused.
+template <typename Get, typename V>
+V read_attr(OrtKernelInfo const* raw, char const* op, char const* name, char const* type, V fallback, Get get)
 {
-    try { return Ort::ConstKernelInfo(info).GetAttribute<float>(name); } catch (Ort::Exception const&) { return fallback; }
+    Ort::ConstKernelInfo info(raw);
+    try
+    {
+        return get(info);
+    }
+    catch (Ort::Exception const&)
+    {
+        if (has_attr(info, name))
+            throw Refused(std::string(op) + ": attribute '" + name + "' must be " + type);
+        return fallback;
+    }
 }
 
-std::vector<int64_t> ints_attr(OrtKernelInfo const* info, char const* name, std::vector<int64_t> fallback)
+int int_attr(OrtKernelInfo const* info, char const* op, char const* name, int fallback)
 {
-    try { return Ort::ConstKernelInfo(info).GetAttributes<int64_t>(name); } catch (Ort::Exception const&) { return fallback; }
+    int64_t const v = read_attr(info, op, name, "an int", static_cast<int64_t>(fallback),
+        [&](Ort::ConstKernelInfo i) { return i.GetAttribute<int64_t>(name); });
+    if (v < INT32_MIN || v > INT32_MAX)
+        throw Refused(std::string(op) + ": attribute '" + name + "' = " + std::to_string(v) + " does not fit int32");
+    return static_cast<int>(v);
 }
 
-std::vector<float> floats_attr(OrtKernelInfo const* info, char const* name)
+float float_attr(OrtKernelInfo const* info, char const* op, char const* name, float fallback)
 {
-    return Ort::ConstKernelInfo(info).GetAttributes<float>(name);
+    return read_attr(info, op, name, "a float", fallback, [&](Ort::ConstKernelInfo i) { return i.GetAttribute<float>(name); });
 }
 
-void check(int rc, char const* op)
+// A pair attribute (stride, padding, dilation, kernel): exactly two ints.
+std::vector<int> pair_attr(OrtKernelInfo const* info, char const* op, char const* name, std::vector<int64_t> fallback)
+{
+    std::vector<int64_t> const v = read_attr(info, op, name, "a list of 2 ints", fallback,
+        [&](Ort::ConstKernelInfo i) { return i.GetAttributes<int64_t>(name); });
+    if (v.size() != 2)
+        throw Refused(std::string(op) + ": attribute '" + name + "' takes 2 values, got " + std::to_string(v.size()));
+    for (int64_t x : v)
+        if (x < INT32_MIN || x > INT32_MAX)
+            throw Refused(std::string(op) + ": attribute '" + name + "' value " + std::to_string(x) + " does not fit int32");
+    return {static_cast<int>(v[0]), static_cast<int>(v[1])};
+}
+
+// Runs `body`, turning a refusal or any C++ exception into an error status for ONNX Runtime.
+template <typename F>
+Ort::Status guarded(F&& body)
+{
+    try
+    {
+        body();
+        return Ort::Status{nullptr};
+    }
+    catch (Refused const& e)
+    {
+        return Ort::Status(e.what(), ORT_INVALID_ARGUMENT);
+    }
+    catch (Ort::Exception const& e)
+    {
+        return Ort::Status(e.what(), e.GetOrtErrorCode());
+    }
+    catch (std::exception const& e)
+    {
+        return Ort::Status(e.what(), ORT_FAIL);
+    }
+}
+
+void check(int rc)
 {
     if (rc != 0)
-        ORT_CXX_API_THROW(std::string(op) + ": " + es_last_error(), ORT_INVALID_ARGUMENT);
+        throw Refused(es_last_error());
 }
 
-void need(bool ok, std::string const& what)
+// An input as the launchers see it (absent optional inputs: no data, rank 1, zero elements).
+es_tensor view(Ort::Custom::TensorBase const& t, void const* data)
 {
-    if (!ok)
-        ORT_CXX_API_THROW(std::string(what), ORT_INVALID_ARGUMENT);
-}
-
-// rois k×4 + batch indices k -> k×5, the CPU launchers' form.
-std::vector<float> rois5(Tensor<float> const& rois, Tensor<int32_t> const& batch)
-{
-    auto const k = rois.Shape()[0];
-    need(rois.Shape().size() == 2 && rois.Shape()[1] == 4 && batch.NumberOfElement() == k, "rois must be K×4 with K batch indices");
-    std::vector<float> out(static_cast<size_t>(k) * 5);
-    for (int64_t i = 0; i < k; ++i)
+    es_tensor out{};
+    if (!t)
     {
-        out[i * 5] = static_cast<float>(batch.Data()[i]);
-        for (int j = 0; j < 4; ++j)
-            out[i * 5 + 1 + j] = rois.Data()[i * 4 + j];
+        out.rank = 1;
+        return out;
     }
+    auto const& s = t.Shape();
+    if (s.size() > ES_MAX_RANK)
+        throw Refused("an input has rank " + std::to_string(s.size()) + " (at most " + std::to_string(ES_MAX_RANK) + ")");
+    out.data = const_cast<void*>(data);
+    out.rank = static_cast<int32_t>(s.size());
+    for (size_t i = 0; i < s.size(); ++i)
+        out.dims[i] = s[i];
     return out;
+}
+
+template <typename T>
+es_tensor view(Tensor<T> const& t)
+{
+    return view(t, t ? t.Data() : nullptr);
+}
+
+// Query the launcher for the output shape, allocate it in ORT, run: `launch(out)` is called twice.
+template <typename T, typename Launch>
+void run_one(Tensor<T>& y, Launch&& launch)
+{
+    es_tensor out{};
+    check(launch(out));
+    std::vector<int64_t> const shape(out.dims, out.dims + out.rank);
+    out.data = y.Allocate(shape);
+    check(launch(out));
 }
 
 struct RoIAlign
 {
+    static constexpr char const* kOp = "EdgeSegRoIAlign";
     RoIAlign(OrtApi const*, OrtKernelInfo const* info)
-        : out_h(int_attr(info, "output_height", 1)), out_w(int_attr(info, "output_width", 1)),
-          sampling(int_attr(info, "sampling_ratio", -1)), aligned(int_attr(info, "aligned", 0)),
-          scale(float_attr(info, "spatial_scale", 1.f))
+        : out_h(int_attr(info, kOp, "output_height", 1)), out_w(int_attr(info, kOp, "output_width", 1)),
+          sampling(int_attr(info, kOp, "sampling_ratio", -1)), aligned(int_attr(info, kOp, "aligned", 0)),
+          scale(float_attr(info, kOp, "spatial_scale", 1.f))
     {
     }
-    void Compute(Tensor<float> const& x, Tensor<float> const& rois, Tensor<int32_t> const& batch, Tensor<float>& y)
+    Ort::Status Compute(Tensor<float> const& x, Tensor<float> const& rois, Tensor<int32_t> const& batch, Tensor<float>& y)
     {
-        auto const& s = x.Shape();
-        need(s.size() == 4, "EdgeSegRoIAlign: X must be N×C×H×W");
-        auto const r = rois5(rois, batch);
-        int const k = static_cast<int>(rois.Shape()[0]);
-        float* out = y.Allocate({k, s[1], out_h, out_w});
-        check(es_roi_align(x.Data(), s[0], s[1], s[2], s[3], r.data(), k, out_h, out_w, scale, sampling, aligned, out),
-            "EdgeSegRoIAlign");
+        return guarded([&] {
+            es_tensor const tx = view(x), tr = view(rois), tb = view(batch);
+            run_one(y, [&](es_tensor& out) {
+                return es_roi_align(&tx, &tr, &tb, out_h, out_w, scale, sampling, aligned, &out);
+            });
+        });
     }
     int out_h, out_w, sampling, aligned;
     float scale;
@@ -87,33 +180,49 @@ struct RoIAlign
 
 struct MultilevelRoIAlign
 {
+    static constexpr char const* kOp = "EdgeSegMultilevelRoIAlign";
     MultilevelRoIAlign(OrtApi const*, OrtKernelInfo const* info)
-        : out_h(int_attr(info, "output_height", 1)), out_w(int_attr(info, "output_width", 1)),
-          sampling(int_attr(info, "sampling_ratio", -1)), aligned(int_attr(info, "aligned", 0)),
-          scales(floats_attr(info, "spatial_scales")), canonical_scale(float_attr(info, "canonical_scale", 224.f)),
-          canonical_level(int_attr(info, "canonical_level", 4)), first_level(int_attr(info, "first_level", 2))
+        : out_h(int_attr(info, kOp, "output_height", 1)), out_w(int_attr(info, kOp, "output_width", 1)),
+          sampling(int_attr(info, kOp, "sampling_ratio", -1)), aligned(int_attr(info, kOp, "aligned", 0)),
+          scales(read_attr(info, kOp, "spatial_scales", "a list of floats", std::vector<float>{},
+              [](Ort::ConstKernelInfo i) { return i.GetAttributes<float>("spatial_scales"); })),
+          canonical_scale(float_attr(info, kOp, "canonical_scale", 224.f)),
+          canonical_level(int_attr(info, kOp, "canonical_level", 4)), first_level(int_attr(info, kOp, "first_level", 2))
     {
     }
-    void Compute(Tensor<float> const& rois, Tensor<int32_t> const& batch, Ort::Custom::Variadic const& features, Tensor<float>& y)
+    // The variadic features are read from the context: ONNX Runtime does not make them one type, and the
+    // lite API wraps them all with the first one's type, so each one's real type is checked here.
+    Ort::Status Compute(OrtKernelContext* context, Tensor<float> const& rois, Tensor<int32_t> const& batch,
+        Ort::Custom::Variadic const&, Tensor<float>& y)
     {
-        need(features.Size() == scales.size(), "EdgeSegMultilevelRoIAlign: one feature map per spatial scale");
-        std::vector<float const*> data;
-        std::vector<int> hs, ws;
-        auto const& s0 = features[0]->Shape();
-        for (size_t l = 0; l < features.Size(); ++l)
-        {
-            auto const& s = features[l]->Shape();
-            need(s.size() == 4 && s[0] == s0[0] && s[1] == s0[1], "EdgeSegMultilevelRoIAlign: features must be N×C×H×W alike");
-            data.push_back(static_cast<float const*>(features[l]->DataRaw()));
-            hs.push_back(static_cast<int>(s[2]));
-            ws.push_back(static_cast<int>(s[3]));
-        }
-        auto const r = rois5(rois, batch);
-        int const k = static_cast<int>(rois.Shape()[0]);
-        float* out = y.Allocate({k, s0[1], out_h, out_w});
-        check(es_multilevel_roi_align(data.data(), hs.data(), ws.data(), static_cast<int>(data.size()), s0[0], s0[1],
-                  r.data(), k, out_h, out_w, scales.data(), sampling, aligned, canonical_scale, canonical_level, first_level, out),
-            "EdgeSegMultilevelRoIAlign");
+        return guarded([&] {
+            Ort::KernelContext ctx(context);
+            std::vector<es_tensor> feats;
+            for (size_t i = 2; i < ctx.GetInputCount(); ++i)
+            {
+                Ort::ConstValue const v = ctx.GetInput(i);
+                auto const info = v.GetTensorTypeAndShapeInfo();
+                if (info.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT)
+                    throw Refused(std::string(kOp) + ": feature map " + std::to_string(i - 2) + " must be float32");
+                auto const shape = info.GetShape();
+                if (shape.size() > ES_MAX_RANK)
+                    throw Refused(std::string(kOp) + ": feature map " + std::to_string(i - 2) + " has rank "
+                        + std::to_string(shape.size()));
+                es_tensor t{};
+                t.data = const_cast<void*>(v.GetTensorRawData());
+                t.rank = static_cast<int32_t>(shape.size());
+                std::copy(shape.begin(), shape.end(), t.dims);
+                feats.push_back(t);
+            }
+            if (feats.size() != scales.size())
+                throw Refused(std::string(kOp) + ": " + std::to_string(feats.size()) + " feature maps for "
+                    + std::to_string(scales.size()) + " spatial scales; give one feature map per scale");
+            es_tensor const tr = view(rois), tb = view(batch);
+            run_one(y, [&](es_tensor& out) {
+                return es_multilevel_roi_align(&tr, &tb, feats.data(), static_cast<int>(feats.size()), out_h, out_w,
+                    scales.data(), sampling, aligned, canonical_scale, canonical_level, first_level, &out);
+            });
+        });
     }
     int out_h, out_w, sampling, aligned;
     std::vector<float> scales;
@@ -123,91 +232,105 @@ struct MultilevelRoIAlign
 
 struct DeformConv2d
 {
+    static constexpr char const* kOp = "EdgeSegDeformConv2d";
     DeformConv2d(OrtApi const*, OrtKernelInfo const* info)
-        : stride(ints_attr(info, "stride", {1, 1})), padding(ints_attr(info, "padding", {0, 0})),
-          dilation(ints_attr(info, "dilation", {1, 1})), groups(int_attr(info, "groups", 1)),
-          offset_groups(int_attr(info, "offset_groups", 1))
+        : stride(pair_attr(info, kOp, "stride", {1, 1})), padding(pair_attr(info, kOp, "padding", {0, 0})),
+          dilation(pair_attr(info, kOp, "dilation", {1, 1})), groups(int_attr(info, kOp, "groups", 1)),
+          offset_groups(int_attr(info, kOp, "offset_groups", 1))
     {
-        need(stride.size() == 2 && padding.size() == 2 && dilation.size() == 2, "EdgeSegDeformConv2d: stride, padding, dilation take 2 values");
     }
-    void Compute(Tensor<float> const& x, Tensor<float> const& w, Tensor<float> const& offset, Tensor<float> const& bias,
+    // bias and mask: optional (absent, or a tensor with no elements).
+    Ort::Status Compute(Tensor<float> const& x, Tensor<float> const& w, Tensor<float> const& offset, Tensor<float> const& bias,
         Tensor<float> const& mask, Tensor<float>& y)
     {
-        auto const& s = x.Shape();
-        auto const& ws = w.Shape();
-        auto const& os = offset.Shape();
-        need(s.size() == 4 && ws.size() == 4 && os.size() == 4, "EdgeSegDeformConv2d: X, W and offset are 4-D");
-        float* out = y.Allocate({s[0], ws[0], os[2], os[3]});
-        check(es_deform_conv2d(x.Data(), s[0], s[1], s[2], s[3], w.Data(), ws[0], ws[2], ws[3], offset.Data(), mask.Data(),
-                  bias.Data(), stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1], groups, offset_groups, out),
-            "EdgeSegDeformConv2d");
+        return guarded([&] {
+            es_tensor const tx = view(x), tw = view(w), to = view(offset), tb = view(bias), tm = view(mask);
+            run_one(y, [&](es_tensor& out) {
+                return es_deform_conv2d(&tx, &tw, &to, &tb, &tm, stride[0], stride[1], padding[0], padding[1],
+                    dilation[0], dilation[1], groups, offset_groups, &out);
+            });
+        });
     }
-    std::vector<int64_t> stride, padding, dilation;
+    std::vector<int> stride, padding, dilation;
     int groups, offset_groups;
 };
 
 struct DCNv3
 {
+    static constexpr char const* kOp = "EdgeSegDCNv3";
     DCNv3(OrtApi const*, OrtKernelInfo const* info)
-        : kernel(ints_attr(info, "kernel", {3, 3})), stride(ints_attr(info, "stride", {1, 1})),
-          padding(ints_attr(info, "padding", {0, 0})), dilation(ints_attr(info, "dilation", {1, 1})),
-          group(int_attr(info, "group", 1)), offset_scale(float_attr(info, "offset_scale", 1.f))
+        : kernel(pair_attr(info, kOp, "kernel", {3, 3})), stride(pair_attr(info, kOp, "stride", {1, 1})),
+          padding(pair_attr(info, kOp, "padding", {0, 0})), dilation(pair_attr(info, kOp, "dilation", {1, 1})),
+          group(int_attr(info, kOp, "group", 1)), offset_scale(float_attr(info, kOp, "offset_scale", 1.f))
     {
     }
-    void Compute(Tensor<float> const& x, Tensor<float> const& offset, Tensor<float> const& mask, Tensor<float>& y)
+    Ort::Status Compute(Tensor<float> const& x, Tensor<float> const& offset, Tensor<float> const& mask, Tensor<float>& y)
     {
-        auto const& s = x.Shape();
-        auto const& os = offset.Shape();
-        need(s.size() == 4 && os.size() == 4, "EdgeSegDCNv3: input and offset are N×H×W×C");
-        float* out = y.Allocate({s[0], os[1], os[2], s[3]});
-        check(es_dcnv3(x.Data(), s[0], s[1], s[2], s[3], offset.Data(), mask.Data(), kernel[0], kernel[1], stride[0],
-                  stride[1], padding[0], padding[1], dilation[0], dilation[1], group, offset_scale, out),
-            "EdgeSegDCNv3");
+        return guarded([&] {
+            es_tensor const tx = view(x), to = view(offset), tm = view(mask);
+            run_one(y, [&](es_tensor& out) {
+                return es_dcnv3(&tx, &to, &tm, kernel[0], kernel[1], stride[0], stride[1], padding[0], padding[1],
+                    dilation[0], dilation[1], group, offset_scale, &out);
+            });
+        });
     }
-    std::vector<int64_t> kernel, stride, padding, dilation;
+    std::vector<int> kernel, stride, padding, dilation;
     int group;
     float offset_scale;
 };
 
 struct PasteMasks
 {
-    PasteMasks(OrtApi const*, OrtKernelInfo const* info) : threshold(float_attr(info, "threshold", .5f)) {}
-    void Compute(Tensor<float> const& masks, Tensor<float> const& boxes, Tensor<float> const& image, Tensor<float>& y)
+    static constexpr char const* kOp = "EdgeSegPasteMasks";
+    PasteMasks(OrtApi const*, OrtKernelInfo const* info) : threshold(float_attr(info, kOp, "threshold", .5f)) {}
+    Ort::Status Compute(Tensor<float> const& masks, Tensor<float> const& boxes, Tensor<float> const& image, Tensor<float>& y)
     {
-        auto const& ms = masks.Shape();
-        auto const& is = image.Shape();
-        need(ms.size() == 3 && is.size() >= 2, "EdgeSegPasteMasks: masks R×M×M' and an image …×H×W");
-        int64_t const h = is[is.size() - 2], w = is[is.size() - 1];
-        float* out = y.Allocate({ms[0], h, w});
-        check(es_paste_masks(masks.Data(), ms[0], ms[1], ms[2], boxes.Data(), h, w, threshold, out), "EdgeSegPasteMasks");
+        return guarded([&] {
+            es_tensor const tm = view(masks), tb = view(boxes);
+            es_tensor const ti = view(image, nullptr); // only its shape is read
+            run_one(y, [&](es_tensor& out) { return es_paste_masks(&tm, &tb, &ti, threshold, &out); });
+        });
     }
     float threshold;
 };
 
 struct PanopticPaste
 {
+    static constexpr char const* kOp = "EdgeSegPanopticPaste";
     PanopticPaste(OrtApi const*, OrtKernelInfo const* info)
-        : num_classes(int_attr(info, "num_classes", 1)), num_thing_classes(int_attr(info, "num_thing_classes", 0)),
-          min_stuff_area(int_attr(info, "min_stuff_area", 4096)), overlap(float_attr(info, "overlap_threshold", .5f)),
-          score(float_attr(info, "score_threshold", .5f))
+        : num_classes(int_attr(info, kOp, "num_classes", 1)), num_thing_classes(int_attr(info, kOp, "num_thing_classes", 0)),
+          min_stuff_area(int_attr(info, kOp, "min_stuff_area", 4096)),
+          overlap(float_attr(info, kOp, "overlap_threshold", .5f)), score(float_attr(info, kOp, "score_threshold", .5f))
     {
     }
-    void Compute(Tensor<int32_t> const& semantic, Tensor<float> const& masks, Tensor<float> const& scores,
+    Ort::Status Compute(Tensor<int32_t> const& semantic, Tensor<float> const& masks, Tensor<float> const& scores,
         Tensor<int32_t> const& classes, Tensor<int32_t>& ids, Tensor<float>& segments)
     {
-        auto const& ss = semantic.Shape();
-        auto const& ms = masks.Shape();
-        need(ss.size() == 2 && ms.size() == 3 && ms[1] == ss[0] && ms[2] == ss[1], "EdgeSegPanopticPaste: semantic H×W, masks R×H×W");
-        int32_t* id = ids.Allocate({ss[0], ss[1]});
-        float* seg = segments.Allocate({ms[0] + num_classes - num_thing_classes, 5});
-        check(es_panoptic_paste(semantic.Data(), ss[0], ss[1], masks.Data(), scores.Data(), classes.Data(), ms[0],
-                  num_classes, num_thing_classes, overlap, min_stuff_area, score, id, seg),
-            "EdgeSegPanopticPaste");
+        return guarded([&] {
+            es_tensor const ts = view(semantic), tm = view(masks), tsc = view(scores), tc = view(classes);
+            es_tensor id{}, seg{};
+            auto launch = [&] {
+                return es_panoptic_paste(&ts, &tm, &tsc, &tc, num_classes, num_thing_classes, overlap, min_stuff_area,
+                    score, &id, &seg);
+            };
+            check(launch());
+            id.data = ids.Allocate(std::vector<int64_t>(id.dims, id.dims + id.rank));
+            seg.data = segments.Allocate(std::vector<int64_t>(seg.dims, seg.dims + seg.rank));
+            check(launch());
+        });
     }
     int num_classes, num_thing_classes;
     int64_t min_stuff_area;
     float overlap, score;
 };
+
+// Kernel creation runs the constructors, which refuse bad attributes by throwing: ONNX Runtime reports
+// that as a session-creation error, so a bad node is caught when the model loads, not mid-run.
+template <typename Op>
+Ort::Custom::OrtLiteCustomOp* make(char const* name)
+{
+    return Ort::Custom::CreateLiteCustomOp<Op>(name, "CPUExecutionProvider");
+}
 } // namespace
 
 extern "C" __attribute__((visibility("default"))) OrtStatus* ORT_API_CALL RegisterCustomOps(
@@ -218,13 +341,12 @@ extern "C" __attribute__((visibility("default"))) OrtStatus* ORT_API_CALL Regist
     static Ort::CustomOpDomain domain{"edgeseg"};
     if (ops.empty())
     {
-        char const* cpu = "CPUExecutionProvider";
-        ops.emplace_back(Ort::Custom::CreateLiteCustomOp<RoIAlign>("EdgeSegRoIAlign", cpu));
-        ops.emplace_back(Ort::Custom::CreateLiteCustomOp<MultilevelRoIAlign>("EdgeSegMultilevelRoIAlign", cpu));
-        ops.emplace_back(Ort::Custom::CreateLiteCustomOp<DeformConv2d>("EdgeSegDeformConv2d", cpu));
-        ops.emplace_back(Ort::Custom::CreateLiteCustomOp<DCNv3>("EdgeSegDCNv3", cpu));
-        ops.emplace_back(Ort::Custom::CreateLiteCustomOp<PasteMasks>("EdgeSegPasteMasks", cpu));
-        ops.emplace_back(Ort::Custom::CreateLiteCustomOp<PanopticPaste>("EdgeSegPanopticPaste", cpu));
+        ops.emplace_back(make<RoIAlign>("EdgeSegRoIAlign"));
+        ops.emplace_back(make<MultilevelRoIAlign>("EdgeSegMultilevelRoIAlign"));
+        ops.emplace_back(make<DeformConv2d>("EdgeSegDeformConv2d"));
+        ops.emplace_back(make<DCNv3>("EdgeSegDCNv3"));
+        ops.emplace_back(make<PasteMasks>("EdgeSegPasteMasks"));
+        ops.emplace_back(make<PanopticPaste>("EdgeSegPanopticPaste"));
         for (auto& op : ops)
             domain.Add(op.get());
     }

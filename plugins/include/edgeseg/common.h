@@ -19,6 +19,9 @@ ES_HD float to_float(float v) { return v; }
 __device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
 #endif
 
+// Finite (not NaN, not ±inf), the same on host and device without relying on either's <cmath>.
+ES_HD bool finite(float v) { return v - v == 0.f; }
+
 ES_HD int clamp_int(int v, int lo, int hi) { return v < lo ? lo : (v > hi ? hi : v); }
 
 // Bilinear sample of an h×w plane (row stride `row`, element stride `step`) at pixel-index

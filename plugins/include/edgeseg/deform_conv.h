@@ -7,10 +7,12 @@
 namespace edgeseg
 {
 
-// Output length of a (deformable) convolution along one axis.
-ES_HD int conv_output_size(int size, int kernel, int stride, int pad, int dilation)
+// Output length of a (deformable) convolution along one axis (64-bit: validate.h calls it on unchecked
+// sizes; a result below 1 means the kernel does not fit).
+ES_HD int64_t conv_output_size(int64_t size, int64_t kernel, int64_t stride, int64_t pad, int64_t dilation)
 {
-    return (size + 2 * pad - (dilation * (kernel - 1) + 1)) / stride + 1;
+    int64_t const span = size + 2 * pad - (dilation * (kernel - 1) + 1);
+    return span < 0 ? 0 : span / stride + 1;
 }
 
 struct DeformConvParams

@@ -5,15 +5,23 @@
 namespace edgeseg
 {
 
+// A box that pastes anything: finite corners, positive finite width and height. Any other box (NaN,
+// inf, empty, inverted) pastes zeros, in every implementation.
+ES_HD bool paste_box_valid(float x1, float y1, float x2, float y2)
+{
+    float const bw = x2 - x1, bh = y2 - y1;
+    return finite(x1) && finite(y1) && bw > 0.f && bh > 0.f && finite(bw) && finite(bh);
+}
+
 // Pixel (py, px) of the image from an mh×mw RoI mask spanning box (x1, y1, x2, y2).
 // threshold >= 0: 1 where the interpolated value >= threshold, else 0; < 0: the value itself.
 template <typename T>
 ES_HD float paste_pixel(T const* mask, int mh, int mw, float x1, float y1, float x2, float y2, int py, int px,
     float threshold)
 {
-    float const bw = x2 - x1, bh = y2 - y1;
-    if (!(bw > 0.f && bh > 0.f))
+    if (!paste_box_valid(x1, y1, x2, y2))
         return 0.f;
+    float const bw = x2 - x1, bh = y2 - y1;
     float const v = (py + .5f - y1) / bh * mh - .5f;
     float const u = (px + .5f - x1) / bw * mw - .5f;
     float const value = bilinear_zero(mask, mh, mw, mw, 1, v, u);
@@ -38,10 +46,13 @@ ES_HD bool panoptic_accept(float score, int64_t area, int64_t kept, float score_
         && static_cast<float>(area - kept) <= overlap_threshold * static_cast<float>(area);
 }
 
-// The order instances are pasted in: score descending, ties by index (a stable sort).
+// The order instances are pasted in: score descending, ties by index (a stable sort). A NaN score
+// ranks as -inf (last, by index) and is never accepted, so the order is total and every rank unique.
+ES_HD float panoptic_key(float score) { return score == score ? score : -INFINITY; }
 ES_HD bool panoptic_before(float score_a, int a, float score_b, int b)
 {
-    return score_a > score_b || (score_a == score_b && a < b);
+    float const ka = panoptic_key(score_a), kb = panoptic_key(score_b);
+    return ka > kb || (ka == kb && a < b);
 }
 
 } // namespace edgeseg

@@ -13,11 +13,17 @@ struct RoIAlignParams
     int aligned; // 1: shift by half a pixel (pixel centres), no minimum RoI size
 };
 
+// Samples per bin axis, adaptive or given, are capped here: torchvision's adaptive count grows with
+// the box (ceil(roi size / output size)), so one giant box costs unbounded time; past the cap a bin
+// averages kMaxRoISamples² evenly spaced samples instead (differs from torchvision only for RoIs
+// wider or taller than 64 × the output size, in feature-map pixels).
+constexpr int kMaxRoISamples = 64;
+
 // RoIAlign's bilinear taps: clamped into the plane, invalid (all weights 0) only beyond one pixel
-// outside. idx are offsets into an h×w plane.
+// outside (and for NaN). idx are offsets into an h×w plane.
 ES_HD void bilinear_clamped_taps(int h, int w, float y, float x, int idx[4], float wt[4])
 {
-    if (y < -1.f || y > h || x < -1.f || x > w)
+    if (!(y >= -1.f && y <= h && x >= -1.f && x <= w))
     {
         idx[0] = idx[1] = idx[2] = idx[3] = 0;
         wt[0] = wt[1] = wt[2] = wt[3] = 0.f;
@@ -40,11 +46,20 @@ ES_HD void bilinear_clamped_taps(int h, int w, float y, float x, int idx[4], flo
 }
 
 // A box's sampling grid: where bin (0, 0) starts, the bin size, samples per bin and their count.
+// valid = false (a non-finite coordinate or scale): the RoI's output is zeros in every implementation.
 struct RoIGrid
 {
     float start_y, start_x, bin_h, bin_w, count;
     int grid_h, grid_w;
+    bool valid;
 };
+
+// Samples along one bin axis: the given ratio, else ceil(extent / bins); in [0, kMaxRoISamples].
+ES_HD int roi_samples(int sampling_ratio, float extent, int bins)
+{
+    float const s = sampling_ratio > 0 ? static_cast<float>(sampling_ratio) : ceilf(extent / bins);
+    return !(s > 0.f) ? 0 : (s < kMaxRoISamples ? static_cast<int>(s) : kMaxRoISamples);
+}
 
 ES_HD RoIGrid roi_grid(float x1, float y1, float x2, float y2, RoIAlignParams const& p)
 {
@@ -58,10 +73,13 @@ ES_HD RoIGrid roi_grid(float x1, float y1, float x2, float y2, RoIAlignParams co
         rw = rw > 1.f ? rw : 1.f;
         rh = rh > 1.f ? rh : 1.f;
     }
+    g.valid = finite(g.start_x) && finite(g.start_y) && finite(rw) && finite(rh);
+    if (!g.valid)
+        rw = rh = 0.f;
     g.bin_h = rh / p.out_h;
     g.bin_w = rw / p.out_w;
-    g.grid_h = p.sampling_ratio > 0 ? p.sampling_ratio : static_cast<int>(ceilf(rh / p.out_h));
-    g.grid_w = p.sampling_ratio > 0 ? p.sampling_ratio : static_cast<int>(ceilf(rw / p.out_w));
+    g.grid_h = g.valid ? roi_samples(p.sampling_ratio, rh, p.out_h) : 0;
+    g.grid_w = g.valid ? roi_samples(p.sampling_ratio, rw, p.out_w) : 0;
     g.count = static_cast<float>(g.grid_h * g.grid_w > 1 ? g.grid_h * g.grid_w : 1);
     return g;
 }
@@ -93,12 +111,15 @@ ES_HD float roi_align_bin(T const* plane, int h, int w, float x1, float y1, floa
     return sum / g.count;
 }
 
+// Whether a RoI's batch index names an image; a RoI that does not gets zeros (every implementation).
+ES_HD bool roi_batch_valid(int64_t b, int64_t n) { return b >= 0 && b < n; }
+
 // FPN level (0 = the finest level given) of a box in image coordinates.
 ES_HD int fpn_level(float x1, float y1, float x2, float y2, float canonical_scale, int canonical_level,
     int first_level, int num_levels)
 {
     float area = (x2 - x1) * (y2 - y1);
-    area = area > 0.f ? area : 0.f;
+    area = area > 0.f && finite(area) ? area : 0.f; // NaN and inf land on the first level
     int const lvl = static_cast<int>(floorf(canonical_level + log2f(sqrtf(area) / canonical_scale + 1e-8f) + 1e-6f));
     return clamp_int(lvl, first_level, first_level + num_levels - 1) - first_level;
 }
