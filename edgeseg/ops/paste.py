@@ -41,11 +41,15 @@ def paste_masks(masks: Tensor, boxes: Tensor, image: Tensor | tuple[int, int], t
     r, mh, mw = masks.shape
     x1, y1, x2, y2 = boxes.unbind(1)
     bw, bh = x2 - x1, y2 - y1
-    valid = ((bw > 0) & (bh > 0)).to(masks.dtype)
+    # paste_box_valid in the math core: finite corners and a positive finite size, else zeros.
+    ok = torch.isfinite(x1) & torch.isfinite(y1) & torch.isfinite(bw) & torch.isfinite(bh) & (bw > 0) & (bh > 0)
+    x1, y1 = torch.where(ok, x1, torch.zeros_like(x1)), torch.where(ok, y1, torch.zeros_like(y1))
+    bw, bh = torch.where(ok, bw, torch.ones_like(bw)), torch.where(ok, bh, torch.ones_like(bh))
+    valid = ok.to(masks.dtype)
     py = torch.arange(h, dtype=masks.dtype, device=masks.device) + 0.5
     px = torch.arange(w, dtype=masks.dtype, device=masks.device) + 0.5
-    v = (py[None] - y1[:, None]) / torch.where(bh > 0, bh, 1)[:, None] * mh - 0.5
-    u = (px[None] - x1[:, None]) / torch.where(bw > 0, bw, 1)[:, None] * mw - 0.5
+    v = (py[None] - y1[:, None]) / bh[:, None] * mh - 0.5
+    u = (px[None] - x1[:, None]) / bw[:, None] * mw - 0.5
     a, b = interp_matrix_zero(v, mh), interp_matrix_zero(u, mw)  # R×H×M, R×W×M'
     soft = torch.einsum("rhm,rmn,rwn->rhw", a, masks, b) * valid[:, None, None]
     return soft if threshold < 0 else (soft >= threshold).to(masks.dtype)
@@ -75,8 +79,10 @@ def panoptic_paste(semantic: Tensor, masks: Tensor, scores: Tensor, classes: Ten
         return ids, table
     rows = r + n_stuff
     # Score descending, ties by index (panoptic_before in the math core); ranks, not sort: exports everywhere.
+    # A NaN score ranks as -inf (panoptic_key): the order stays total and NaN is never accepted.
+    key = torch.where(torch.isnan(scores), torch.full_like(scores, float("-inf")), scores)
     idx = torch.arange(r, device=scores.device)
-    before = (scores[:, None] > scores[None, :]) | ((scores[:, None] == scores[None, :]) & (idx[:, None] < idx[None, :]))
+    before = (key[:, None] > key[None, :]) | ((key[:, None] == key[None, :]) & (idx[:, None] < idx[None, :]))
     rank = before.sum(0)
     order = (rank[None, :] == idx[:, None]).int().argmax(1)
     binary = masks[order] > 0.5

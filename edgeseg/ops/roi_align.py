@@ -17,6 +17,22 @@ from torch import Tensor
 from edgeseg.ops.export import emitting_plugin, plugin_node
 
 
+# Samples per bin axis are capped (plugins/include/edgeseg/roi_align.h kMaxRoISamples): torchvision's
+# adaptive count grows without bound with the box.
+MAX_ROI_SAMPLES = 64
+
+
+def check_roi_attributes(oh: int, ow: int, sampling_ratio: int, scales: Sequence[float], max_scale: float) -> None:
+    """The node spec's ranges (plugins/include/edgeseg/validate.h), the same refusals as the launchers."""
+    if not (1 <= oh <= 1024 and 1 <= ow <= 1024):
+        raise ValueError(f"output size {oh}×{ow} is outside [1, 1024]")
+    if not -1 <= sampling_ratio <= MAX_ROI_SAMPLES:
+        raise ValueError(f"sampling_ratio = {sampling_ratio} is outside [-1, {MAX_ROI_SAMPLES}]")
+    for s in scales:
+        if not 1e-6 <= s <= max_scale:  # NaN fails too
+            raise ValueError(f"spatial_scale = {s} is outside [1e-06, {max_scale:g}]")
+
+
 def as_rois(boxes: Tensor | Sequence[Tensor]) -> Tensor:
     """torchvision's two box forms -> K×5 (batch index, x1, y1, x2, y2)."""
     if isinstance(boxes, Tensor):
@@ -59,6 +75,7 @@ def roi_align(input: Tensor, boxes: Tensor | Sequence[Tensor], output_size: int 
               spatial_scale: float = 1.0, sampling_ratio: int = -1, aligned: bool = False, impl: str = "torch") -> Tensor:
     """K×C×oh×ow features pooled from ``input`` (N×C×H×W) inside ``boxes`` (K×5, or a list of L×4 per image)."""
     oh, ow = (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)
+    check_roi_attributes(oh, ow, sampling_ratio, [spatial_scale], 1e4)
     rois = as_rois(boxes).to(input.dtype)
     if impl == "native":
         from edgeseg.ops import native
@@ -68,26 +85,34 @@ def roi_align(input: Tensor, boxes: Tensor | Sequence[Tensor], output_size: int 
         raise ValueError(f"unknown impl '{impl}'; use 'torch' or 'native'")
     if torch.onnx.is_in_onnx_export():  # torchvision's op exports to ONNX RoiAlign; surgery makes it a plugin
         return torchvision.ops.roi_align(input, rois, (oh, ow), spatial_scale, sampling_ratio, aligned)
-    _, c, h, w = input.shape
+    n, c, h, w = input.shape
     k = rois.shape[0]
     offset = 0.5 if aligned else 0.0
     x1, y1, x2, y2 = (rois[:, i] * spatial_scale - offset for i in range(1, 5))
     rw, rh = x2 - x1, y2 - y1
+    # The math core's rules (roi_align.h): a RoI with a non-finite coordinate, or a batch index outside
+    # [0, N), gives zeros; samples per bin axis are capped at MAX_ROI_SAMPLES.
+    batch_f = rois[:, 0]
+    valid = (torch.isfinite(x1) & torch.isfinite(y1) & torch.isfinite(rw) & torch.isfinite(rh)
+             & torch.isfinite(batch_f) & (batch_f > -1) & (batch_f < n))
+    zero = torch.zeros_like(x1)
+    x1, y1, rw, rh = (torch.where(valid, t, zero) for t in (x1, y1, rw, rh))
     if not aligned:
         rw, rh = rw.clamp(min=1.0), rh.clamp(min=1.0)
     if sampling_ratio > 0:
-        gh = gw = torch.full((k,), sampling_ratio, dtype=torch.long, device=input.device)
+        gh = gw = torch.full((k,), min(sampling_ratio, MAX_ROI_SAMPLES), dtype=torch.long, device=input.device)
     else:
-        gh = torch.ceil(rh / oh).clamp(min=0).long()
-        gw = torch.ceil(rw / ow).clamp(min=0).long()
+        gh = torch.ceil(rh / oh).clamp(0, MAX_ROI_SAMPLES).long()
+        gw = torch.ceil(rw / ow).clamp(0, MAX_ROI_SAMPLES).long()
+    gh, gw = gh * valid, gw * valid
     count = (gh * gw).clamp(min=1).to(input.dtype)
     a = _axis_weights(y1, rh, oh, gh, h)  # K×oh×H
     b = _axis_weights(x1, rw, ow, gw, w)  # K×ow×W
     out = input.new_zeros(k, c, oh, ow)
-    batch = rois[:, 0].long()
-    for n in batch.unique().tolist():
-        sel = (batch == n).nonzero().flatten()
-        pooled = torch.einsum("kph,chw,kqw->kcpq", a[sel], input[n], b[sel])
+    batch = torch.where(valid, batch_f, torch.zeros_like(batch_f)).long()  # truncates, as torchvision
+    for i in batch[valid].unique().tolist():
+        sel = ((batch == i) & valid).nonzero().flatten()
+        pooled = torch.einsum("kph,chw,kqw->kcpq", a[sel], input[i], b[sel])
         out = out.index_copy(0, sel, pooled)
     return out / count[:, None, None, None]
 
@@ -109,6 +134,7 @@ def multilevel_roi_align(features: Sequence[Tensor], boxes: Tensor | Sequence[Te
     oh, ow = (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)
     if len(features) != len(spatial_scales) or not features:
         raise ValueError(f"{len(features)} feature levels but {len(spatial_scales)} spatial scales")
+    check_roi_attributes(oh, ow, sampling_ratio, spatial_scales, 1.0)
     rois = as_rois(boxes).to(features[0].dtype)
     first = int(round(-math.log2(spatial_scales[0])))
     last = int(round(-math.log2(spatial_scales[-1])))
