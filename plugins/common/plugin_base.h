@@ -4,6 +4,8 @@
 #pragma once
 #include <NvInferRuntime.h>
 
+#include "edgeseg/validate.h"
+
 #include <cstdint>
 #include <cstring>
 #include <memory>
@@ -131,6 +133,51 @@ private:
 };
 
 inline DataType io_type(DynamicPluginTensorDesc const& d) { return d.desc.type; }
+
+// TensorRT dimensions as the validation layer's shape.
+inline Shape shape_of(Dims const& d)
+{
+    Shape s;
+    s.rank = d.nbDims;
+    for (int32_t i = 0; i < d.nbDims && i < kMaxRank; ++i)
+        s.d[i] = d.d[i];
+    return s;
+}
+
+// enqueue's first step: the validation layer's verdict on the run-time shapes, and the output shapes
+// TensorRT allocated against those validation computed. Returns false (reported) on any refusal.
+inline bool enqueue_checks(Status const& status, char const* op, PluginTensorDesc const* outDesc,
+    std::initializer_list<Shape> want)
+{
+    if (!status.ok)
+    {
+        report_error(status.message);
+        return false;
+    }
+    int i = 0;
+    for (Shape const& s : want)
+    {
+        if (!same(s, shape_of(outDesc[i].dims)))
+        {
+            report_error(std::string(op) + ": output " + std::to_string(i) + " is " + to_string(shape_of(outDesc[i].dims))
+                + ", the inputs give " + to_string(s));
+            return false;
+        }
+        ++i;
+    }
+    return true;
+}
+
+// (size + 2·pad − (dil·(k − 1) + 1)) / stride + 1 as dimension expressions: conv_output_size's formula.
+inline IDimensionExpr const* conv_output_expr(IExprBuilder& b, IDimensionExpr const& size, IDimensionExpr const& kernel,
+    int32_t pad, int32_t dil, int32_t stride)
+{
+    auto const* span = b.operation(DimensionOperation::kSUB,
+        *b.operation(DimensionOperation::kSUM, size, *b.constant(2 * int64_t{pad} + dil - 1)),
+        *b.operation(DimensionOperation::kPROD, kernel, *b.constant(dil)));
+    return b.operation(DimensionOperation::kSUM, *b.operation(DimensionOperation::kFLOOR_DIV, *span, *b.constant(stride)),
+        *b.constant(1));
+}
 
 } // namespace plugin
 } // namespace edgeseg

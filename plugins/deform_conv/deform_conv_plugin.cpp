@@ -11,9 +11,9 @@ namespace plugin
 
 namespace
 {
-FieldSpec pair_spec(char const* name, double lo, double hi, bool required)
+FieldSpec pair_spec(char const* name, Range r, bool required)
 {
-    return {name, PluginFieldType::kINT32, 2, 2, lo, hi, required};
+    return {name, PluginFieldType::kINT32, 2, 2, r.lo, r.hi, required};
 }
 
 int32_t get_or(Fields const& f, size_t k, size_t at, int32_t fallback)
@@ -24,9 +24,10 @@ int32_t get_or(Fields const& f, size_t k, size_t at, int32_t fallback)
 
 std::vector<FieldSpec> const& DeformConv2dPlugin::specs()
 {
-    static std::vector<FieldSpec> const s{pair_spec("stride", 1, 64, false), pair_spec("padding", 0, 1024, false),
-        pair_spec("dilation", 1, 64, false), {"groups", PluginFieldType::kINT32, 1, 1, 1, 65536, false},
-        {"offset_groups", PluginFieldType::kINT32, 1, 1, 1, 65536, false}};
+    static std::vector<FieldSpec> const s{pair_spec("stride", spec::kStride, false),
+        pair_spec("padding", spec::kPadding, false), pair_spec("dilation", spec::kDilation, false),
+        {"groups", PluginFieldType::kINT32, 1, 1, spec::kGroups.lo, spec::kGroups.hi, false},
+        {"offset_groups", PluginFieldType::kINT32, 1, 1, spec::kGroups.lo, spec::kGroups.hi, false}};
     return s;
 }
 
@@ -56,18 +57,22 @@ int32_t DeformConv2dPlugin::getOutputDataTypes(DataType* out, int32_t nbOutputs,
 }
 
 int32_t DeformConv2dPlugin::getOutputShapes(DimsExprs const* in, int32_t nbInputs, DimsExprs const*, int32_t, DimsExprs* out,
-    int32_t nbOutputs, IExprBuilder&) noexcept
+    int32_t nbOutputs, IExprBuilder& b) noexcept
 {
-    if (nbInputs != 5 || nbOutputs != 1 || in[0].nbDims != 4 || in[1].nbDims != 4 || in[2].nbDims != 4 || in[4].nbDims != 4)
+    // bias and mask may be empty tensors of any rank (absent); the others are 4-D.
+    if (nbInputs != 5 || nbOutputs != 1 || in[0].nbDims != 4 || in[1].nbDims != 4 || in[2].nbDims != 4)
     {
-        report_error("EdgeSegDeformConv2d: expects X N×C×H×W, W Cout×C/groups×kh×kw, offset, bias Cout, mask");
+        report_error("EdgeSegDeformConv2d: expects X N×C×H×W, W Cout×C/groups×kh×kw, offset, bias Cout (or empty), "
+                     "mask (or empty)");
         return -1;
     }
     out[0].nbDims = 4;
     out[0].d[0] = in[0].d[0];
     out[0].d[1] = in[1].d[0];
-    out[0].d[2] = in[2].d[2]; // the offset's spatial size is the output's
-    out[0].d[3] = in[2].d[3];
+    // The convolution's output size (conv_output_size), as every implementation computes it; enqueue
+    // checks the offset against it.
+    out[0].d[2] = conv_output_expr(b, *in[0].d[2], *in[1].d[2], mParams.pad_h, mParams.dil_h, mParams.stride_h);
+    out[0].d[3] = conv_output_expr(b, *in[0].d[3], *in[1].d[3], mParams.pad_w, mParams.dil_w, mParams.stride_w);
     return 0;
 }
 
@@ -82,43 +87,45 @@ bool DeformConv2dPlugin::supportsFormatCombination(int32_t pos, DynamicPluginTen
 int32_t DeformConv2dPlugin::enqueue(PluginTensorDesc const* in, PluginTensorDesc const* outDesc, void const* const* inputs,
     void* const* outputs, void*, cudaStream_t stream) noexcept
 {
+    DeformConvParams p = mParams;
+    Shape out;
+    bool has_bias = false, has_mask = false;
+    if (!enqueue_checks(validate_deform_conv2d(shape_of(in[0].dims), shape_of(in[1].dims), shape_of(in[2].dims),
+                            shape_of(in[3].dims), shape_of(in[4].dims), p, out, has_bias, has_mask),
+            kName, outDesc, {out}))
+        return -1;
     auto const& x = in[0].dims;
     auto const& w = in[1].dims;
-    DeformConvParams p = mParams;
-    p.kh = w.d[2];
-    p.kw = w.d[3];
     int const cin = x.d[1];
-    if (cin % p.groups || w.d[0] % p.groups || cin % p.offset_groups || w.d[1] * p.groups != cin
-        || in[2].dims.d[1] != 2 * p.offset_groups * p.kh * p.kw)
-    {
-        report_error("EdgeSegDeformConv2d: channels, groups and offset channels disagree");
-        return -1;
-    }
+    // An absent (empty) bias or mask is a null pointer to the launcher, never a pointer to no elements.
+    void const* bias = has_bias ? inputs[3] : nullptr;
+    void const* mask = has_mask ? inputs[4] : nullptr;
     int const ho = outDesc[0].dims.d[2], wo = outDesc[0].dims.d[3];
     cudaError_t e;
     if (in[0].type == DataType::kHALF)
     {
         using T = __half;
         e = cuda::deform_conv2d(static_cast<T const*>(inputs[0]), x.d[0], cin, x.d[2], x.d[3],
-            static_cast<T const*>(inputs[1]), w.d[0], static_cast<T const*>(inputs[2]), static_cast<T const*>(inputs[4]),
-            static_cast<T const*>(inputs[3]), p, ho, wo, static_cast<T*>(outputs[0]), stream);
+            static_cast<T const*>(inputs[1]), w.d[0], static_cast<T const*>(inputs[2]), static_cast<T const*>(mask),
+            static_cast<T const*>(bias), p, ho, wo, static_cast<T*>(outputs[0]), stream);
     }
     else
     {
         using T = float;
         e = cuda::deform_conv2d(static_cast<T const*>(inputs[0]), x.d[0], cin, x.d[2], x.d[3],
-            static_cast<T const*>(inputs[1]), w.d[0], static_cast<T const*>(inputs[2]), static_cast<T const*>(inputs[4]),
-            static_cast<T const*>(inputs[3]), p, ho, wo, static_cast<T*>(outputs[0]), stream);
+            static_cast<T const*>(inputs[1]), w.d[0], static_cast<T const*>(inputs[2]), static_cast<T const*>(mask),
+            static_cast<T const*>(bias), p, ho, wo, static_cast<T*>(outputs[0]), stream);
     }
     return e == cudaSuccess ? 0 : -1;
 }
 
 std::vector<FieldSpec> const& DCNv3Plugin::specs()
 {
-    static std::vector<FieldSpec> const s{pair_spec("kernel", 1, 15, true), pair_spec("stride", 1, 64, false),
-        pair_spec("padding", 0, 1024, false), pair_spec("dilation", 1, 64, false),
-        {"group", PluginFieldType::kINT32, 1, 1, 1, 4096, false},
-        {"offset_scale", PluginFieldType::kFLOAT32, 1, 1, 1e-6, 1e3, false}};
+    static std::vector<FieldSpec> const s{pair_spec("kernel", spec::kDCNv3Kernel, true),
+        pair_spec("stride", spec::kStride, false), pair_spec("padding", spec::kPadding, false),
+        pair_spec("dilation", spec::kDilation, false),
+        {"group", PluginFieldType::kINT32, 1, 1, spec::kDCNv3Group.lo, spec::kDCNv3Group.hi, false},
+        {"offset_scale", PluginFieldType::kFLOAT32, 1, 1, spec::kOffsetScale.lo, spec::kOffsetScale.hi, false}};
     return s;
 }
 
@@ -149,7 +156,7 @@ int32_t DCNv3Plugin::getOutputDataTypes(DataType* out, int32_t nbOutputs, DataTy
 }
 
 int32_t DCNv3Plugin::getOutputShapes(DimsExprs const* in, int32_t nbInputs, DimsExprs const*, int32_t, DimsExprs* out,
-    int32_t nbOutputs, IExprBuilder&) noexcept
+    int32_t nbOutputs, IExprBuilder& b) noexcept
 {
     if (nbInputs != 3 || nbOutputs != 1 || in[0].nbDims != 4 || in[1].nbDims != 4 || in[2].nbDims != 4)
     {
@@ -158,8 +165,8 @@ int32_t DCNv3Plugin::getOutputShapes(DimsExprs const* in, int32_t nbInputs, Dims
     }
     out[0].nbDims = 4;
     out[0].d[0] = in[0].d[0];
-    out[0].d[1] = in[1].d[1];
-    out[0].d[2] = in[1].d[2];
+    out[0].d[1] = conv_output_expr(b, *in[0].d[1], *b.constant(mParams.kh), mParams.pad_h, mParams.dil_h, mParams.stride_h);
+    out[0].d[2] = conv_output_expr(b, *in[0].d[2], *b.constant(mParams.kw), mParams.pad_w, mParams.dil_w, mParams.stride_w);
     out[0].d[3] = in[0].d[3];
     return 0;
 }
@@ -175,13 +182,11 @@ bool DCNv3Plugin::supportsFormatCombination(int32_t pos, DynamicPluginTensorDesc
 int32_t DCNv3Plugin::enqueue(PluginTensorDesc const* in, PluginTensorDesc const* outDesc, void const* const* inputs,
     void* const* outputs, void*, cudaStream_t stream) noexcept
 {
-    auto const& x = in[0].dims;
-    int const kk = mParams.kh * mParams.kw;
-    if (x.d[3] % mParams.group || in[1].dims.d[3] != mParams.group * kk * 2 || in[2].dims.d[3] != mParams.group * kk)
-    {
-        report_error("EdgeSegDCNv3: channels, group and offset/mask sizes disagree");
+    Shape out;
+    if (!enqueue_checks(validate_dcnv3(shape_of(in[0].dims), shape_of(in[1].dims), shape_of(in[2].dims), mParams, out),
+            kName, outDesc, {out}))
         return -1;
-    }
+    auto const& x = in[0].dims;
     int const ho = outDesc[0].dims.d[1], wo = outDesc[0].dims.d[2];
     cudaError_t e;
     if (in[0].type == DataType::kHALF)

@@ -11,7 +11,7 @@ namespace plugin
 
 std::vector<FieldSpec> const& PasteMasksPlugin::specs()
 {
-    static std::vector<FieldSpec> const s{{"threshold", PluginFieldType::kFLOAT32, 1, 1, -1.0, 1.0, false}};
+    static std::vector<FieldSpec> const s{{"threshold", PluginFieldType::kFLOAT32, 1, 1, spec::kPasteThreshold.lo, spec::kPasteThreshold.hi, false}};
     return s;
 }
 
@@ -65,6 +65,10 @@ bool PasteMasksPlugin::supportsFormatCombination(int32_t pos, DynamicPluginTenso
 int32_t PasteMasksPlugin::enqueue(PluginTensorDesc const* in, PluginTensorDesc const* outDesc, void const* const* inputs,
     void* const* outputs, void*, cudaStream_t stream) noexcept
 {
+    Shape out;
+    if (!enqueue_checks(validate_paste_masks(shape_of(in[0].dims), shape_of(in[1].dims), shape_of(in[2].dims), mThreshold, out),
+            kName, outDesc, {out}))
+        return -1;
     int const r = in[0].dims.d[0], mh = in[0].dims.d[1], mw = in[0].dims.d[2];
     int const h = outDesc[0].dims.d[1], w = outDesc[0].dims.d[2];
     cudaError_t e;
@@ -79,11 +83,12 @@ int32_t PasteMasksPlugin::enqueue(PluginTensorDesc const* in, PluginTensorDesc c
 
 std::vector<FieldSpec> const& PanopticPastePlugin::specs()
 {
-    static std::vector<FieldSpec> const s{{"num_classes", PluginFieldType::kINT32, 1, 1, 1, 65535, true},
-        {"num_thing_classes", PluginFieldType::kINT32, 1, 1, 0, 65535, true},
-        {"overlap_threshold", PluginFieldType::kFLOAT32, 1, 1, 0.0, 1.0, false},
-        {"min_stuff_area", PluginFieldType::kINT32, 1, 1, 0, 2147483647.0, false},
-        {"score_threshold", PluginFieldType::kFLOAT32, 1, 1, 0.0, 1.0, false}};
+    static std::vector<FieldSpec> const s{
+        {"num_classes", PluginFieldType::kINT32, 1, 1, spec::kNumClasses.lo, spec::kNumClasses.hi, true},
+        {"num_thing_classes", PluginFieldType::kINT32, 1, 1, spec::kNumThingClasses.lo, spec::kNumThingClasses.hi, true},
+        {"overlap_threshold", PluginFieldType::kFLOAT32, 1, 1, spec::kOverlapThreshold.lo, spec::kOverlapThreshold.hi, false},
+        {"min_stuff_area", PluginFieldType::kINT32, 1, 1, spec::kMinStuffArea.lo, spec::kMinStuffArea.hi, false},
+        {"score_threshold", PluginFieldType::kFLOAT32, 1, 1, spec::kScoreThreshold.lo, spec::kScoreThreshold.hi, false}};
     return s;
 }
 
@@ -148,9 +153,15 @@ bool PanopticPastePlugin::supportsFormatCombination(int32_t pos, DynamicPluginTe
     return io[pos].desc.type == types[pos] && io[pos].desc.format == TensorFormat::kLINEAR;
 }
 
-int32_t PanopticPastePlugin::enqueue(PluginTensorDesc const* in, PluginTensorDesc const*, void const* const* inputs,
+int32_t PanopticPastePlugin::enqueue(PluginTensorDesc const* in, PluginTensorDesc const* outDesc, void const* const* inputs,
     void* const* outputs, void*, cudaStream_t stream) noexcept
 {
+    PanopticParams const p{mNumClasses, mNumThingClasses, mOverlapThreshold, mMinStuffArea, mScoreThreshold};
+    Shape ids, segments;
+    if (!enqueue_checks(validate_panoptic_paste(shape_of(in[0].dims), shape_of(in[1].dims), shape_of(in[2].dims),
+                            shape_of(in[3].dims), p, ids, segments),
+            kName, outDesc, {ids, segments}))
+        return -1;
     int const h = in[0].dims.d[0], w = in[0].dims.d[1], r = in[1].dims.d[0];
     cudaError_t const e = cuda::panoptic_paste(static_cast<int32_t const*>(inputs[0]), h, w,
         static_cast<float const*>(inputs[1]), static_cast<float const*>(inputs[2]), static_cast<int32_t const*>(inputs[3]),

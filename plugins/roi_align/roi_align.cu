@@ -17,10 +17,11 @@ __global__ void roi_align_kernel(T const* input, int n, int c, int h, int w, flo
     {
         int const px = i % p.out_w, py = (i / p.out_w) % p.out_h, ch = (i / p.out_w / p.out_h) % c;
         int64_t const r = i / p.out_w / p.out_h / c;
-        int const b = clamp_int(batch[r], 0, n - 1);
+        int const b = batch[r];
         float const* box = rois + r * 4;
-        float const v = roi_align_bin(input + (static_cast<int64_t>(b) * c + ch) * h * w, h, w, box[0], box[1], box[2],
-            box[3], py, px, p);
+        // A batch index outside [0, n) gives zeros (roi_batch_valid); a non-finite box too (roi_grid).
+        float const v = roi_batch_valid(b, n) ? roi_align_bin(input + (static_cast<int64_t>(b) * c + ch) * h * w, h, w,
+            box[0], box[1], box[2], box[3], py, px, p) : 0.f;
         out[i] = static_cast<T>(v);
     }
 }
@@ -38,8 +39,13 @@ __global__ void multilevel_kernel(Levels levels, int n, int c, float const* rois
         float const x1 = rois[r * 4], y1 = rois[r * 4 + 1], x2 = rois[r * 4 + 2], y2 = rois[r * 4 + 3];
         int const l = fpn_level(x1, y1, x2, y2, canonical_scale, canonical_level, first_level, levels.count);
         RoIAlignParams const p{out_h, out_w, sampling_ratio, levels.scale[l], aligned};
-        int const b = clamp_int(batch[r], 0, n - 1);
+        int const b = batch[r];
         int const h = levels.height[l], w = levels.width[l];
+        if (!roi_batch_valid(b, n))
+        {
+            out[i] = static_cast<T>(0.f);
+            continue;
+        }
         T const* plane = static_cast<T const*>(levels.data[l]) + (static_cast<int64_t>(b) * c + ch) * h * w;
         out[i] = static_cast<T>(roi_align_bin(plane, h, w, x1, y1, x2, y2, py, px, p));
     }

@@ -14,16 +14,16 @@ namespace plugin
 
 namespace
 {
-FieldSpec const kOutH{"output_height", PluginFieldType::kINT32, 1, 1, 1, 1024, true};
-FieldSpec const kOutW{"output_width", PluginFieldType::kINT32, 1, 1, 1, 1024, true};
-FieldSpec const kSampling{"sampling_ratio", PluginFieldType::kINT32, 1, 1, -1, 64, false};
-FieldSpec const kAligned{"aligned", PluginFieldType::kINT32, 1, 1, 0, 1, false};
+FieldSpec const kOutH{"output_height", PluginFieldType::kINT32, 1, 1, spec::kOutputSize.lo, spec::kOutputSize.hi, true};
+FieldSpec const kOutW{"output_width", PluginFieldType::kINT32, 1, 1, spec::kOutputSize.lo, spec::kOutputSize.hi, true};
+FieldSpec const kSampling{"sampling_ratio", PluginFieldType::kINT32, 1, 1, spec::kSamplingRatio.lo, spec::kSamplingRatio.hi, false};
+FieldSpec const kAligned{"aligned", PluginFieldType::kINT32, 1, 1, spec::kAligned.lo, spec::kAligned.hi, false};
 } // namespace
 
 std::vector<FieldSpec> const& RoIAlignPlugin::specs()
 {
     static std::vector<FieldSpec> const s{kOutH, kOutW, kSampling,
-        {"spatial_scale", PluginFieldType::kFLOAT32, 1, 1, 1e-6, 1e4, false}, kAligned};
+        {"spatial_scale", PluginFieldType::kFLOAT32, 1, 1, spec::kSpatialScale.lo, spec::kSpatialScale.hi, false}, kAligned};
     return s;
 }
 
@@ -81,9 +81,13 @@ bool RoIAlignPlugin::supportsFormatCombination(int32_t pos, DynamicPluginTensorD
     }
 }
 
-int32_t RoIAlignPlugin::enqueue(PluginTensorDesc const* in, PluginTensorDesc const*, void const* const* inputs,
+int32_t RoIAlignPlugin::enqueue(PluginTensorDesc const* in, PluginTensorDesc const* outDesc, void const* const* inputs,
     void* const* outputs, void*, cudaStream_t stream) noexcept
 {
+    Shape out;
+    if (!enqueue_checks(validate_roi_align(shape_of(in[0].dims), shape_of(in[1].dims), shape_of(in[2].dims), mParams, out),
+            kName, outDesc, {out}))
+        return -1;
     auto const& x = in[0].dims;
     int const k = static_cast<int>(in[1].dims.d[0]);
     cudaError_t e;
@@ -101,10 +105,10 @@ int32_t RoIAlignPlugin::enqueue(PluginTensorDesc const* in, PluginTensorDesc con
 std::vector<FieldSpec> const& MultilevelRoIAlignPlugin::specs()
 {
     static std::vector<FieldSpec> const s{kOutH, kOutW, kSampling, kAligned,
-        {"spatial_scales", PluginFieldType::kFLOAT32, 1, cuda::Levels::kMax, 1e-6, 1.0, true},
-        {"canonical_scale", PluginFieldType::kFLOAT32, 1, 1, 1e-3, 1e5, false},
-        {"canonical_level", PluginFieldType::kINT32, 1, 1, 0, 16, false},
-        {"first_level", PluginFieldType::kINT32, 1, 1, 0, 16, true}};
+        {"spatial_scales", PluginFieldType::kFLOAT32, 1, kMaxLevels, spec::kLevelScale.lo, spec::kLevelScale.hi, true},
+        {"canonical_scale", PluginFieldType::kFLOAT32, 1, 1, spec::kCanonicalScale.lo, spec::kCanonicalScale.hi, false},
+        {"canonical_level", PluginFieldType::kINT32, 1, 1, spec::kLevel.lo, spec::kLevel.hi, false},
+        {"first_level", PluginFieldType::kINT32, 1, 1, spec::kLevel.lo, spec::kLevel.hi, true}};
     return s;
 }
 
@@ -170,9 +174,21 @@ bool MultilevelRoIAlignPlugin::supportsFormatCombination(int32_t pos, DynamicPlu
                     : io[pos].desc.type == io[2].desc.type;
 }
 
-int32_t MultilevelRoIAlignPlugin::enqueue(PluginTensorDesc const* in, PluginTensorDesc const*, void const* const* inputs,
-    void* const* outputs, void*, cudaStream_t stream) noexcept
+int32_t MultilevelRoIAlignPlugin::enqueue(PluginTensorDesc const* in, PluginTensorDesc const* outDesc,
+    void const* const* inputs, void* const* outputs, void*, cudaStream_t stream) noexcept
 {
+    MultilevelParams p{mOutH, mOutW, mSampling, mAligned, static_cast<int>(mScales.size()), {}, mCanonicalScale,
+        mCanonicalLevel, mFirstLevel};
+    Shape features[kMaxLevels];
+    for (int l = 0; l < p.levels && l < kMaxLevels; ++l)
+    {
+        p.spatial_scales[l] = mScales[l];
+        features[l] = shape_of(in[2 + l].dims);
+    }
+    Shape out;
+    if (!enqueue_checks(validate_multilevel_roi_align(shape_of(in[0].dims), shape_of(in[1].dims), features, p.levels, p, out),
+            kName, outDesc, {out}))
+        return -1;
     cuda::Levels levels{};
     levels.count = static_cast<int>(mScales.size());
     for (int l = 0; l < levels.count; ++l)

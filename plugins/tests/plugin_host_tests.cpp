@@ -441,6 +441,100 @@ void test_truncated_payloads()
 }
 } // namespace
 
+// A run-time tensor description (what enqueue receives).
+PluginTensorDesc run_desc(std::vector<int64_t> v, DataType t = DataType::kFLOAT)
+{
+    PluginTensorDesc d{};
+    d.type = t;
+    d.format = TensorFormat::kLINEAR;
+    d.dims.nbDims = static_cast<int32_t>(v.size());
+    for (size_t i = 0; i < v.size(); ++i)
+        d.dims.d[i] = v[i];
+    return d;
+}
+
+// enqueue with shapes that disagree: refused by the validation layer before any CUDA call (so this runs
+// without a GPU), with a message naming the input; the data pointers are never read.
+bool enqueue_refuses(IPluginV3* p, std::vector<PluginTensorDesc> in, std::vector<PluginTensorDesc> out, char const* word)
+{
+    if (!p)
+        return false;
+    std::vector<void const*> inputs(in.size(), nullptr);
+    std::vector<void*> outputs(out.size(), nullptr);
+    int32_t const rc = cap<IPluginV3OneRuntime>(p, PluginCapabilityType::kRUNTIME)
+                           ->enqueue(in.data(), out.data(), inputs.data(), outputs.data(), nullptr, nullptr);
+    std::string const error = edgeseg_plugin_last_error();
+    delete p;
+    if (rc == 0 || error.find(word) == std::string::npos)
+        std::printf("  enqueue said: rc %d, '%s' (wanted '%s')\n", rc, error.c_str(), word);
+    return rc != 0 && error.find(word) != std::string::npos;
+}
+
+void test_enqueue_validates_shapes()
+{
+    FieldSet roi;
+    roi.i("output_height", {7}).i("output_width", {7});
+    EXPECT(enqueue_refuses(create("EdgeSegRoIAlign", roi),
+        {run_desc({1, 8, 32, 32}), run_desc({5, 4}), run_desc({4}, DataType::kINT32)}, {run_desc({5, 8, 7, 7})},
+        "batch_indices"));
+    FieldSet ml;
+    ml.i("output_height", {7}).i("output_width", {7}).f("spatial_scales", {0.25f, 0.125f}).i("first_level", {2});
+    EXPECT(enqueue_refuses(create("EdgeSegMultilevelRoIAlign", ml),
+        {run_desc({5, 4}), run_desc({5}, DataType::kINT32), run_desc({1, 8, 32, 32}), run_desc({1, 6, 16, 16})},
+        {run_desc({5, 8, 7, 7})}, "feature map 1"));
+    FieldSet dc;
+    dc.i("stride", {1, 1}).i("padding", {0, 0});
+    // The offset sized like the input (8×8) for a 3×3 kernel without padding (6×6): once a heap overflow.
+    EXPECT(enqueue_refuses(create("EdgeSegDeformConv2d", dc),
+        {run_desc({1, 4, 8, 8}), run_desc({6, 4, 3, 3}), run_desc({1, 18, 8, 8}), run_desc({0}), run_desc({0})},
+        {run_desc({1, 6, 8, 8})}, "offset"));
+    FieldSet dc2;
+    dc2.i("stride", {1, 1}).i("padding", {0, 0});
+    EXPECT(enqueue_refuses(create("EdgeSegDeformConv2d", dc2),
+        {run_desc({1, 4, 8, 8}), run_desc({6, 4, 3, 3}), run_desc({1, 18, 6, 6}), run_desc({0}), run_desc({1, 9, 5, 5})},
+        {run_desc({1, 6, 6, 6})}, "mask"));
+    FieldSet v3;
+    v3.i("kernel", {3, 3}).i("padding", {1, 1}).i("group", {2});
+    EXPECT(enqueue_refuses(create("EdgeSegDCNv3", v3),
+        {run_desc({1, 8, 8, 4}), run_desc({1, 8, 8, 36}), run_desc({1, 8, 8, 9})}, {run_desc({1, 8, 8, 4})}, "mask"));
+    FieldSet pm;
+    pm.f("threshold", {0.5f});
+    EXPECT(enqueue_refuses(create("EdgeSegPasteMasks", pm),
+        {run_desc({3, 28, 28}), run_desc({2, 4}), run_desc({1, 3, 64, 64})}, {run_desc({3, 64, 64})}, "boxes"));
+    FieldSet pp;
+    pp.i("num_classes", {4}).i("num_thing_classes", {2});
+    EXPECT(enqueue_refuses(create("EdgeSegPanopticPaste", pp),
+        {run_desc({16, 16}, DataType::kINT32), run_desc({3, 16, 16}), run_desc({2}), run_desc({3}, DataType::kINT32)},
+        {run_desc({16, 16}, DataType::kINT32), run_desc({5, 5})}, "scores"));
+    // An output shape TensorRT allocated differently from what the inputs give is refused too.
+    FieldSet pm2;
+    pm2.f("threshold", {0.5f});
+    EXPECT(enqueue_refuses(create("EdgeSegPasteMasks", pm2),
+        {run_desc({3, 28, 28}), run_desc({3, 4}), run_desc({1, 3, 64, 64})}, {run_desc({3, 32, 64})}, "output"));
+}
+
+void test_deform_output_size_is_the_convolution_formula()
+{
+    Builder b;
+    DimsExprs out[1];
+    FieldSet fs;
+    fs.i("stride", {2, 1}).i("padding", {0, 2}).i("dilation", {1, 3});
+    IPluginV3* p = create("EdgeSegDeformConv2d", fs);
+    // Offset given at the input's size and bias/mask empty (1-D, no elements: absent).
+    DimsExprs in[5] = {dims(b, {1, 4, 17, 20}), dims(b, {6, 4, 3, 3}), dims(b, {1, 18, 17, 20}), dims(b, {0}), dims(b, {0})};
+    EXPECT(p && cap<IPluginV3OneBuild>(p, PluginCapabilityType::kBUILD)->getOutputShapes(in, 5, nullptr, 0, out, 1, b) == 0);
+    // H: (17 − 3) / 2 + 1 = 8; W: (20 + 4 − 7) / 1 + 1 = 18.
+    EXPECT((values(out[0]) == std::vector<int64_t>{1, 6, 8, 18}));
+    delete p;
+    FieldSet v3;
+    v3.i("kernel", {5, 3}).i("stride", {2, 2}).i("padding", {1, 1});
+    p = create("EdgeSegDCNv3", v3);
+    DimsExprs in3[3] = {dims(b, {1, 20, 20, 8}), dims(b, {1, 1, 1, 30}), dims(b, {1, 1, 1, 15})};
+    EXPECT(p && cap<IPluginV3OneBuild>(p, PluginCapabilityType::kBUILD)->getOutputShapes(in3, 3, nullptr, 0, out, 1, b) == 0);
+    EXPECT((values(out[0]) == std::vector<int64_t>{1, 9, 10, 8})); // (20+2−5)/2+1 = 9, (20+2−3)/2+1 = 10
+    delete p;
+}
+
 int main()
 {
     test_creators();
@@ -449,6 +543,8 @@ int main()
     test_refusals_say_why();
     test_random_payloads();
     test_truncated_payloads();
+    test_enqueue_validates_shapes();
+    test_deform_output_size_is_the_convolution_formula();
     std::printf(failures ? "%d FAILED\n" : "all plugin host tests passed\n", failures);
     return failures ? 1 : 0;
 }
