@@ -167,32 +167,29 @@ def test_dcnv3_module_starts_as_plain_kernel_average_and_trains():
     assert block.offset.weight.grad.abs().sum() > 0 and block.mask.weight.grad.abs().sum() > 0
 
 
-def paste_by_grid_sample(masks, boxes, h, w):
-    """Detectron2-style pasting written independently: one grid_sample per mask."""
-    out = []
-    for m, (x1, y1, x2, y2) in zip(masks, boxes.tolist()):
-        if x2 <= x1 or y2 <= y1:
-            out.append(torch.zeros(h, w))
-            continue
-        gx = ((torch.arange(w) + 0.5 - x1) / (x2 - x1)) * 2 - 1
-        gy = ((torch.arange(h) + 0.5 - y1) / (y2 - y1)) * 2 - 1
-        grid = torch.stack(torch.meshgrid(gy, gx, indexing="ij")[::-1], -1)[None]
-        out.append(F.grid_sample(m[None, None], grid, align_corners=False)[0, 0])
-    return torch.stack(out)
+# Awkward boxes: fractional, partly and wholly outside, negative corners (truncated toward zero),
+# zero-size, inverted, tiny, huge, on integer boundaries.
+AWKWARD_BOXES = [[3.2, 4.1, 25.7, 19.9], [-5.0, -5.0, 10.0, 12.0], [20.0, 10.0, 60.0, 50.0], [4.0, 4.0, 4.0, 9.0],
+                 [9.0, 9.0, 3.0, 3.0], [0.0, 0.0, 40.0, 30.0], [-0.7, -0.2, 0.3, 0.9], [12.0, 7.0, 12.5, 7.25],
+                 [-300.0, -200.0, 500.0, 400.0], [39.5, 29.5, 45.0, 35.0], [1.0, 2.0, 29.0, 27.0], [10.999, 3.001, 11.001, 28.999]]
 
 
 @pytest.mark.parametrize("impl", IMPLS)
-def test_paste_masks_equals_grid_sample(impl):
-    masks = torch.rand(6, 14, 14)
-    boxes = torch.tensor([[3.2, 4.1, 25.7, 19.9], [-5.0, -5.0, 10.0, 12.0], [20.0, 10.0, 60.0, 50.0],
-                          [4.0, 4.0, 4.0, 9.0], [9.0, 9.0, 3.0, 3.0], [0.0, 0.0, 40.0, 30.0]])
+@pytest.mark.parametrize("m", [14, 28])
+def test_paste_masks_equals_torchvision_paste_masks_in_image(impl, m):
+    from torchvision.models.detection.roi_heads import paste_masks_in_image
+    g = torch.Generator().manual_seed(m)
+    boxes = torch.tensor(AWKWARD_BOXES)
+    masks = torch.rand(len(boxes), m, m, generator=g)
     soft = ops.paste_masks(masks, boxes, (30, 40), threshold=-1, impl=impl)
-    ref = paste_by_grid_sample(masks, boxes, 30, 40)
-    torch.testing.assert_close(soft, ref, atol=1e-5, rtol=1e-5)
+    ref = paste_masks_in_image(masks[:, None], boxes, (30, 40), padding=1)[:, 0]
+    torch.testing.assert_close(soft, ref, atol=1e-6, rtol=1e-5)
     hard = ops.paste_masks(masks, boxes, torch.zeros(1, 3, 30, 40), threshold=0.5, impl=impl)
     assert torch.equal(hard, (soft >= 0.5).float())
-    full = ops.paste_masks(torch.ones(1, 7, 7), torch.tensor([[10.0, 5.0, 20.0, 15.0]]), (30, 40), 0.5, impl=impl)[0]
-    assert full[5:15, 10:20].all() and full.sum() == 100  # a full mask covers exactly its box
+    assert torch.equal(hard, (ref >= 0.5).float())  # no pixel flips at 0.5 against torchvision
+    # A box wholly above-left of the image pastes nothing (torchvision raises there: its slice end goes negative).
+    gone = ops.paste_masks(masks[:1], torch.tensor([[-20.0, -20.0, -10.0, -10.0]]), (30, 40), threshold=-1, impl=impl)
+    assert gone.abs().max() == 0
 
 
 @pytest.mark.parametrize("impl", IMPLS)

@@ -1,8 +1,9 @@
 """Mask pasting (Mask R-CNN) and the panoptic head (LPSNet), in the graph rather than on the host.
 
-paste_masks: image pixel (py, px) samples RoI mask r at v = (py + ½ − y1)/(y2 − y1)·M − ½,
-u = (px + ½ − x1)/(x2 − x1)·M' − ½ (pixel centres, the mask's cells spanning the box), bilinear with
-zero padding outside the mask; a box of zero or negative size pastes nothing.
+paste_masks: torchvision's ``paste_masks_in_image`` (the reference users compare with): the mask is
+zero-padded by one cell, the box expanded about its centre by (M+2)/M and truncated to integers, and the
+padded mask resized bilinearly (align_corners=False) to the integer box and written at its corner,
+clipped to the image. A box with a non-finite corner pastes nothing.
 
 panoptic_paste: instances, from high to low score, occupy the pixels of their (binary) masks; one
 whose overlap with pixels already occupied exceeds ``overlap_threshold`` of its area is dropped,
@@ -16,7 +17,6 @@ import torch
 from torch import Tensor
 
 from edgeseg.ops.export import emitting_plugin, plugin_node, plugin_node_multi
-from edgeseg.ops.sampling import interp_matrix_zero
 
 SEGMENT_FIELDS = ("id", "category", "is_thing", "area", "score")
 
@@ -40,19 +40,41 @@ def paste_masks(masks: Tensor, boxes: Tensor, image: Tensor | tuple[int, int], t
                            masks.dtype, (masks.shape[0], h, w))
     r, mh, mw = masks.shape
     x1, y1, x2, y2 = boxes.unbind(1)
-    bw, bh = x2 - x1, y2 - y1
-    # paste_box_valid in the math core: finite corners and a positive finite size, else zeros.
-    ok = torch.isfinite(x1) & torch.isfinite(y1) & torch.isfinite(bw) & torch.isfinite(bh) & (bw > 0) & (bh > 0)
-    x1, y1 = torch.where(ok, x1, torch.zeros_like(x1)), torch.where(ok, y1, torch.zeros_like(y1))
-    bw, bh = torch.where(ok, bw, torch.ones_like(bw)), torch.where(ok, bh, torch.ones_like(bh))
-    valid = ok.to(masks.dtype)
-    py = torch.arange(h, dtype=masks.dtype, device=masks.device) + 0.5
-    px = torch.arange(w, dtype=masks.dtype, device=masks.device) + 0.5
-    v = (py[None] - y1[:, None]) / bh[:, None] * mh - 0.5
-    u = (px[None] - x1[:, None]) / bw[:, None] * mw - 0.5
-    a, b = interp_matrix_zero(v, mh), interp_matrix_zero(u, mw)  # R×H×M, R×W×M'
-    soft = torch.einsum("rhm,rmn,rwn->rhw", a, masks, b) * valid[:, None, None]
+    ok = torch.isfinite(boxes).all(1)  # a box with a non-finite corner pastes zeros (the math core's rule)
+    x1, y1, x2, y2 = (torch.where(ok, t, torch.zeros_like(t)) for t in (x1, y1, x2, y2))
+    a = _paste_axis(y1, y2, mh, h, masks)  # R×H×mh
+    b = _paste_axis(x1, x2, mw, w, masks)  # R×W×mw
+    soft = torch.einsum("rhm,rmn,rwn->rhw", a, masks, b) * ok.to(masks.dtype)[:, None, None]
     return soft if threshold < 0 else (soft >= threshold).to(masks.dtype)
+
+
+def _trunc(v: Tensor) -> Tensor:
+    return torch.where(v < 0, torch.ceil(v), torch.floor(v))  # aten.trunc has no ONNX translation
+
+
+def _paste_axis(lo: Tensor, hi: Tensor, m: int, size, like: Tensor) -> Tensor:
+    """R×size×m: each image pixel's bilinear weights over the mask's m cells along one axis, by
+    torchvision's paste_masks_in_image arithmetic in float32 (see paste_grid in plugins/include/edgeseg/paste.h):
+    the box expanded by (m+2)/m and truncated, the zero-padded mask resized to the integer box."""
+    f32 = dict(dtype=torch.float32, device=lo.device)
+    lo, hi = lo.float(), hi.float()
+    expand = torch.tensor((m + 2) / m, **f32)
+    half = (hi - lo) * 0.5 * expand
+    centre = (hi + lo) * 0.5
+    limit = 536870912.0  # corners clamped to ±2^29 before truncation, as in the math core
+    c0 = _trunc((centre - half).clamp(-limit, limit))
+    c1 = _trunc((centre + half).clamp(-limit, limit))
+    scale = torch.tensor(float(m + 2), **f32) / (c1 - c0 + 1).clamp(min=1)
+    pix = torch.arange(size, **f32) if isinstance(size, int) else torch.arange(size, device=lo.device).float()
+    d = pix[None, :] - c0[:, None]  # R×size
+    inside = (d >= 0) & (pix[None, :] <= c1[:, None])
+    src = (scale[:, None] * (d + 0.5) - 0.5).clamp(min=0)
+    i0 = src.floor().clamp(max=m + 1)
+    i1 = torch.where(i0 < m + 1, i0 + 1, i0)
+    l1 = (src - i0).clamp(0, 1)
+    cells = torch.arange(1, m + 1, **f32)  # padded cells 1..m are the mask; 0 and m+1 are the zero ring
+    weights = ((i0[..., None] == cells) * (1 - l1)[..., None] + (i1[..., None] == cells) * l1[..., None])
+    return (weights * inside[..., None]).to(like.dtype)
 
 
 def panoptic_paste(semantic: Tensor, masks: Tensor, scores: Tensor, classes: Tensor, num_classes: int,

@@ -22,17 +22,3 @@ def bilinear_zero(image: Tensor, y: Tensor, x: Tensor) -> Tensor:
             v = flat.gather(2, idx[:, None, :].expand(b, c, idx.shape[1]))
             out = out + v * (wy * wx * ok)[:, None, :]
     return out
-
-
-def interp_matrix_zero(pos: Tensor, length: int) -> Tensor:
-    """(...)×P sample positions -> (...)×P×length zero-padded bilinear weights (rows sum to ≤ 1).
-
-    Zero-padded bilinear sampling on a separable grid is separable: sample(F)[p, q] = (A F Bᵀ)[p, q]."""
-    p0 = pos.floor()
-    frac = pos - p0
-    out = pos.new_zeros(*pos.shape, length)
-    for d, wt in ((0, 1 - frac), (1, frac)):
-        idx = p0 + d
-        ok = (idx >= 0) & (idx <= length - 1)
-        out = out.scatter_add(-1, idx.clamp(0, length - 1).long()[..., None], (wt * ok)[..., None])
-    return out

@@ -382,15 +382,15 @@ extern "C" int es_paste_masks(es_tensor const* masks, es_tensor const* boxes, es
             float const* box = bx + j * 4;
             float* dst = y + j * plane;
             std::fill(dst, dst + plane, 0.f);
-            if (!edgeseg::paste_box_valid(box[0], box[1], box[2], box[3]))
+            edgeseg::PasteGrid const g = edgeseg::paste_grid(box[0], box[1], box[2], box[3], mh, mw);
+            if (!g.valid)
                 continue;
-            int y_lo, y_hi, x_lo, x_hi; // only pixels that can be non-zero are computed
-            edgeseg::paste_extent(box[1], box[3], mh, h, y_lo, y_hi);
-            edgeseg::paste_extent(box[0], box[2], mw, w, x_lo, x_hi);
+            int y_lo, y_hi, x_lo, x_hi; // only pixels the box can write are computed
+            edgeseg::paste_extent(g.y0, g.y1, h, y_lo, y_hi);
+            edgeseg::paste_extent(g.x0, g.x1, w, x_lo, x_hi);
             for (int py = y_lo; py < y_hi; ++py)
                 for (int px = x_lo; px < x_hi; ++px)
-                    dst[static_cast<int64_t>(py) * w + px] = edgeseg::paste_pixel(m + j * mh * mw, mh, mw, box[0],
-                        box[1], box[2], box[3], py, px, threshold);
+                    dst[static_cast<int64_t>(py) * w + px] = edgeseg::paste_pixel(m + j * mh * mw, mh, mw, g, py, px, threshold);
         }
         return 0;
     });

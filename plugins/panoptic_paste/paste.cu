@@ -20,7 +20,8 @@ __global__ void paste_kernel(T const* masks, int r, int mh, int mw, float const*
         int const px = i % w, py = (i / w) % h;
         int64_t const j = i / w / h;
         float const* box = boxes + j * 4;
-        out[i] = static_cast<T>(paste_pixel(masks + j * mh * mw, mh, mw, box[0], box[1], box[2], box[3], py, px, threshold));
+        PasteGrid const g = paste_grid(box[0], box[1], box[2], box[3], mh, mw);
+        out[i] = static_cast<T>(paste_pixel(masks + j * mh * mw, mh, mw, g, py, px, threshold));
     }
 }
 

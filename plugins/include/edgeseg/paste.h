@@ -5,37 +5,89 @@
 namespace edgeseg
 {
 
-// A box that pastes anything: finite corners, positive finite width and height. Any other box (NaN,
-// inf, empty, inverted) pastes zeros, in every implementation.
-ES_HD bool paste_box_valid(float x1, float y1, float x2, float y2)
+// Mask pasting with torchvision's paste_masks_in_image semantics (padding 1), the reference users compare
+// with: the mh×mw mask is zero-padded to (mh+2)×(mw+2); the box is expanded about its centre by
+// (m+2)/m per axis and truncated to integers (x0, y0, x1, y1); the padded mask is resized bilinearly
+// (align_corners=False, PyTorch's F.interpolate arithmetic) to the integer box's size
+// (x1 − x0 + 1)×(y1 − y0 + 1), at least 1×1, and written with its top-left at (x0, y0), clipped to the
+// image. A box with a NaN or ±inf corner pastes zeros (in every implementation).
+struct PasteGrid
 {
-    float const bw = x2 - x1, bh = y2 - y1;
-    return finite(x1) && finite(y1) && bw > 0.f && bh > 0.f && finite(bw) && finite(bh);
+    int x0, y0, x1, y1;     // the expanded integer box (inclusive)
+    float scale_x, scale_y; // padded mask cells per box pixel
+    bool valid;
+};
+
+// torchvision truncates the expanded corner to int64; corners are clamped to ±2^29 first (no float →
+// int overflow; a box that large covers any image either way).
+ES_HD int paste_corner(float v)
+{
+    constexpr float kLimit = 536870912.f;
+    return static_cast<int>(v < -kLimit ? -kLimit : (v > kLimit ? kLimit : v));
 }
 
-// Pixel (py, px) of the image from an mh×mw RoI mask spanning box (x1, y1, x2, y2).
-// threshold >= 0: 1 where the interpolated value >= threshold, else 0; < 0: the value itself.
-template <typename T>
-ES_HD float paste_pixel(T const* mask, int mh, int mw, float x1, float y1, float x2, float y2, int py, int px,
-    float threshold)
+ES_HD PasteGrid paste_grid(float x1, float y1, float x2, float y2, int mh, int mw)
 {
-    if (!paste_box_valid(x1, y1, x2, y2))
+    PasteGrid g{};
+    g.valid = finite(x1) && finite(y1) && finite(x2) && finite(y2);
+    if (!g.valid)
+        return g;
+    // torchvision: scale = float(m + 2) / m (a double, applied to float32 boxes as float).
+    float const ex = static_cast<float>(static_cast<double>(mw + 2) / mw);
+    float const ey = static_cast<float>(static_cast<double>(mh + 2) / mh);
+    float const w_half = (x2 - x1) * .5f * ex, h_half = (y2 - y1) * .5f * ey;
+    float const xc = (x2 + x1) * .5f, yc = (y2 + y1) * .5f;
+    g.x0 = paste_corner(xc - w_half);
+    g.x1 = paste_corner(xc + w_half);
+    g.y0 = paste_corner(yc - h_half);
+    g.y1 = paste_corner(yc + h_half);
+    int const bw = g.x1 - g.x0 + 1, bh = g.y1 - g.y0 + 1;
+    g.scale_x = static_cast<float>(mw + 2) / static_cast<float>(bw > 1 ? bw : 1);
+    g.scale_y = static_cast<float>(mh + 2) / static_cast<float>(bh > 1 ? bh : 1);
+    return g;
+}
+
+// Bilinear source taps of box pixel d along one axis of a padded mask of `cells` cells (F.interpolate,
+// align_corners=False): i0, i1 and the weight of i1.
+ES_HD void paste_taps(float scale, int d, int cells, int& i0, int& i1, float& l1)
+{
+    float src = scale * (static_cast<float>(d) + .5f) - .5f;
+    src = src < 0.f ? 0.f : src;
+    i0 = static_cast<int>(src);
+    i0 = i0 < cells - 1 ? i0 : cells - 1;
+    i1 = i0 + (i0 < cells - 1 ? 1 : 0);
+    l1 = src - static_cast<float>(i0);
+    l1 = l1 < 0.f ? 0.f : (l1 > 1.f ? 1.f : l1);
+}
+
+// Cell (y, x) of the zero-padded mask.
+template <typename T>
+ES_HD float padded_cell(T const* mask, int mh, int mw, int y, int x)
+{
+    return (y >= 1 && y <= mh && x >= 1 && x <= mw) ? to_float(mask[(y - 1) * mw + (x - 1)]) : 0.f;
+}
+
+// Pixel (py, px) of the image from an mh×mw mask pasted by grid g. threshold >= 0: 1 where the value
+// >= threshold, else 0; < 0: the value itself.
+template <typename T>
+ES_HD float paste_pixel(T const* mask, int mh, int mw, PasteGrid const& g, int py, int px, float threshold)
+{
+    if (!g.valid || px < g.x0 || px > g.x1 || py < g.y0 || py > g.y1)
         return 0.f;
-    float const bw = x2 - x1, bh = y2 - y1;
-    float const v = (py + .5f - y1) / bh * mh - .5f;
-    float const u = (px + .5f - x1) / bw * mw - .5f;
-    float const value = bilinear_zero(mask, mh, mw, mw, 1, v, u);
+    int y0, y1, x0, x1;
+    float ly, lx;
+    paste_taps(g.scale_y, py - g.y0, mh + 2, y0, y1, ly);
+    paste_taps(g.scale_x, px - g.x0, mw + 2, x0, x1, lx);
+    float const value = (1.f - ly) * ((1.f - lx) * padded_cell(mask, mh, mw, y0, x0) + lx * padded_cell(mask, mh, mw, y0, x1))
+        + ly * ((1.f - lx) * padded_cell(mask, mh, mw, y1, x0) + lx * padded_cell(mask, mh, mw, y1, x1));
     return threshold < 0.f ? value : (value >= threshold ? 1.f : 0.f);
 }
 
-// Pixels [lo, hi) along one axis outside which a mask spanning [a, b) with m cells pastes only zeros
-// (its bilinear samples lie one cell or more outside the mask). Conservative by a pixel either side.
-ES_HD void paste_extent(float a, float b, int m, int size, int& lo, int& hi)
+// Pixels [lo, hi) along one axis that box [a, b] (inclusive) can write in an image of `size` pixels.
+ES_HD void paste_extent(int a, int b, int size, int& lo, int& hi)
 {
-    float const cell = (b - a) / m;
-    float const first = floorf(a - .5f * cell - .5f) - 1.f, last = ceilf(b + .5f * cell - .5f) + 2.f;
-    lo = first < 0.f ? 0 : (first > size ? size : static_cast<int>(first));
-    hi = last < 0.f ? 0 : (last > size ? size : static_cast<int>(last));
+    lo = a < 0 ? 0 : (a > size ? size : a);
+    hi = b + 1 < lo ? lo : (b + 1 > size ? size : b + 1);
 }
 
 // Whether an instance (in score order) becomes a segment: it must score enough, have pixels, keep
