@@ -5,14 +5,21 @@ foreign ONNX, in a sidecar ``<model>.onnx.json`` holding the same fields.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import onnx
 
-from edgeseg.errors import OnnxFileError
+from edgeseg.errors import EdgeSegError, OnnxFileError
 
 PREFIX = "edgeseg."
+MAX_FIELD_BYTES = 1 << 20  # one metadata value or a whole sidecar: JSON of at most 1 MiB
+MAX_CLASSES = 1024
+MAX_IN_CHANNELS = 64
+TASKS = ("semantic", "instance", "panoptic")
+PRECISIONS = ("fp32", "fp16", "int8")
+LAYOUTS = ("NCHW",)
 
 
 @dataclass
@@ -48,14 +55,80 @@ class ModelMeta:
         values = {}
         for k, v in props.items():
             if k.startswith(PREFIX) and k[len(PREFIX):] in known:
+                if len(v) > MAX_FIELD_BYTES:
+                    raise OnnxFileError(f"{source}: metadata field {k} is {len(v)} bytes (limit {MAX_FIELD_BYTES})",
+                                        "re-export the model with edgeseg")
                 try:
                     values[k[len(PREFIX):]] = json.loads(v)
-                except json.JSONDecodeError:
+                except (ValueError, RecursionError):  # JSONDecodeError, over-long integers, deep nesting
                     raise OnnxFileError(f"{source}: metadata field {k} is not valid JSON", "re-export the model with edgeseg") from None
         if "model" not in values:
             raise OnnxFileError(f"{source} carries no edgeseg metadata",
                                 f"export it with 'edgeseg export', or write a sidecar {source}.json (see README)")
-        return cls(**values)
+        return cls.validated(values, source)
+
+    @classmethod
+    def validated(cls, values: dict, source: str, error: type[EdgeSegError] = OnnxFileError) -> "ModelMeta":
+        """A ModelMeta from untrusted ``values`` (an ONNX file's metadata, a sidecar, a checkpoint, an engine's
+        sidecar): every field checked by type, range and length; a refusal names the field and ``source``."""
+        unknown = sorted(set(values) - {f.name for f in fields(cls)})
+        if unknown:
+            raise error(f"{source}: unknown metadata field '{str(unknown[0])[:60]}'",
+                        f"remove it; the fields are: {', '.join(f.name for f in fields(cls))}")
+        meta = cls(**values)
+        _check_meta(meta, source, error)
+        return meta
+
+
+def _check_meta(meta: ModelMeta, source: str, error: type[EdgeSegError]) -> None:
+    def bad(name: str, what: str, fix: str = "") -> EdgeSegError:
+        return error(f"{source}: metadata field '{name}' {what}", fix or "re-export the model with edgeseg, or fix the sidecar")
+
+    def is_int(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    def is_number(v) -> bool:
+        return (is_int(v) or isinstance(v, float)) and math.isfinite(v)
+
+    def short_string(name: str, v, limit: int = 256) -> None:
+        if not isinstance(v, str) or len(v) > limit:
+            raise bad(name, f"must be a string of at most {limit} characters")
+
+    short_string("model", meta.model)
+    if meta.task not in TASKS:
+        raise bad("task", f"must be one of {', '.join(TASKS)}")
+    if not is_int(meta.in_channels) or not 1 <= meta.in_channels <= MAX_IN_CHANNELS:
+        raise bad("in_channels", f"must be an integer in 1..{MAX_IN_CHANNELS}")
+    names = meta.class_names
+    if not isinstance(names, (list, tuple)) or not 1 <= len(names) <= MAX_CLASSES:
+        raise bad("class_names", f"must be a list of 1..{MAX_CLASSES} class names")
+    if not all(isinstance(n, str) and len(n) <= 256 for n in names):
+        raise bad("class_names", "must hold strings of at most 256 characters")
+    for name in ("mean", "std"):
+        v = getattr(meta, name)
+        if not isinstance(v, (list, tuple)) or len(v) != meta.in_channels or not all(is_number(x) for x in v):
+            raise bad(name, f"must be a list of {meta.in_channels} numbers (one per input channel)")
+    if not all(x > 0 for x in meta.std):
+        raise bad("std", "must be positive")
+    short_string("input_name", meta.input_name)
+    if meta.input_layout not in LAYOUTS:
+        raise bad("input_layout", f"must be one of {', '.join(LAYOUTS)}")
+    if not is_int(meta.size_divisor) or not 1 <= meta.size_divisor <= 1024:
+        raise bad("size_divisor", "must be an integer in 1..1024")
+    outs = meta.outputs
+    if (not isinstance(outs, dict) or not 1 <= len(outs) <= 64
+            or not all(isinstance(k, str) and len(k) <= 256 and isinstance(v, str) for k, v in outs.items())):
+        raise bad("outputs", "must map 1..64 output names to descriptions (strings)")
+    short_string("logits_output", meta.logits_output)
+    if not is_int(meta.ignore_index):
+        raise bad("ignore_index", "must be an integer")
+    if meta.flavour not in ("portable", "tensorrt"):
+        raise bad("flavour", "must be portable or tensorrt")
+    if meta.precision not in PRECISIONS:
+        raise bad("precision", f"must be one of {', '.join(PRECISIONS)}")
+    short_string("edgeseg_version", meta.edgeseg_version, 64)
+    if not isinstance(meta.config, dict):
+        raise bad("config", "must be a JSON object")
 
 
 def write_metadata(model: onnx.ModelProto, meta: ModelMeta) -> None:
@@ -72,12 +145,25 @@ def read_metadata(model: onnx.ModelProto, path: str | Path) -> ModelMeta:
     if not any(k.startswith(PREFIX) for k in props):
         sidecar = Path(str(path) + ".json")
         if sidecar.is_file():
-            try:
-                data = json.loads(sidecar.read_text())
-            except json.JSONDecodeError as e:
-                raise OnnxFileError(f"sidecar {sidecar} is not valid JSON ({e.msg})", "fix the JSON") from None
-            props = {PREFIX + k: json.dumps(v) for k, v in data.items()}
+            return read_sidecar(sidecar)
     return ModelMeta.from_props(props, str(path))
+
+
+def read_sidecar(sidecar: str | Path) -> ModelMeta:
+    """The metadata of a foreign ONNX from its ``<model>.onnx.json``; unknown keys are refused."""
+    sidecar = Path(sidecar)
+    size = sidecar.stat().st_size
+    if size > MAX_FIELD_BYTES:
+        raise OnnxFileError(f"sidecar {sidecar} is {size} bytes (limit {MAX_FIELD_BYTES})", "write only the metadata fields into it")
+    try:
+        data = json.loads(sidecar.read_bytes())
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, bad UTF-8, over-long integers, deep nesting
+        raise OnnxFileError(f"sidecar {sidecar} is not valid JSON ({str(e).splitlines()[0][:80]})", "fix the JSON") from None
+    if not isinstance(data, dict):
+        raise OnnxFileError(f"sidecar {sidecar} is not a JSON object", 'write {"model": ..., "class_names": [...]}')
+    if "model" not in data:
+        raise OnnxFileError(f"sidecar {sidecar}: metadata field 'model' is missing", "name the model in the sidecar (see README)")
+    return ModelMeta.validated(data, f"sidecar {sidecar}")
 
 
 def load_onnx(path: str | Path, load_weights: bool = True) -> onnx.ModelProto:

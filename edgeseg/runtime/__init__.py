@@ -6,7 +6,7 @@ from pathlib import Path
 
 from torch import nn
 
-from edgeseg.errors import BackendError
+from edgeseg.errors import BackendError, ModelError
 from edgeseg.export.metadata import ModelMeta
 from edgeseg.runtime.base import Session, check_batch, labels_from_logits, preprocess
 
@@ -14,8 +14,11 @@ BACKENDS = ("torch", "onnxruntime", "tensorrt")
 
 
 def meta_from_checkpoint_dict(config: dict, meta: dict) -> ModelMeta:
+    """The ONNX metadata of a checkpoint's model, each field checked (a checkpoint is untrusted input)."""
     extra = meta.get("config", {})
-    return ModelMeta(model=config["name"], **{**meta, "config": {**config, **extra}})
+    if not isinstance(extra, dict):
+        raise ModelError("checkpoint meta field 'config' is not a dict", "pass a .pt file written by 'edgeseg train'")
+    return ModelMeta.validated({**meta, "model": config["name"], "config": {**config, **extra}}, "checkpoint", ModelError)
 
 
 def open_session(target: str | Path | nn.Module, backend: str = "onnxruntime", meta: ModelMeta | None = None,
