@@ -11,6 +11,47 @@ from edgeseg.errors import ModelError
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {}
 _DEFAULTS: dict[str, dict] = {}
 
+# What a builder argument may be: (type, low, high) for numbers, (str, choices) for names. These are the
+# arguments that size a model; a checkpoint's config is checked against them before anything is built.
+# Arguments that name a variant (backbone, config, stride, output_stride) are fixed by the registered
+# name and cannot be overridden.
+ARG_RANGES: dict[str, tuple] = {
+    "num_classes": (int, 1, 1024),
+    "in_channels": (int, 1, 64),
+    "base_width": (int, 1, 128),
+    "depth": (int, 1, 6),
+    "fc_channels": (int, 1, 4096),
+    "width_mult": (float, 0.0625, 2.0),
+    "dropout": (float, 0.0, 1.0),
+    "batch_norm": (bool,),
+    "head": (str, ("v1", "v2", "v2p")),
+}
+
+
+def check_arg(model: str, key: str, value) -> None:
+    """Refuse a builder argument of the wrong type or out of its range, naming it and the range."""
+    spec = ARG_RANGES.get(key)
+    if spec is None:
+        raise ModelError(f"model '{model}': argument '{key}' has no declared range", "report this as an edgeseg bug")
+    kind = spec[0]
+    if kind is bool:
+        ok = isinstance(value, bool)
+    elif kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif kind is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, str)
+    if not ok:
+        raise ModelError(f"model '{model}': argument {key}={value!r:.40} is not of type {kind.__name__}",
+                         f"give {key} as {kind.__name__}")
+    if kind in (int, float) and not spec[1] <= value <= spec[2]:
+        raise ModelError(f"model '{model}': argument {key}={value} is outside {spec[1]}..{spec[2]}",
+                         f"choose {key} in {spec[1]}..{spec[2]}")
+    if kind is str and value not in spec[1]:
+        raise ModelError(f"model '{model}': argument {key}={value!r:.40} is not one of {', '.join(spec[1])}",
+                         f"choose {key} from {', '.join(spec[1])}")
+
 
 def register(name: str, **defaults):
     """Register ``fn`` under ``name``; ``defaults`` fix arguments that make this name a variant."""
@@ -29,16 +70,29 @@ def list_models() -> list[str]:
     return sorted(_BUILDERS)
 
 
+def check_args(name, num_classes=21, in_channels=3, **kwargs) -> None:
+    """Everything ``create`` refuses, without building anything: the name, unknown arguments, types, ranges."""
+    if not isinstance(name, str) or name not in _BUILDERS:
+        raise ModelError(f"unknown model '{name!s:.80}'", "run 'edgeseg zoo' to list the models")
+    accepted = inspect.signature(_BUILDERS[name]).parameters
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown:
+        raise ModelError(f"model '{name}' takes no argument(s) {unknown}"[:300],
+                         f"its arguments are: {', '.join(p for p in accepted if p not in ('num_classes', 'in_channels'))}")
+    for key, value in {"num_classes": num_classes, "in_channels": in_channels, **kwargs}.items():
+        fixed = _DEFAULTS[name]
+        if key in fixed:
+            if value != fixed[key]:
+                raise ModelError(f"model '{name}' fixes {key}={fixed[key]!r}, got {value!r:.40}",
+                                 f"drop {key}, or pick the zoo name with the {key} you want")
+            continue
+        check_arg(name, key, value)
+
+
 def create(name: str, num_classes: int = 21, in_channels: int = 3, **kwargs) -> nn.Module:
-    if name not in _BUILDERS:
-        raise ModelError(f"unknown model '{name}'", "run 'edgeseg zoo' to list the models")
+    check_args(name, num_classes, in_channels, **kwargs)
     fn = _BUILDERS[name]
     args = {**_DEFAULTS[name], **kwargs}
-    accepted = inspect.signature(fn).parameters
-    unknown = sorted(set(args) - set(accepted))
-    if unknown:
-        raise ModelError(f"model '{name}' takes no argument(s) {unknown}",
-                         f"its arguments are: {', '.join(p for p in accepted if p not in ('num_classes', 'in_channels'))}")
     model = fn(num_classes=num_classes, in_channels=in_channels, **args)
     # What export and the runtime need to know, kept on the module.
     model.edgeseg_config = {"name": name, "num_classes": num_classes, "in_channels": in_channels, **kwargs}
