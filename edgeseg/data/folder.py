@@ -4,6 +4,9 @@ If ``root/train`` and ``root/val`` exist they are used as the split roots.
 """
 from __future__ import annotations
 
+import contextlib
+import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -14,17 +17,61 @@ from edgeseg.errors import DataError
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+DEFAULT_MAX_PIXELS = 100_000_000  # 100 MP; $EDGESEG_MAX_PIXELS or max_pixels= (CLI --max-pixels) change it
 
 
-def load_image(path: str | Path, channels: int = 3) -> np.ndarray:
-    """Read an image file into C×H×W float32 in [0, 1] (RGB for 3 channels, grey for 1)."""
+def pixel_limit(limit: int | None = None) -> int:
+    """The pixel budget for one image: ``limit``, else $EDGESEG_MAX_PIXELS, else 100 MP."""
+    if limit is None:
+        env = os.environ.get("EDGESEG_MAX_PIXELS", "")
+        try:
+            limit = int(env) if env else DEFAULT_MAX_PIXELS
+        except ValueError:
+            raise DataError(f"EDGESEG_MAX_PIXELS={env[:40]!r} is not an integer", "set it to a pixel count, e.g. 100000000") from None
+    if limit < 1:
+        raise DataError(f"the pixel limit must be positive, got {limit}", "pass e.g. --max-pixels 100000000")
+    return limit
+
+
+@contextlib.contextmanager
+def open_within_budget(path: Path, limit: int | None, what: str = "image"):
+    """``Image.open`` (which reads only the header), refusing more than ``limit`` pixels before anything is
+    decoded. PIL's own bomb check is set to the same limit and its error and warning never escape."""
     from PIL import Image, UnidentifiedImageError
+
+    limit = pixel_limit(limit)
+    Image.MAX_IMAGE_PIXELS = limit
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)
+    except Image.DecompressionBombError:
+        raise DataError(f"{what} {path} claims more than {2 * limit:,} pixels, over the limit of {limit:,}",
+                        "downscale or tile it, or raise the limit with --max-pixels / EDGESEG_MAX_PIXELS") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise DataError(f"{what} {path} is not a readable image ({type(e).__name__})", "pass a PNG/JPEG/TIFF image file") from None
+    with im:
+        w, h = im.size
+        if w * h > limit:
+            raise DataError(f"{what} {path} is {w}×{h} = {w * h:,} pixels, over the limit of {limit:,}",
+                            "downscale or tile it, or raise the limit with --max-pixels / EDGESEG_MAX_PIXELS")
+        yield im
+
+
+def load_image(path: str | Path, channels: int = 3, max_pixels: int | None = None) -> np.ndarray:
+    """Read an image file into C×H×W float32 in [0, 1] (RGB for 3 channels, grey for 1).
+
+    An image of more than ``max_pixels`` (default 100 MP, or $EDGESEG_MAX_PIXELS) is refused from its
+    header, before it is decoded."""
+    from PIL import UnidentifiedImageError
 
     path = Path(path)
     if not path.is_file():
         raise DataError(f"image not found: {path}", "check the path")
+    if channels not in (1, 3):
+        raise DataError(f"cannot load an image as {channels} channels", "use a model with 1 or 3 input channels")
     try:
-        with Image.open(path) as im:
+        with open_within_budget(path, max_pixels) as im:
             im.load()
             if im.mode in ("I;16", "I;16B", "I"):
                 arr = np.asarray(im, dtype=np.float32)
@@ -35,20 +82,19 @@ def load_image(path: str | Path, channels: int = 3) -> np.ndarray:
             arr = np.asarray(im, dtype=np.float32) / 255.0
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise DataError(f"{path} is not a readable image ({type(e).__name__})", "pass a PNG/JPEG/TIFF image file") from None
-    if channels not in (1, 3):
-        raise DataError(f"cannot load an image as {channels} channels", "use a model with 1 or 3 input channels")
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1).copy()
 
 
-def load_mask(path: Path, num_classes: int) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
+def load_mask(path: Path, num_classes: int, max_pixels: int | None = None) -> np.ndarray:
+    """Class index per pixel (H×W int64); single-channel modes only (1-bit masks are classes 0 and 1)."""
+    from PIL import UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
-            if im.mode not in ("L", "P", "I", "I;16"):
+        with open_within_budget(path, max_pixels, "mask") as im:
+            if im.mode not in ("1", "L", "P", "I", "I;16"):
                 raise DataError(f"mask {path} has mode {im.mode}", "save masks as single-channel PNGs of class indices")
-            mask = np.asarray(im, dtype=np.int64)
-    except (UnidentifiedImageError, OSError) as e:
+            mask = np.asarray(im, dtype=np.int64)  # mode "1" reads as booleans: 0 and 1
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise DataError(f"mask {path} is not a readable image ({type(e).__name__})", "save masks as PNG") from None
     bad = (mask >= num_classes) & (mask != IGNORE_INDEX)
     if bad.any():
