@@ -9,15 +9,34 @@ def export_onnx(model, path, **kwargs):
     then run it once in ONNX Runtime against PyTorch at two input sizes.
 
     Keyword arguments go to ``edgeseg.export.export_onnx`` (meta, sample, opset, dynamic, exporter).
-    Returns the ``ParityReport`` (``.passed``, ``.summary()``); the metadata written is ``report.meta``.
+    Returns the ``ParityReport`` (``.passed``, ``.summary()``); the metadata written is ``report.meta``,
+    the file written ``report.path``. A graph that does not match PyTorch is never written under ``path``:
+    it is kept as ``<stem>.failed.onnx`` beside it, for inspection.
     """
+    import os
+    from pathlib import Path
+
     from edgeseg.export import export_onnx as _export
+    from edgeseg.io import atomic_path
     from edgeseg.parity import verify_export
 
-    meta = _export(model, path, **kwargs)
-    report = verify_export(model, path, meta)
-    report.meta = meta
+    path = Path(path)
+    with atomic_path(path) as staged:
+        meta = _export(model, staged, **kwargs)
+        report = verify_export(model, staged, meta)
+        report.meta, report.path = meta, path
+        if not report.passed:
+            report.path = failed_path(path)
+            os.replace(staged, report.path)  # atomic_path then has nothing to publish under ``path``
     return report
+
+
+def failed_path(path):
+    """Where an export that failed its parity check is kept: ``m.onnx`` -> ``m.failed.onnx``."""
+    from pathlib import Path
+
+    path = Path(path)
+    return path.with_name(f"{path.stem}.failed{path.suffix or '.onnx'}")
 
 
 __all__ = ["__version__", "export_onnx"]
