@@ -28,6 +28,19 @@ class _Reader:
         return None if batch is None else {self.input_name: batch}
 
 
+def check_quantizable(proto: onnx.ModelProto, meta: ModelMeta, src) -> None:
+    """INT8 quantization takes an FP32, portable graph: refuse anything else up front, saying why."""
+    from edgeseg.export.plugins import plugin_nodes
+
+    if meta.precision != "fp32":
+        raise EdgeSegError(f"{src} is already {meta.precision}", "quantize the FP32 export")
+    plugins = sorted(set(plugin_nodes(proto)))
+    if plugins:
+        raise EdgeSegError(f"{src} is a tensorrt-flavour graph ({', '.join(plugins)} plugin nodes) and ONNX Runtime's "
+                           "INT8 quantizer cannot calibrate or quantize edgeseg plugin nodes",
+                           "quantize the --flavour portable export, or let TensorRT build INT8 from the FP32 graph")
+
+
 def quantize_int8(src: str | Path, dst: str | Path, calibration: list[np.ndarray], method: str = "minmax",
                   per_channel: bool = True, reduce_range: bool = True) -> ModelMeta:
     """Quantize ``src`` (an FP32 edgeseg ONNX) to a Q/DQ INT8 ``dst`` calibrated on ``calibration``
@@ -49,8 +62,7 @@ def quantize_int8(src: str | Path, dst: str | Path, calibration: list[np.ndarray
         raise EdgeSegError("no calibration images", "give at least one image (--calib-images)")
     proto = load_onnx(src)
     meta = read_metadata(proto, src)
-    if meta.precision != "fp32":
-        raise EdgeSegError(f"{src} is already {meta.precision}", "quantize the FP32 export")
+    check_quantizable(proto, meta, src)
     with tempfile.TemporaryDirectory() as tmp:
         pre = Path(tmp) / "pre.onnx"
         # Fold batch norm into convolutions first so each conv gets one Q/DQ pair.
@@ -84,17 +96,41 @@ def convert_fp16(src: str | Path, dst: str | Path) -> ModelMeta:
         raise EdgeSegError(f"{src} is already {meta.precision}", "convert the FP32 export")
     half = convert_float_to_float16(proto, keep_io_types=True, disable_shape_infer=True)
     # The converter appends its input casts at the end of the node list.
-    return _finish(surgery.clean(half), meta, "fp16", dst, {})
+    return _finish(surgery.clean(half), meta, "fp16", dst, {}, check_loads=True)
 
 
-def _finish(proto: onnx.ModelProto, meta: ModelMeta, precision: str, dst, extra: dict) -> ModelMeta:
+def _finish(proto: onnx.ModelProto, meta: ModelMeta, precision: str, dst, extra: dict,
+            check_loads: bool = False) -> ModelMeta:
     meta.precision = precision
     meta.config = {**meta.config, **extra}
     write_metadata(proto, meta)
     onnx.checker.check_model(proto)
+    if check_loads:
+        _check_ort_loads(proto, precision, dst)
     with atomic_path(dst) as tmp:
         onnx.save(proto, str(tmp))
     return meta
 
 
-__all__ = ["CALIBRATION_METHODS", "convert_fp16", "quantize_int8"]
+def _check_ort_loads(proto: onnx.ModelProto, precision: str, dst) -> None:
+    """Refuse to write a converted graph that ONNX Runtime cannot load (e.g. FP16 plugin nodes whose
+    custom-op kernels are FP32 only), rather than report success for a file nothing here can run."""
+    import onnxruntime as ort
+
+    from edgeseg.export.plugins import plugin_nodes
+    from edgeseg.runtime.onnxruntime_backend import ort_errors, session_options
+
+    libraries: tuple[str, ...] = ()
+    if plugin_nodes(proto):
+        from edgeseg.ops.native import library_path
+
+        libraries = (str(library_path("libedgeseg_ort.so")),)
+    try:
+        ort.InferenceSession(proto.SerializeToString(), session_options(1, libraries), providers=["CPUExecutionProvider"])
+    except ort_errors() as e:  # the graph does not load here, whatever the node
+        raise EdgeSegError(f"the {precision} graph does not load in ONNX Runtime ({(str(e).strip().splitlines() or [''])[0][:200]}); "
+                           f"nothing was written to {dst}",
+                           "convert the --flavour portable export, or build a TensorRT engine from the FP32 graph") from None
+
+
+__all__ = ["CALIBRATION_METHODS", "check_quantizable", "convert_fp16", "quantize_int8"]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeseg.errors import BackendError, OnnxFileError
+from edgeseg.errors import BackendError, InputError, OnnxFileError
 from edgeseg.export.metadata import load_onnx, read_metadata
 from edgeseg.export.plugins import plugin_nodes
 from edgeseg.ops.native import library_path
@@ -61,5 +61,19 @@ class OnnxRuntimeSession:
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         batch = check_batch(batch, self.meta).astype(self.input_dtype, copy=False)
-        outs = self.session.run(self.output_names, {self.input_name: batch})
+        try:
+            outs = self.session.run(self.output_names, {self.input_name: batch})
+        except ort_errors() as e:  # a node (a custom op, a reshape) refused this input: say so in one line
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+            kind = InputError if type(e).__name__ == "InvalidArgument" else BackendError
+            raise kind(f"ONNX Runtime failed running {self.path.name} on a {'×'.join(map(str, batch.shape))} input: {first}",
+                       "check the input against the model (size, channels); if it is right, re-export the model") from None
         return {n: np.asarray(o, dtype=np.float32) for n, o in zip(self.output_names, outs)}
+
+
+def ort_errors() -> tuple[type[BaseException], ...]:
+    """The exception types ONNX Runtime raises from a run (its pybind state module defines them)."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+    return tuple(getattr(state, n) for n in ("Fail", "InvalidArgument", "RuntimeException", "NotImplemented",
+                                             "EPFail", "InvalidGraph", "NoSuchFile") if hasattr(state, n))
