@@ -5,9 +5,15 @@ JetPack 6 and later); needs a GPU, TensorRT and pycuda, and says which is missin
 An engine has no room for edgeseg metadata, so ``<engine>.json`` beside it holds the ONNX metadata
 plus the TensorRT version and GPU it was built for: an engine from another version or GPU is refused
 with a message before TensorRT is asked to deserialize it.
+
+Nothing runs code named by a file: the sidecar records plugin libraries by *name* and sha256 only. A
+session loads them from edgeseg's own plugin folder (``edgeseg.ops.native.plugin_dir()``), or loads the
+paths its caller passes (``plugin_libraries=``, CLI ``--plugins``); either way the hash of the library
+about to be loaded must match the one recorded (``resolve_plugin_libraries``, a pure function).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict
 from pathlib import Path
@@ -15,9 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from edgeseg.errors import BackendError
-from edgeseg.export.metadata import ModelMeta, load_onnx, read_metadata
+from edgeseg.export.metadata import MAX_FIELD_BYTES, ModelMeta, load_onnx, read_metadata
 from edgeseg.export.plugins import plugin_nodes
-from edgeseg.ops.native import library_path
+from edgeseg.ops.native import library_path, plugin_dir
 from edgeseg.io import atomic_path, write_text_atomic
 from edgeseg.runtime.base import check_batch
 
@@ -55,6 +61,60 @@ def _load_plugins(libraries: tuple[str, ...]) -> None:
         if registry.load_library(str(lib)) is None:
             raise BackendError(f"TensorRT could not load the plugin library {lib}",
                                "rebuild it against this TensorRT version (scripts/build_plugins.sh, TENSORRT_INCLUDE_DIR)")
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def plugin_record(libraries) -> list[dict]:
+    """What an engine's sidecar records of the plugin libraries it was built with: name and sha256."""
+    return [{"name": Path(lib).name, "sha256": sha256_file(lib)} for lib in libraries]
+
+
+def resolve_plugin_libraries(recorded, explicit=(), folder: str | Path | None = None) -> list[Path]:
+    """Which shared libraries a session may load for an engine, decided before anything is loaded.
+
+    ``recorded``: the sidecar's ``plugin_libraries`` (untrusted): a list of ``{"name", "sha256"}``.
+    ``explicit``: paths the caller passed; loaded instead of the recorded names. ``folder``: edgeseg's
+    plugin folder (default ``plugin_dir()``). A recorded name is a bare file name resolved inside the
+    folder (no separators, no link out of it) and must carry a sha256; every library to be loaded whose
+    name is recorded must have that hash. Anything else is refused with a BackendError."""
+    folder = Path(folder if folder is not None else plugin_dir()).resolve()
+    fix = "rebuild the engine here with edgeseg (build_engine), or pass the plugin libraries explicitly (--plugins)"
+    if not isinstance(recorded, list) or len(recorded) > 16:
+        raise BackendError("the engine sidecar's plugin_libraries is not a list of at most 16 entries", fix)
+    hashes: dict[str, str] = {}
+    for entry in recorded:
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) or not isinstance(entry.get("sha256"), str):
+            raise BackendError(f"the engine sidecar records a plugin library as {str(entry)[:80]!r}, not a name and a sha256", fix)
+        name = entry["name"]
+        if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+            raise BackendError(f"the engine sidecar names the plugin library {name[:80]!r}, which is not a plain file name",
+                               "plugin libraries are loaded only from edgeseg's plugin folder; " + fix)
+        hashes[name] = entry["sha256"].lower()
+    if explicit:
+        chosen = [Path(p) for p in explicit]
+    else:
+        chosen = []
+        for name in hashes:
+            path = (folder / name).resolve()
+            if path.parent != folder:
+                raise BackendError(f"the plugin library {name} resolves to {path}, outside the plugin folder {folder}",
+                                   "plugin libraries are loaded only from edgeseg's plugin folder; " + fix)
+            chosen.append(path)
+    for path in chosen:
+        if not path.is_file():
+            raise BackendError(f"plugin library not found: {path}", "build it with scripts/build_plugins.sh")
+        want = hashes.get(path.name)
+        if want is not None and sha256_file(path) != want:
+            raise BackendError(f"the plugin library {path} is not the one the engine was built with (sha256 differs)",
+                               "rebuild the engine with this plugin build, or pass the library it was built with")
+    return chosen
 
 
 def _gpu_name(cuda) -> str:
@@ -104,9 +164,23 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, precision: str 
     with atomic_path(engine_path) as tmp:
         tmp.write_bytes(bytes(serialized))
     sidecar = {**asdict(meta), "precision": precision, "tensorrt_version": trt.__version__, "gpu": _gpu_name(cuda),
-               "plugin_libraries": list(plugin_libraries)}
+               "plugin_libraries": plugin_record(plugin_libraries)}
     write_text_atomic(str(engine_path) + ".json", json.dumps(sidecar, indent=2))
     return Path(engine_path)
+
+
+def read_engine_sidecar(sidecar: Path) -> dict:
+    """``<engine>.json`` as a dict, refusing what is not small, valid JSON (it is untrusted input)."""
+    fix = "rebuild the engine with edgeseg so its sidecar is rewritten"
+    if sidecar.stat().st_size > MAX_FIELD_BYTES:
+        raise BackendError(f"engine sidecar {sidecar} is over {MAX_FIELD_BYTES} bytes", fix)
+    try:
+        info = json.loads(sidecar.read_bytes())
+    except (ValueError, RecursionError):
+        raise BackendError(f"engine sidecar {sidecar} is not valid JSON", fix) from None
+    if not isinstance(info, dict):
+        raise BackendError(f"engine sidecar {sidecar} is not a JSON object", fix)
+    return info
 
 
 class TensorRTSession:
@@ -122,18 +196,17 @@ class TensorRTSession:
             raise BackendError(f"engine not found: {engine_path}", "build one with edgeseg.runtime.tensorrt_backend.build_engine")
         if not sidecar.is_file():
             raise BackendError(f"{engine_path} has no {sidecar.name} beside it", "build engines with edgeseg so their metadata travels along")
-        info = json.loads(sidecar.read_text())
+        info = read_engine_sidecar(sidecar)
+        # Decided (and hashed) before any library is loaded or the engine is read.
+        libraries = resolve_plugin_libraries(info.get("plugin_libraries", []), tuple(plugin_libraries))
         cuda = _init_cuda()
         if info.get("tensorrt_version") != trt.__version__ or info.get("gpu") != _gpu_name(cuda):
             raise BackendError(f"{engine_path} was built for TensorRT {info.get('tensorrt_version')} on {info.get('gpu')}, "
                                f"this is TensorRT {trt.__version__} on {_gpu_name(cuda)}",
                                "rebuild the engine here from the ONNX file")
-        # The sidecar names the libraries the engine was built with; where a path is not here (another
-        # machine), the one built in this checkout stands in.
-        listed = plugin_libraries or tuple(info.get("plugin_libraries", ()))
-        _load_plugins(tuple(lib if Path(lib).is_file() else str(library_path(Path(lib).name)) for lib in listed))
+        _load_plugins(tuple(str(p) for p in libraries))
         fields = set(ModelMeta.__dataclass_fields__)
-        self.meta = ModelMeta(**{k: v for k, v in info.items() if k in fields})
+        self.meta = ModelMeta.validated({k: v for k, v in info.items() if k in fields}, f"engine sidecar {sidecar}", BackendError)
         self.precision = self.meta.precision
         self.cuda = cuda
         self.runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
