@@ -3,6 +3,7 @@ non-zero; anything else is an edgeseg bug and keeps its traceback."""
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -40,6 +41,16 @@ def _backend_for(path: str, backend: str) -> str:
     raise EdgeSegError(f"cannot tell the backend of '{path}' from its suffix", "pass --backend, or use .onnx/.pt/.engine")
 
 
+def _open(path: str, backend: str, plugins: str | None = None):
+    """A session for ``path``; ``--plugins`` (comma-separated paths) are the only libraries an engine may load
+    besides edgeseg's own plugin folder."""
+    from edgeseg.runtime import open_session
+
+    backend = _backend_for(path, backend)
+    options = {"plugin_libraries": tuple(plugins.split(","))} if plugins and backend == "tensorrt" else {}
+    return open_session(path, backend, **options)
+
+
 def cmd_zoo(a) -> None:
     import torch
 
@@ -64,9 +75,8 @@ def cmd_train(a) -> None:
 
 def cmd_eval(a) -> None:
     from edgeseg.evaluate import dataset_for, evaluate
-    from edgeseg.runtime import open_session
 
-    session = open_session(a.model, _backend_for(a.model, a.backend))
+    session = _open(a.model, a.backend, a.plugins)
     s = evaluate(session, dataset_for(session.meta, a.data, a.split), limit=a.limit)
     print(f"{session.meta.model} [{session.backend} {session.precision}] on {a.data}/{a.split}: "
           f"pixel acc {s.pixel_accuracy:.4f}, mean acc {s.mean_accuracy:.4f}, mIoU {s.miou:.4f}, f.w. IoU {s.fw_iou:.4f}")
@@ -81,6 +91,10 @@ def cmd_export(a) -> None:
     from edgeseg.models import create, list_models
     from edgeseg.runtime import meta_from_checkpoint_dict
 
+    from edgeseg.io import check_writable_folder
+
+    out = a.out or Path(a.model).with_suffix(".onnx").name
+    check_writable_folder(out)
     meta = None
     if Path(a.model).is_file():
         from edgeseg.models.checkpoint import load_checkpoint
@@ -92,26 +106,30 @@ def cmd_export(a) -> None:
         model = create(a.model, num_classes=a.num_classes, in_channels=a.in_channels, **_kv(a.model_arg))
     else:
         raise EdgeSegError(f"'{a.model}' is neither a checkpoint file nor a zoo model", "pass a .pt file or a name from 'edgeseg zoo'")
-    out = a.out or Path(a.model).with_suffix(".onnx").name
     sample = torch.randn(1, model.edgeseg_config["in_channels"], a.size, a.size) if a.size else None
     report = edgeseg.export_onnx(model, out, meta=meta, exporter=a.exporter, sample=sample, flavour=a.flavour)
-    print(f"wrote {out}; ONNX Runtime vs PyTorch: {report.summary()}")
     if not report.passed:
-        raise EdgeSegError(f"the exported graph does not match PyTorch ({'; '.join(report.failures)})",
+        raise EdgeSegError(f"the exported graph does not match PyTorch ({'; '.join(report.failures)}); "
+                           f"nothing was written to {out}, the graph is kept as {report.path} for inspection",
                            "try --exporter legacy and report the model")
+    print(f"wrote {out}; ONNX Runtime vs PyTorch: {report.summary()}")
 
 
 def cmd_quantize(a) -> None:
     from edgeseg.evaluate import dataset_for
     from edgeseg.export.metadata import load_onnx, read_metadata
-    from edgeseg.quant import convert_fp16, quantize_int8
+    from edgeseg.io import check_writable_folder
+    from edgeseg.quant import check_quantizable, convert_fp16, quantize_int8
     from edgeseg.runtime import preprocess
 
     out = a.out or str(Path(a.model).with_suffix("")) + f"_{a.precision}.onnx"
+    check_writable_folder(out)
     if a.precision == "fp16":
         convert_fp16(a.model, out)
     else:
-        meta = read_metadata(load_onnx(a.model, load_weights=False), a.model)
+        proto = load_onnx(a.model, load_weights=False)
+        meta = read_metadata(proto, a.model)
+        check_quantizable(proto, meta, a.model)  # before the calibration data is read
         ds = dataset_for(meta, a.calib_data, "train")
         step = max(1, len(ds) // a.calib_images)
         batches = [preprocess(ds.raw(i)[0], meta)[0] for i in range(0, len(ds), step)][: a.calib_images]
@@ -121,14 +139,19 @@ def cmd_quantize(a) -> None:
 
 def cmd_infer(a) -> None:
     from edgeseg.data import load_image
-    from edgeseg.runtime import labels_from_logits, open_session, preprocess
+    from edgeseg.runtime import labels_from_logits, preprocess
     from edgeseg.viz import colourize, overlay, save_png
 
-    session = open_session(a.model, _backend_for(a.model, a.backend))
-    meta = session.meta
+    from edgeseg.io import check_writable_folder
+
     out_dir = Path(a.out_dir)
+    check_writable_folder(out_dir / "x")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise EdgeSegError(f"--out-dir {out_dir} is a file, not a folder", "pass a folder for the outputs")
+    session = _open(a.model, a.backend, a.plugins)
+    meta = session.meta
     for path in a.images:
-        image = load_image(path, meta.in_channels)
+        image = load_image(path, meta.in_channels, max_pixels=a.max_pixels)
         x, size = preprocess(image, meta)
         labels = labels_from_logits(session.run(x)[meta.logits_output], size)[0]
         stem = Path(path).stem
@@ -143,10 +166,9 @@ def cmd_infer(a) -> None:
 def cmd_parity(a) -> None:
     from edgeseg.evaluate import dataset_for
     from edgeseg.parity import compare, dataset_batches, random_batches
-    from edgeseg.runtime import open_session
 
-    ref = open_session(a.reference, _backend_for(a.reference, a.reference_backend))
-    cand = open_session(a.candidate, _backend_for(a.candidate, a.backend))
+    ref = _open(a.reference, a.reference_backend, a.plugins)
+    cand = _open(a.candidate, a.backend, a.plugins)
     if a.data:
         batches = dataset_batches(dataset_for(ref.meta, a.data, a.split), ref.meta, a.limit)
     else:
@@ -223,6 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--split", default="val")
     s.add_argument("--limit", type=int)
     s.add_argument("--backend", default="auto")
+    s.add_argument("--plugins", help="comma-separated plugin libraries a TensorRT engine may load "
+                   "(default: the ones its sidecar names, from edgeseg's plugin folder, hash-checked)")
     s.set_defaults(fn=cmd_eval)
 
     s = sub.add_parser("export", help="checkpoint or zoo name -> ONNX (with metadata), checked against PyTorch")
@@ -255,6 +279,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out-dir", default="runs/infer")
     s.add_argument("--backend", default="auto")
     s.add_argument("--colour", action="store_true", help="also write the colour label map")
+    s.add_argument("--plugins", help="comma-separated plugin libraries a TensorRT engine may load "
+                   "(default: the ones its sidecar names, from edgeseg's plugin folder, hash-checked)")
+    s.add_argument("--max-pixels", type=int, help="refuse larger images before decoding them "
+                   "(default 100000000, or $EDGESEG_MAX_PIXELS)")
     s.set_defaults(fn=cmd_infer)
 
     s = sub.add_parser("parity", help="a candidate (ONNX, any precision) against the reference, by the tolerance table")
@@ -265,6 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--limit", type=int)
     s.add_argument("--backend", default="auto")
     s.add_argument("--reference-backend", default="auto")
+    s.add_argument("--plugins", help="comma-separated plugin libraries a TensorRT engine may load "
+                   "(default: the ones its sidecar names, from edgeseg's plugin folder, hash-checked)")
     s.set_defaults(fn=cmd_parity)
 
     s = sub.add_parser("bench", help="models × backends × precisions: latency, memory, size (JSON + markdown + PNG)")
@@ -290,22 +320,40 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class Terminated(SystemExit):
+    """SIGTERM, raised where Python was when the signal came, so ``finally`` blocks (temporary files) run."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     from edgeseg.bench import set_timing_environment
 
     set_timing_environment()
     args = build_parser().parse_args(argv)
+    import threading
+
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
     try:
         args.fn(args)
     except EdgeSegError as e:
-        print(f"edgeseg {args.verb}: error: {e}", file=sys.stderr)
+        print(f"edgeseg {args.verb}: error: {' '.join(str(e).split())}", file=sys.stderr)
         return e.exit_code
-    except (FileNotFoundError, PermissionError, IsADirectoryError) as e:
+    except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as e:
         print(f"edgeseg {args.verb}: error: {e.strerror}: {e.filename} -- check the path and its permissions", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"edgeseg {args.verb}: interrupted", file=sys.stderr)
         return 130
+    except Terminated as e:
+        print(f"edgeseg {args.verb}: terminated", file=sys.stderr)
+        return int(e.code)
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
     return 0
 
 
