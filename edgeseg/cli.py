@@ -208,10 +208,17 @@ def cmd_quickstart(a) -> None:
     run_quickstart(a.out, iterations=a.iterations, minutes=a.minutes)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's errors in the one-line form of every other mistake (no usage block above them)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} -- see '{self.prog} --help'\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     import edgeseg
 
-    p = argparse.ArgumentParser(prog="edgeseg", description="Export, quantize, run and benchmark segmentation models.")
+    p = _Parser(prog="edgeseg", description="Export, quantize, run and benchmark segmentation models.")
     p.add_argument("--version", action="version", version=f"edgeseg {edgeseg.__version__}")
     sub = p.add_subparsers(dest="verb", required=True)
 
