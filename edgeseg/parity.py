@@ -1,7 +1,8 @@
 """Parity: a candidate backend/precision against the PyTorch reference, on the metric that matters.
 
-Reports max and p99 abs error of the logits, argmax agreement, and (with ground truth) the mIoU of
-both and its drop, then pass/fail against ``edgeseg.tolerances``.
+Semantic models: max and p99 abs error of the logits, argmax agreement, and (with ground truth) the mIoU
+of both and its drop. Instance models: detections matched by box overlap (never by slot), then box IoU,
+score difference and mask agreement of the matched pairs. Pass/fail against ``edgeseg.tolerances``.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Iterable
 import numpy as np
 
 from edgeseg.metrics import ConfusionMatrix
+from edgeseg.metrics.instance import detections, match_detections
 from edgeseg.runtime import Session
 from edgeseg.tolerances import tolerance
 
@@ -26,6 +28,13 @@ class ParityReport:
     miou_candidate: float | None = None
     pixels: int = 0
     failures: list[str] = field(default_factory=list)
+    kind: str = "logits"
+    # instance models
+    detections: int = 0
+    matched: int = 0
+    min_box_iou: float = 1.0
+    max_score_delta: float = 0.0
+    mask_agreement: float = 1.0
 
     @property
     def passed(self) -> bool:
@@ -38,6 +47,12 @@ class ParityReport:
         return self.miou_reference - self.miou_candidate
 
     def summary(self) -> str:
+        if self.kind == "instance":
+            parts = [f"{self.precision}: {self.matched}/{self.detections} detections matched",
+                     f"box IoU ≥ {self.min_box_iou:.4f}", f"score |Δ| ≤ {self.max_score_delta:.3g}",
+                     f"mask agreement {100 * self.mask_agreement:.2f}%"]
+            parts.append("PASS" if self.passed else "FAIL: " + "; ".join(self.failures))
+            return ", ".join(parts)
         parts = [f"{self.precision}: max|Δ| {self.max_abs:.3g} (p99 {self.p99_abs:.3g}, |ref| ≤ {self.ref_max_abs:.3g})",
                  f"argmax agreement {100 * self.argmax_agreement:.3f}%"]
         if self.miou_drop is not None:
@@ -51,8 +66,10 @@ class ParityReport:
 
 def compare(reference: Session, candidate: Session, batches: Iterable[tuple[np.ndarray, np.ndarray | None]],
             precision: str | None = None) -> ParityReport:
-    """Run both sessions on each (batch, labels-or-None) and judge the logits by the tolerance table."""
+    """Run both sessions on each (batch, labels-or-None) and judge the outputs by the tolerance table."""
     precision = precision or candidate.precision
+    if reference.meta.task == "instance":
+        return compare_instances(reference, candidate, (b for b, _ in batches), precision)
     tol = tolerance(precision, "logits")
     meta = reference.meta
     report = ParityReport(precision)
@@ -95,6 +112,41 @@ def compare(reference: Session, candidate: Session, batches: Iterable[tuple[np.n
         report.failures.append(f"argmax agreement {100 * report.argmax_agreement:.3f}% < {100 * tol.min_argmax_agreement:.1f}%")
     if report.miou_drop is not None and report.miou_drop > tol.max_miou_drop:
         report.failures.append(f"mIoU drop {100 * report.miou_drop:.2f} pts > {100 * tol.max_miou_drop:.2f}")
+    return report
+
+
+def compare_instances(reference: Session, candidate: Session, batches: Iterable[np.ndarray], precision: str) -> ParityReport:
+    """Detections of both sessions matched image by image by box IoU (same label), then held to the
+    instance row of the tolerance table."""
+    tol = tolerance(precision, "instance")
+    report = ParityReport(precision, kind="instance")
+    inter = union = 0
+    ious, deltas = [], []
+    for batch in batches:
+        ref, out = reference.run(batch), candidate.run(batch)
+        for i in range(batch.shape[0]):
+            r, c = detections(ref, i), detections(out, i)
+            m = match_detections(r["boxes"], r["scores"], r["labels"], c["boxes"], c["labels"])
+            report.detections += max(len(r["boxes"]), len(c["boxes"]))
+            report.matched += len(m.pairs)
+            for (a, b), iou in zip(m.pairs, m.ious):
+                ious.append(iou)
+                deltas.append(abs(float(r["scores"][a]) - float(c["scores"][b])))
+                ma, mb = r["masks"][a] >= 0.5, c["masks"][b] >= 0.5
+                inter += int((ma & mb).sum())
+                union += int((ma | mb).sum())
+    report.min_box_iou = float(min(ious)) if ious else 1.0
+    report.max_score_delta = float(max(deltas)) if deltas else 0.0
+    report.mask_agreement = inter / union if union else 1.0
+    matched = report.matched / report.detections if report.detections else 1.0
+    if matched < tol.min_matched:
+        report.failures.append(f"{report.matched}/{report.detections} detections matched < {100 * tol.min_matched:.1f}%")
+    if report.min_box_iou < tol.min_box_iou:
+        report.failures.append(f"a matched box IoU {report.min_box_iou:.4f} < {tol.min_box_iou}")
+    if report.max_score_delta > tol.max_score_delta:
+        report.failures.append(f"score |Δ| {report.max_score_delta:.3g} > {tol.max_score_delta:.3g}")
+    if report.mask_agreement < tol.min_mask_agreement:
+        report.failures.append(f"mask agreement {100 * report.mask_agreement:.2f}% < {100 * tol.min_mask_agreement:.1f}%")
     return report
 
 

@@ -18,14 +18,29 @@ class Tolerance:
     max_miou_drop: float
 
 
-TOLERANCES: dict[tuple[str, str], Tolerance] = {
+TOLERANCES: dict[tuple[str, str], "Tolerance | InstanceTolerance"] = {
     ("fp32", "logits"): Tolerance(atol=1e-4, rtol=1e-4, min_argmax_agreement=0.999, max_miou_drop=0.001),
     ("fp16", "logits"): Tolerance(atol=1e-2, rtol=1e-2, min_argmax_agreement=0.99, max_miou_drop=0.005),
     ("int8", "logits"): Tolerance(atol=None, rtol=0.0, min_argmax_agreement=0.95, max_miou_drop=0.01),
 }
 
 
-def tolerance(precision: str, kind: str = "logits") -> Tolerance:
+@dataclass(frozen=True)
+class InstanceTolerance:
+    """Detections matched by box overlap (``edgeseg.metrics.instance.match_detections``), then held pair by pair."""
+    min_box_iou: float          # every matched pair's box IoU
+    max_score_delta: float      # every matched pair's score difference
+    min_mask_agreement: float   # binarised (≥ 0.5) masks of matched pairs: |A ∩ B| / |A ∪ B| over all pairs
+    min_matched: float          # matched detections / detections (of the larger side)
+    max_ap_drop: float          # mask AP, points/100, with ground truth
+
+
+TOLERANCES[("fp32", "instance")] = InstanceTolerance(0.99, 1e-4, 0.995, 0.99, 0.001)
+TOLERANCES[("fp16", "instance")] = InstanceTolerance(0.95, 1e-2, 0.97, 0.95, 0.005)
+TOLERANCES[("int8", "instance")] = InstanceTolerance(0.80, 0.1, 0.85, 0.80, 0.015)
+
+
+def tolerance(precision: str, kind: str = "logits"):
     try:
         return TOLERANCES[(precision, kind)]
     except KeyError:

@@ -16,6 +16,7 @@ from edgeseg.export import surgery
 from edgeseg.export.metadata import ModelMeta, load_onnx, read_metadata, write_metadata
 from edgeseg.export.plugins import to_plugins
 from edgeseg.ops.export import FLAVOURS, export_flavour
+from edgeseg.ops.nms import ONNX_TRANSLATIONS
 from edgeseg.io import atomic_path
 
 OPSET = 20  # ORT's CPU RoiAlign stops at 21 and DeformConv starts at 19
@@ -104,7 +105,8 @@ def _run_exporter(wrapped, sample, input_name, names, opset, dynamic, exporter) 
                 warnings.simplefilter("ignore")
                 program = torch.onnx.export(wrapped, (sample,), dynamo=True, opset_version=opset,
                                             input_names=[input_name], output_names=names,
-                                            dynamic_shapes=shapes, verbose=False)
+                                            dynamic_shapes=shapes, verbose=False,
+                                            custom_translation_table=ONNX_TRANSLATIONS)
             return program.model_proto
         except Exception as e:  # the dynamo exporter raises many error types; the legacy one may still work
             warnings.warn(f"dynamo export failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); using the legacy exporter")
@@ -143,8 +145,16 @@ def default_meta(model: nn.Module) -> ModelMeta:
     cfg = dict(getattr(model, "edgeseg_config", {}) or {})
     num_classes = cfg.get("num_classes", 0)
     in_channels = cfg.get("in_channels", 3)
+    task = getattr(model, "task", "semantic")
+    outputs = {}
+    if task == "instance":
+        outputs = {"boxes": "N×D×4 boxes (x1, y1, x2, y2) in input pixels", "scores": "N×D", "labels": "N×D int64 (0: empty slot)",
+                   "masks": "N×D×H×W mask probabilities at input resolution", "num_detections": "N int64"}
     return ModelMeta(
         model=cfg.get("name", type(model).__name__),
+        task=task,
+        max_detections=int(getattr(model, "max_detections", 0)),
+        **({"outputs": outputs} if outputs else {}),
         class_names=cfg.pop("class_names", None) or [f"class_{i}" for i in range(num_classes)],
         in_channels=in_channels,
         mean=[0.485, 0.456, 0.406] if in_channels == 3 else [0.5] * in_channels,

@@ -37,6 +37,7 @@ class ModelMeta:
     outputs: dict[str, str] = field(default_factory=lambda: {"logits": "N×K×H×W class scores at input resolution"})
     logits_output: str = "logits"
     ignore_index: int = 255
+    max_detections: int = 0  # instance models: D, the fixed number of detection slots (0: not a detector)
     flavour: str = "portable"
     precision: str = "fp32"
     edgeseg_version: str = ""
@@ -120,6 +121,10 @@ def _check_meta(meta: ModelMeta, source: str, error: type[EdgeSegError]) -> None
             or not all(isinstance(k, str) and len(k) <= 256 and isinstance(v, str) for k, v in outs.items())):
         raise bad("outputs", "must map 1..64 output names to descriptions (strings)")
     short_string("logits_output", meta.logits_output)
+    if not is_int(meta.max_detections) or not 0 <= meta.max_detections <= 1000:
+        raise bad("max_detections", "must be an integer in 0..1000")
+    if meta.task == "instance" and meta.max_detections < 1:
+        raise bad("max_detections", "must be at least 1 for an instance model")
     if not is_int(meta.ignore_index):
         raise bad("ignore_index", "must be an integer")
     if meta.flavour not in ("portable", "tensorrt"):

@@ -10,6 +10,8 @@ from edgeseg.errors import ModelError
 
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {}
 _DEFAULTS: dict[str, dict] = {}
+_TASKS: dict[str, str] = {}
+TASKS = ("semantic", "instance", "panoptic")
 
 # What a builder argument may be: (type, low, high) for numbers, (str, choices) for names. These are the
 # arguments that size a model; a checkpoint's config is checked against them before anything is built.
@@ -25,6 +27,8 @@ ARG_RANGES: dict[str, tuple] = {
     "dropout": (float, 0.0, 1.0),
     "batch_norm": (bool,),
     "head": (str, ("v1", "v2", "v2p")),
+    "max_detections": (int, 1, 1000),  # instance models: D, the fixed number of detection slots
+    "proposals": (int, 1, 6000),       # instance models: RPN top-n before and after NMS
 }
 
 
@@ -53,21 +57,27 @@ def check_arg(model: str, key: str, value) -> None:
                          f"choose {key} from {', '.join(spec[1])}")
 
 
-def register(name: str, **defaults):
-    """Register ``fn`` under ``name``; ``defaults`` fix arguments that make this name a variant."""
+def register(name: str, task: str = "semantic", **defaults):
+    """Register ``fn`` under ``name`` for ``task``; ``defaults`` fix arguments that make this name a variant."""
 
     def wrap(fn: Callable[..., nn.Module]):
         if name in _BUILDERS:
             raise RuntimeError(f"model name registered twice: {name}")
         _BUILDERS[name] = fn
         _DEFAULTS[name] = defaults
+        _TASKS[name] = task
         return fn
 
     return wrap
 
 
-def list_models() -> list[str]:
-    return sorted(_BUILDERS)
+def list_models(task: str | None = "semantic") -> list[str]:
+    """The zoo's names for ``task`` (semantic by default: the models whose output is ``logits``); None: all."""
+    return sorted(n for n in _BUILDERS if task is None or _TASKS[n] == task)
+
+
+def model_task(name: str) -> str:
+    return _TASKS[name]
 
 
 def check_args(name, num_classes=21, in_channels=3, **kwargs) -> None:

@@ -22,7 +22,7 @@ def session_options(threads: int | None = None, custom_op_libraries: tuple[str, 
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     so.intra_op_num_threads = threads or (os.cpu_count() or 1)
     so.inter_op_num_threads = 1
-    so.log_severity_level = 3
+    so.log_severity_level = 4  # fatal only: errors reach the caller as exceptions, in one line
     for lib in custom_op_libraries:
         if not Path(lib).is_file():
             raise BackendError(f"custom-op library not found: {lib}", "build it with scripts/build_plugins.sh")
@@ -68,7 +68,9 @@ class OnnxRuntimeSession:
             kind = InputError if type(e).__name__ == "InvalidArgument" else BackendError
             raise kind(f"ONNX Runtime failed running {self.path.name} on a {'×'.join(map(str, batch.shape))} input: {first}",
                        "check the input against the model (size, channels); if it is right, re-export the model") from None
-        return {n: np.asarray(o, dtype=np.float32) for n, o in zip(self.output_names, outs)}
+        # float outputs (FP16 graphs included) come back float32; integer outputs (labels, counts) stay integers
+        return {n: np.asarray(o, dtype=np.float32) if np.issubdtype(np.asarray(o).dtype, np.floating) else np.asarray(o)
+                for n, o in zip(self.output_names, outs)}
 
 
 def ort_errors() -> tuple[type[BaseException], ...]:

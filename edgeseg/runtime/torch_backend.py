@@ -24,4 +24,4 @@ class TorchSession:
         out = self.model(x)
         if isinstance(out, torch.Tensor):
             out = {"logits": out}
-        return {k: v.float().cpu().numpy() for k, v in out.items()}
+        return {k: (v.float() if v.is_floating_point() else v).cpu().numpy() for k, v in out.items()}  # ints stay ints

@@ -1,0 +1,191 @@
+"""Mask R-CNN (He et al.) with its whole inference in the graph and a fixed-size answer.
+
+The network is torchvision's (ResNet + FPN P2–P6, RPN with 3 anchors per location, multi-level RoIAlign
+7×7 box head and 14×14 mask head, class-specific 28×28 masks), so torchvision's anchors, box coder,
+matchers and losses train it and torchvision's own Mask R-CNN models can be wrapped as they are
+(``MaskRCNN.from_torchvision``). Inference is edgeseg's: every step torchvision does per image with
+data-dependent sizes (top-k per level, NMS, score filtering, mask pasting) is done on fixed-size tensors,
+so it exports to one ONNX graph with dynamic batch and H×W:
+
+- candidates that torchvision would drop (small boxes, low scores, padding) stay in place with score −1;
+- NMS is ``edgeseg.ops.nms_keep`` (a keep mask, ONNX NonMaxSuppression when exported);
+- each top-k is taken over the candidates plus a block of dummies, so k never depends on the input size.
+
+Output (eager and exported, batched): ``boxes`` N×D×4 (input pixels), ``scores`` N×D, ``labels`` N×D
+(int64, 1..num_classes−1; 0 is background), ``masks`` N×D×H×W (probabilities, pasted as torchvision's
+``paste_masks_in_image``), ``num_detections`` N (int64); slots past ``num_detections`` are zero.
+D = ``max_detections``. Detections come in decreasing score, as torchvision's.
+"""
+from __future__ import annotations
+
+import torch
+import torchvision
+from torch import Tensor, nn
+from torchvision.models.detection import MaskRCNN as TorchvisionMaskRCNN
+from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
+from torchvision.models.detection.image_list import ImageList
+from torchvision.ops import boxes as box_ops
+
+from edgeseg import ops
+from edgeseg.models.registry import register
+from edgeseg.ops.nms import nms_keep
+
+INSTANCE_OUTPUTS = ("boxes", "scores", "labels", "masks", "num_detections")
+_INVALID = -1.0  # the score of a candidate torchvision would have dropped (real scores are probabilities)
+
+
+def _topk(scores: Tensor, k: int, *tensors: Tensor, fill: float = _INVALID) -> tuple[Tensor, ...]:
+    """The k best of N×K ``scores`` (K may be below k: the rest are dummies scored ``fill``, below every
+    real score, with zeros in ``tensors``), and ``tensors`` (N×K×…) gathered alike. k is fixed, whatever K
+    the input size gives."""
+    n = scores.shape[0]
+    scores = torch.cat([scores, scores.new_full((n, k), fill)], 1)
+    best, idx = scores.topk(k, dim=1)
+    out = [best]
+    for t in tensors:
+        padded = torch.cat([t, t.new_zeros((n, k) + t.shape[2:])], 1)
+        out.append(padded.gather(1, idx.view(n, k, *([1] * (t.dim() - 2))).expand(n, k, *t.shape[2:])))
+    return tuple(out)
+
+
+def _valid_size(boxes: Tensor, min_size: float) -> Tensor:
+    return ((boxes[..., 2] - boxes[..., 0]) >= min_size) & ((boxes[..., 3] - boxes[..., 1]) >= min_size)
+
+
+def _rois(boxes: Tensor) -> Tensor:
+    """N×K×4 -> (N·K)×5 with each box's image index first (RoIAlign's form)."""
+    n, k = boxes.shape[:2]
+    index = torch.arange(n, dtype=boxes.dtype, device=boxes.device)[:, None, None].expand(n, k, 1)
+    return torch.cat([index, boxes], 2).reshape(n * k, 5)
+
+
+class MaskRCNN(nn.Module):
+    task = "instance"
+    size_divisor = 32  # the FPN's coarsest level used by RoIAlign is 1/32
+    output_names = INSTANCE_OUTPUTS
+
+    def __init__(self, net: TorchvisionMaskRCNN):
+        super().__init__()
+        self.net = net
+        self.max_detections = net.roi_heads.detections_per_img
+
+    @classmethod
+    def from_torchvision(cls, net: TorchvisionMaskRCNN) -> "MaskRCNN":
+        """Any torchvision Mask R-CNN (``maskrcnn_resnet50_fpn``, ``_v2``, or one built by hand), as it is.
+        Its transform (resize, normalisation) is not used: inputs come normalised at the size to detect at."""
+        return cls(net)
+
+    def forward(self, x: Tensor, targets: list[dict] | None = None) -> dict[str, Tensor]:
+        """Detections (the fixed-size contract); in training with ``targets`` (per image: ``boxes`` K×4,
+        ``labels`` K int64, ``masks`` K×H×W uint8), torchvision's RPN and RoI-head losses instead."""
+        if self.training and targets is not None:
+            return self.losses(x, targets)
+        return self.detect(x)
+
+    def losses(self, x: Tensor, targets: list[dict]) -> dict[str, Tensor]:
+        images = ImageList(x, [(int(x.shape[-2]), int(x.shape[-1]))] * x.shape[0])
+        features = self.net.backbone(x)
+        proposals, rpn_losses = self.net.rpn(images, features, targets)
+        _, head_losses = self.net.roi_heads(features, proposals, images.image_sizes, targets)
+        return {**rpn_losses, **head_losses}
+
+    # --- inference, fixed size ---------------------------------------------------------------------
+
+    def _anchors(self, levels: list[Tensor], image: tuple) -> list[Tensor]:
+        """Per level (H_l·W_l·A)×4 anchors, torchvision's AnchorGenerator arithmetic (stride = image // grid)."""
+        out = []
+        for feat, base in zip(levels, self.net.rpn.anchor_generator.cell_anchors):
+            gh, gw = feat.shape[-2:]
+            sy, sx = image[0] // gh, image[1] // gw
+            ys = torch.arange(0, gh, dtype=torch.int32, device=feat.device) * sy
+            xs = torch.arange(0, gw, dtype=torch.int32, device=feat.device) * sx
+            yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+            shifts = torch.stack((xx.reshape(-1), yy.reshape(-1), xx.reshape(-1), yy.reshape(-1)), dim=1)
+            out.append((shifts.view(-1, 1, 4) + base.to(feat.device).view(1, -1, 4)).reshape(-1, 4))
+        return out
+
+    def _proposals(self, features: dict[str, Tensor], image: tuple) -> tuple[Tensor, Tensor]:
+        """N×P proposals (boxes, validity) as torchvision's RPN in eval, P = its post-NMS top n."""
+        rpn = self.net.rpn
+        levels = list(features.values())
+        objectness, deltas = rpn.head(levels)
+        n = levels[0].shape[0]
+        boxes, scores, level_ids = [], [], []
+        for lvl, (obj, dlt, anchors) in enumerate(zip(objectness, deltas, self._anchors(levels, image))):
+            a = obj.shape[1]
+            h, w = obj.shape[-2:]
+            obj = obj.view(n, a, 1, h, w).permute(0, 3, 4, 1, 2).reshape(n, -1)           # torchvision's order
+            dlt = dlt.view(n, a, 4, h, w).permute(0, 3, 4, 1, 2).reshape(n, -1, 4)
+            top, box_deltas, anchor = _topk(obj, rpn._pre_nms_top_n["testing"], dlt,
+                                            anchors[None].expand(n, -1, -1), fill=float("-inf"))  # logits
+            decoded = rpn.box_coder.decode_single(box_deltas.reshape(-1, 4), anchor.reshape(-1, 4)).view(n, -1, 4)
+            decoded = box_ops.clip_boxes_to_image(decoded, image)
+            prob = torch.sigmoid(top)
+            ok = torch.isfinite(top) & _valid_size(decoded, rpn.min_size) & (prob >= rpn.score_thresh)
+            boxes.append(decoded)
+            scores.append(torch.where(ok, prob, torch.full_like(prob, _INVALID)))
+            level_ids.append(torch.full_like(top, lvl, dtype=torch.int64))
+        boxes, scores, level_ids = torch.cat(boxes, 1), torch.cat(scores, 1), torch.cat(level_ids, 1)
+        keep = nms_keep(boxes, scores, rpn.nms_thresh, groups=level_ids) > 0
+        scores = torch.where(keep & (scores > _INVALID), scores, torch.full_like(scores, _INVALID))
+        best, proposals = _topk(scores, rpn._post_nms_top_n["testing"], boxes)
+        return proposals, best > _INVALID
+
+    def detect(self, x: Tensor) -> dict[str, Tensor]:
+        n = x.shape[0]
+        image = (x.shape[-2], x.shape[-1])
+        features = self.net.backbone(x)
+        proposals, proposal_ok = self._proposals(features, image)
+        heads = self.net.roi_heads
+        fpn = [features[k] for k in list(features)[:4]]  # P2–P5: the levels RoIAlign pools from
+        scales = [0.25, 0.125, 0.0625, 0.03125]
+        p = proposals.shape[1]
+        pooled = ops.multilevel_roi_align(fpn, _rois(proposals), 7, scales, sampling_ratio=2)
+        logits, regression = heads.box_predictor(heads.box_head(pooled))
+        c = logits.shape[-1]
+        boxes = heads.box_coder.decode_single(regression, proposals.reshape(-1, 4)).view(n, p, c, 4)
+        boxes = box_ops.clip_boxes_to_image(boxes, image)[:, :, 1:]                  # background dropped
+        scores = torch.softmax(logits, -1).view(n, p, c)[:, :, 1:]
+        labels = torch.arange(1, c, device=x.device).view(1, 1, -1).expand(n, p, c - 1)
+        boxes, scores, labels = boxes.reshape(n, -1, 4), scores.reshape(n, -1), labels.reshape(n, -1)
+        ok = (proposal_ok[:, :, None].expand(n, p, c - 1).reshape(n, -1) & (scores > heads.score_thresh)
+              & _valid_size(boxes, 1e-2))
+        scores = torch.where(ok, scores, torch.full_like(scores, _INVALID))
+        keep = nms_keep(boxes, scores, heads.nms_thresh, groups=labels) > 0
+        scores = torch.where(keep, scores, torch.full_like(scores, _INVALID))
+        best, det_boxes, det_labels = _topk(scores, self.max_detections, boxes, labels)
+        found = best > _INVALID
+        det_boxes = det_boxes * found[..., None]
+        det_labels = det_labels * found
+        d = self.max_detections
+        mask_logits = heads.mask_predictor(heads.mask_head(
+            ops.multilevel_roi_align(fpn, _rois(det_boxes), 14, scales, sampling_ratio=2)))   # (N·D)×C×28×28
+        picked = mask_logits.gather(1, det_labels.reshape(-1, 1, 1, 1).expand(-1, 1, *mask_logits.shape[-2:]))
+        masks = ops.paste_masks(torch.sigmoid(picked[:, 0]), det_boxes.reshape(-1, 4), x, threshold=-1)
+        masks = masks.view(n, d, *image) * found[..., None, None].to(masks.dtype)
+        return {"boxes": det_boxes, "scores": torch.where(found, best, torch.zeros_like(best)), "labels": det_labels,
+                "masks": masks, "num_detections": found.sum(1)}
+
+
+def build_maskrcnn(depth: int, num_classes: int, in_channels: int, max_detections: int = 100,
+                   proposals: int = 1000) -> MaskRCNN:
+    """ResNet-``depth`` FPN Mask R-CNN, random weights, trainable batch norm (no pretrained weights offline).
+    ``num_classes`` counts the background (torchvision's convention). ``proposals``: RPN top-n before and
+    after NMS at inference (1000 in the paper's setting); ``max_detections``: D."""
+    backbone = resnet_fpn_backbone(backbone_name=f"resnet{depth}", weights=None, norm_layer=nn.BatchNorm2d,
+                                   trainable_layers=5)
+    if in_channels != 3:
+        backbone.body.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
+    net = TorchvisionMaskRCNN(backbone, num_classes=num_classes, box_detections_per_img=max_detections,
+                              rpn_pre_nms_top_n_test=proposals, rpn_post_nms_top_n_test=proposals,
+                              image_mean=[0.0] * in_channels, image_std=[1.0] * in_channels)
+    return MaskRCNN(net)
+
+
+@register("maskrcnn_resnet18_fpn", task="instance", depth=18)
+@register("maskrcnn_resnet50_fpn", task="instance", depth=50)
+def _maskrcnn(depth: int, num_classes: int, in_channels: int, max_detections: int = 100, proposals: int = 1000):
+    return build_maskrcnn(depth, num_classes, in_channels, max_detections, proposals)
+
+
+__all__ = ["INSTANCE_OUTPUTS", "MaskRCNN", "build_maskrcnn"]

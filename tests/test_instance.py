@@ -1,0 +1,133 @@
+"""Instance segmentation: Mask R-CNN with its whole post-processing in the graph (fixed-size outputs),
+held against torchvision's own per-image pipeline on the same weights, exported in both flavours and
+checked in ONNX Runtime by matching detections, never slots."""
+import numpy as np
+import pytest
+import torch
+import torchvision
+from torchvision.models.detection.image_list import ImageList
+
+import edgeseg
+from edgeseg.metrics.instance import box_iou, match_detections
+from edgeseg.models import create, list_models
+from edgeseg.models.detection import INSTANCE_OUTPUTS, MaskRCNN
+from edgeseg.ops.native import plugin_dir
+from edgeseg.ops.nms import nms_keep
+
+
+def torchvision_pipeline(net, x):
+    """torchvision's eval path minus the resize/normalise transform: RPN, RoI heads, mask pasting."""
+    sizes = [tuple(x.shape[-2:])] * x.shape[0]
+    images = ImageList(x, sizes)
+    features = net.backbone(x)
+    proposals, _ = net.rpn(images, features)
+    dets, _ = net.roi_heads(features, proposals, sizes)
+    return net.transform.postprocess(dets, sizes, sizes)
+
+
+def assert_matches_torchvision(model: MaskRCNN, x):
+    model.eval()
+    with torch.no_grad():
+        ours = model(x)
+        theirs = torchvision_pipeline(model.net, x)
+    assert set(ours) == set(INSTANCE_OUTPUTS)
+    n, d = x.shape[0], model.max_detections
+    assert ours["boxes"].shape == (n, d, 4) and ours["masks"].shape == (n, d, *x.shape[-2:])
+    assert ours["labels"].dtype == torch.int64 and ours["num_detections"].dtype == torch.int64
+    for i, t in enumerate(theirs):
+        k = int(ours["num_detections"][i])
+        assert k == len(t["boxes"])
+        m = match_detections(ours["boxes"][i, :k].numpy(), ours["scores"][i, :k].numpy(), ours["labels"][i, :k].numpy(),
+                             t["boxes"].numpy(), t["labels"].numpy())
+        assert len(m.pairs) == k and (k == 0 or m.ious.min() > 0.999)
+        for a, b in m.pairs:
+            assert abs(float(ours["scores"][i, a]) - float(t["scores"][b])) < 1e-5
+            assert (ours["masks"][i, a] - t["masks"][b, 0]).abs().max() < 1e-4
+        # slots past num_detections are zero
+        assert ours["scores"][i, k:].abs().sum() == 0 and ours["boxes"][i, k:].abs().sum() == 0
+        assert ours["masks"][i, k:].abs().sum() == 0 and (ours["labels"][i, k:] == 0).all()
+
+
+def small(name="maskrcnn_resnet18_fpn", **kw):
+    torch.manual_seed(0)
+    return create(name, num_classes=4, in_channels=3, **{"max_detections": 12, "proposals": 150, **kw})
+
+
+def test_zoo_lists_instance_models_apart():
+    assert {"maskrcnn_resnet18_fpn", "maskrcnn_resnet50_fpn"} <= set(list_models("instance"))
+    assert not set(list_models("instance")) & set(list_models())  # the default list is the semantic zoo
+
+
+def test_nms_keep_equals_torchvision_batched_nms():
+    g = torch.Generator().manual_seed(1)
+    xy = torch.rand(2, 300, 2, generator=g) * 100
+    boxes = torch.cat([xy, xy + torch.rand(2, 300, 2, generator=g) * 30 + 1], -1)
+    scores = torch.rand(2, 300, generator=g)
+    groups = torch.randint(0, 3, (2, 300), generator=g)
+    keep = nms_keep(boxes, scores, 0.5, groups=groups)
+    for i in range(2):
+        want = torchvision.ops.batched_nms(boxes[i], scores[i], groups[i], 0.5)
+        assert set(keep[i].nonzero().flatten().tolist()) == set(want.tolist())
+
+
+@pytest.mark.parametrize("size", [(128, 160), (96, 64)])
+def test_maskrcnn_matches_torchvision_pipeline(size):
+    assert_matches_torchvision(small(), torch.randn(2, 3, *size))
+
+
+def test_maskrcnn_zero_and_full_detections():
+    model = small()
+    with torch.no_grad():  # background wins everywhere: no detection passes the 0.05 score threshold
+        model.net.roi_heads.box_predictor.cls_score.bias[0] = 50.0
+    out = model.eval()(torch.randn(1, 3, 128, 128))
+    assert int(out["num_detections"][0]) == 0 and out["masks"].abs().sum() == 0
+    assert_matches_torchvision(model, torch.randn(1, 3, 128, 128))
+    full = small()(torch.randn(1, 3, 128, 128))
+    assert int(full["num_detections"][0]) == 12  # random weights: every slot filled
+
+
+def test_torchvision_maskrcnn_brought_as_it_is():
+    for builder in (torchvision.models.detection.maskrcnn_resnet50_fpn, torchvision.models.detection.maskrcnn_resnet50_fpn_v2):
+        torch.manual_seed(0)
+        net = builder(weights=None, weights_backbone=None, num_classes=3, box_detections_per_img=10,
+                      rpn_pre_nms_top_n_test=100, rpn_post_nms_top_n_test=100)
+        assert_matches_torchvision(MaskRCNN.from_torchvision(net), torch.randn(1, 3, 96, 128))
+
+
+def test_maskrcnn_trains_with_torchvision_losses():
+    model = small().train()
+    x = torch.randn(2, 3, 64, 64)
+    masks = torch.zeros(2, 1, 64, 64, dtype=torch.uint8)
+    masks[:, :, 10:30, 12:40] = 1
+    targets = [{"boxes": torch.tensor([[12.0, 10.0, 40.0, 30.0]]), "labels": torch.tensor([2]), "masks": masks[i]}
+               for i in range(2)]
+    losses = model(x, targets)
+    assert {"loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg"} <= set(losses)
+    sum(losses.values()).backward()
+    assert model.net.roi_heads.mask_predictor.mask_fcn_logits.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("flavour", ["portable", "tensorrt"])
+def test_maskrcnn_exports_and_matches_in_onnxruntime(flavour, tmp_path):
+    """Both flavours, checked by edgeseg's export check (two input sizes, detections matched by IoU)."""
+    if flavour == "tensorrt" and not (plugin_dir() / "libedgeseg_ort.so").is_file():
+        pytest.skip("libedgeseg_ort.so not built (scripts/build_plugins.sh could not fetch ONNX Runtime's headers)")
+    report = edgeseg.export_onnx(small(), tmp_path / "m.onnx", flavour=flavour)
+    assert report.passed, report.summary()
+    assert report.kind == "instance" and report.matched == report.detections > 0
+    assert report.meta.task == "instance" and report.meta.max_detections == 12
+    from edgeseg.runtime import open_session
+
+    session = open_session(tmp_path / "m.onnx")
+    out = session.run(np.random.default_rng(0).standard_normal((2, 3, 64, 96)).astype(np.float32))
+    assert out["masks"].shape == (2, 12, 64, 96) and out["labels"].dtype == np.int64
+
+
+def test_match_detections_is_by_overlap_not_slot():
+    ref = np.array([[0, 0, 10, 10], [20, 20, 30, 30]], np.float32)
+    cand = ref[::-1].copy()
+    m = match_detections(ref, np.array([0.9, 0.8]), np.array([1, 1]), cand, np.array([1, 1]))
+    assert sorted(m.pairs) == [(0, 1), (1, 0)] and m.unmatched_reference == 0
+    assert box_iou(ref, cand)[0, 1] == 1.0
+    other_label = match_detections(ref, np.array([0.9, 0.8]), np.array([1, 2]), cand, np.array([1, 1]))
+    assert other_label.unmatched_reference == 1
