@@ -106,10 +106,14 @@ def train(cfg: TrainConfig, checkpoint: str | Path, resume: bool = False, progre
         if payload["config"].get("name") != cfg.model:
             raise EdgeSegError(f"{checkpoint} holds a {payload['config'].get('name')}, not a {cfg.model}",
                                "resume with the same model, or write a new checkpoint")
-        model.load_state_dict(payload["state_dict"])
-        opt.load_state_dict(payload["optimizer"])
-        state = payload["train_state"]
-        log(f"resumed from {checkpoint}: epoch {state['epoch']}, {state['elapsed'] / 60:.1f} min trained")
+        try:
+            model.load_state_dict(payload["state_dict"])
+            opt.load_state_dict(payload["optimizer"])
+            state = dict(payload["train_state"])
+            log(f"resumed from {checkpoint}: epoch {state['epoch']}, {state['elapsed'] / 60:.1f} min trained")
+        except (RuntimeError, ValueError, KeyError, TypeError) as e:  # weights, optimiser or state of another shape
+            raise EdgeSegError(f"{checkpoint} cannot be resumed ({type(e).__name__}: {str(e).splitlines()[0][:150]})",
+                               "resume with the same model arguments, or write a new checkpoint") from None
     weights = None
     if cfg.weight_map:
         from edgeseg.data.weights import class_balance, unet_weight_map
