@@ -292,3 +292,37 @@ def test_ort_panoptic_with_fewer_scores_than_masks_is_refused():
     ids, seg = s.run(None, feed)
     assert set(np.unique(ids)) <= {1, 2} and not np.isnan(seg).any()
     assert seg[0, 4] == pytest.approx(0.9)  # the one finite score is pasted first; NaN never
+
+
+# --- found by the fuzz targets (plugins/fuzz, tests/test_fuzz_native.py) -------------------------
+
+def test_fuzz_found_nan_far_corner_unaligned_gives_zeros():
+    x = torch.randn(1, 2, 8, 8)
+    rois = boxes5([0, 1, 1, NAN, 5], [0, 1, 1, 5, -INF])
+    for impl in ("torch", "native"):
+        out = ops.roi_align(x, rois, (2, 2), 1.0, 2, False, impl=impl)
+        assert out.abs().max() == 0, impl  # once pooled: the unaligned clamp turned NaN into 1
+
+
+def test_fuzz_found_empty_batch_with_rois_gives_zeros():
+    out = ops.roi_align(torch.zeros(0, 3, 8, 8), boxes5([0, 1, 1, 5, 5]), (2, 2), impl="native")
+    assert out.shape == (1, 3, 2, 2) and out.abs().max() == 0  # every batch index is out of range
+
+
+def test_fuzz_found_rank_above_eight_is_refused():
+    import ctypes
+
+    from edgeseg.ops import native
+    x = native._Tensor(None, 9, (ctypes.c_int64 * 8)(*[1] * 8))  # rank 9: dims beyond the struct were once read
+    other = native._t(np.zeros((1, 1, 1, 1), np.float32))
+    out = native._Tensor()
+    lib = native._lib()
+    assert lib.es_dcnv3(ctypes.byref(x), ctypes.byref(other), ctypes.byref(other), 3, 3, 1, 1, 1, 1, 1, 1, 1,
+                        ctypes.c_float(1.0), ctypes.byref(out)) == -1
+    assert b"rank" in lib.es_last_error()
+
+
+def test_fuzz_found_left_out_input_is_refused_when_the_session_is_created():
+    node = helper.make_node("EdgeSegDeformConv2d", ["x", "w", "o", "", "m"], ["y"], domain="edgeseg")
+    with pytest.raises(Exception, match="left out"):  # once: a SIGSEGV inside ONNX Runtime's lite wrapper
+        ort_session(node, [vi("x", F, 4), vi("w", F, 4), vi("o", F, 4), vi("m", F, None)], [vi("y", F, 4)])

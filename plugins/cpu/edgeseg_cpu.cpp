@@ -27,23 +27,21 @@ int refuse(std::string const& what)
     return -1;
 }
 
+// A tensor's shape; a missing tensor or a rank outside 0..ES_MAX_RANK is rank -1 (refused by every check).
 Shape shape_of(es_tensor const* t)
 {
     Shape s;
-    if (!t)
-    {
-        s.rank = -1;
+    s.rank = -1;
+    if (!t || t->rank < 0 || t->rank > edgeseg::kMaxRank)
         return s;
-    }
     s.rank = t->rank;
-    if (s.rank >= 0 && s.rank <= edgeseg::kMaxRank)
-        for (int i = 0; i < s.rank; ++i)
-            s.d[i] = t->dims[i];
+    for (int i = 0; i < s.rank; ++i)
+        s.d[i] = t->dims[i];
     return s;
 }
 
-// Pointers and ranks the shape checks cannot see: a required tensor with elements needs data.
-bool has_data(es_tensor const* t) { return t && t->data; }
+// What the shape checks cannot see: a required tensor with elements needs data (one without may have none).
+bool has_data(es_tensor const* t) { return t && (t->data || edgeseg::numel(shape_of(t)) == 0); }
 
 template <typename T>
 T const* in(es_tensor const* t)
@@ -213,8 +211,10 @@ extern "C" int es_multilevel_roi_align(es_tensor const* rois, es_tensor const* b
             return mode < 0 ? -1 : 0;
         if (edgeseg::numel(out_shape) == 0)
             return 0;
-        if (!has_data(rois) || !has_data(batch_indices)
-            || std::any_of(data.begin(), data.end(), [](float const* d) { return d == nullptr; }))
+        bool features_ok = true;
+        for (int l = 0; l < levels; ++l)
+            features_ok = features_ok && has_data(&features[l]);
+        if (!has_data(rois) || !has_data(batch_indices) || !features_ok)
             return missing(op, "rois/batch_indices/features");
         roi_align_run(data, shapes, std::vector<float>(spatial_scales, spatial_scales + levels), in<float>(rois),
             in<int32_t>(batch_indices), out_shape.d[0], out_h, out_w, sampling_ratio, aligned, canonical_scale,
@@ -234,8 +234,7 @@ extern "C" int es_deform_conv2d(es_tensor const* x, es_tensor const* weight, es_
         Shape out_shape;
         bool has_bias = false, has_mask = false;
         Status const st = edgeseg::validate_deform_conv2d(shape_of(x), shape_of(weight), shape_of(offset),
-            bias && bias->data ? shape_of(bias) : empty, mask && mask->data ? shape_of(mask) : empty, p, out_shape,
-            has_bias, has_mask);
+            bias ? shape_of(bias) : empty, mask ? shape_of(mask) : empty, p, out_shape, has_bias, has_mask);
         if (!st)
             return refused(st);
         int const mode = settle_output(op, "Y", out, out_shape);
@@ -243,8 +242,9 @@ extern "C" int es_deform_conv2d(es_tensor const* x, es_tensor const* weight, es_
             return mode < 0 ? -1 : 0;
         if (edgeseg::numel(out_shape) == 0)
             return 0;
-        if (!has_data(x) || !has_data(weight) || !has_data(offset))
-            return missing(op, "X/W/offset");
+        if (!has_data(x) || !has_data(weight) || !has_data(offset) || (has_bias && !has_data(bias))
+            || (has_mask && !has_data(mask)))
+            return missing(op, "X/W/offset/bias/mask");
         int64_t const n = out_shape.d[0], cout = out_shape.d[1];
         int const cin = static_cast<int>(x->dims[1]), h = static_cast<int>(x->dims[2]), w = static_cast<int>(x->dims[3]);
         int const ho = static_cast<int>(out_shape.d[2]), wo = static_cast<int>(out_shape.d[3]);

@@ -91,6 +91,23 @@ std::vector<int> pair_attr(OrtKernelInfo const* info, char const* op, char const
     return {static_cast<int>(v[0]), static_cast<int>(v[1])};
 }
 
+// Every input of the node is given (a name, not ""), `count` of them (at least, for a variadic op).
+// ONNX Runtime's lite wrapper reads each declared input before Compute runs, and one left out by an
+// empty name is a null value there: so it is refused here, when the session is created.
+bool require_inputs(OrtKernelInfo const* raw, char const* op, size_t count, bool at_least = false)
+{
+    Ort::ConstKernelInfo info(raw);
+    size_t const n = info.GetInputCount();
+    if (at_least ? n < count : n != count)
+        throw Refused(std::string(op) + ": takes " + (at_least ? "at least " : "") + std::to_string(count)
+            + " inputs, the node gives " + std::to_string(n));
+    for (size_t i = 0; i < n; ++i)
+        if (info.GetInputName(i).empty())
+            throw Refused(std::string(op) + ": input " + std::to_string(i)
+                + " is left out; give every input (an optional one as an empty tensor)");
+    return true;
+}
+
 // Runs `body`, turning a refusal or any C++ exception into an error status for ONNX Runtime.
 template <typename F>
 Ort::Status guarded(F&& body)
@@ -158,9 +175,11 @@ void run_one(Tensor<T>& y, Launch&& launch)
 
 struct RoIAlign
 {
+    bool inputs_given; // first: members initialise in declaration order
     static constexpr char const* kOp = "EdgeSegRoIAlign";
     RoIAlign(OrtApi const*, OrtKernelInfo const* info)
-        : out_h(int_attr(info, kOp, "output_height", 1)), out_w(int_attr(info, kOp, "output_width", 1)),
+        : inputs_given(require_inputs(info, kOp, 3)),
+          out_h(int_attr(info, kOp, "output_height", 1)), out_w(int_attr(info, kOp, "output_width", 1)),
           sampling(int_attr(info, kOp, "sampling_ratio", -1)), aligned(int_attr(info, kOp, "aligned", 0)),
           scale(float_attr(info, kOp, "spatial_scale", 1.f))
     {
@@ -180,9 +199,11 @@ struct RoIAlign
 
 struct MultilevelRoIAlign
 {
+    bool inputs_given; // first: members initialise in declaration order
     static constexpr char const* kOp = "EdgeSegMultilevelRoIAlign";
     MultilevelRoIAlign(OrtApi const*, OrtKernelInfo const* info)
-        : out_h(int_attr(info, kOp, "output_height", 1)), out_w(int_attr(info, kOp, "output_width", 1)),
+        : inputs_given(require_inputs(info, kOp, 3, true)),
+          out_h(int_attr(info, kOp, "output_height", 1)), out_w(int_attr(info, kOp, "output_width", 1)),
           sampling(int_attr(info, kOp, "sampling_ratio", -1)), aligned(int_attr(info, kOp, "aligned", 0)),
           scales(read_attr(info, kOp, "spatial_scales", "a list of floats", std::vector<float>{},
               [](Ort::ConstKernelInfo i) { return i.GetAttributes<float>("spatial_scales"); })),
@@ -232,9 +253,11 @@ struct MultilevelRoIAlign
 
 struct DeformConv2d
 {
+    bool inputs_given; // first: members initialise in declaration order
     static constexpr char const* kOp = "EdgeSegDeformConv2d";
     DeformConv2d(OrtApi const*, OrtKernelInfo const* info)
-        : stride(pair_attr(info, kOp, "stride", {1, 1})), padding(pair_attr(info, kOp, "padding", {0, 0})),
+        : inputs_given(require_inputs(info, kOp, 5)),
+          stride(pair_attr(info, kOp, "stride", {1, 1})), padding(pair_attr(info, kOp, "padding", {0, 0})),
           dilation(pair_attr(info, kOp, "dilation", {1, 1})), groups(int_attr(info, kOp, "groups", 1)),
           offset_groups(int_attr(info, kOp, "offset_groups", 1))
     {
@@ -257,9 +280,11 @@ struct DeformConv2d
 
 struct DCNv3
 {
+    bool inputs_given; // first: members initialise in declaration order
     static constexpr char const* kOp = "EdgeSegDCNv3";
     DCNv3(OrtApi const*, OrtKernelInfo const* info)
-        : kernel(pair_attr(info, kOp, "kernel", {3, 3})), stride(pair_attr(info, kOp, "stride", {1, 1})),
+        : inputs_given(require_inputs(info, kOp, 3)),
+          kernel(pair_attr(info, kOp, "kernel", {3, 3})), stride(pair_attr(info, kOp, "stride", {1, 1})),
           padding(pair_attr(info, kOp, "padding", {0, 0})), dilation(pair_attr(info, kOp, "dilation", {1, 1})),
           group(int_attr(info, kOp, "group", 1)), offset_scale(float_attr(info, kOp, "offset_scale", 1.f))
     {
@@ -281,8 +306,13 @@ struct DCNv3
 
 struct PasteMasks
 {
+    bool inputs_given; // first: members initialise in declaration order
     static constexpr char const* kOp = "EdgeSegPasteMasks";
-    PasteMasks(OrtApi const*, OrtKernelInfo const* info) : threshold(float_attr(info, kOp, "threshold", .5f)) {}
+    PasteMasks(OrtApi const*, OrtKernelInfo const* info)
+        : inputs_given(require_inputs(info, kOp, 3)),
+          threshold(float_attr(info, kOp, "threshold", .5f))
+    {
+    }
     Ort::Status Compute(Tensor<float> const& masks, Tensor<float> const& boxes, Tensor<float> const& image, Tensor<float>& y)
     {
         return guarded([&] {
@@ -296,9 +326,11 @@ struct PasteMasks
 
 struct PanopticPaste
 {
+    bool inputs_given; // first: members initialise in declaration order
     static constexpr char const* kOp = "EdgeSegPanopticPaste";
     PanopticPaste(OrtApi const*, OrtKernelInfo const* info)
-        : num_classes(int_attr(info, kOp, "num_classes", 1)), num_thing_classes(int_attr(info, kOp, "num_thing_classes", 0)),
+        : inputs_given(require_inputs(info, kOp, 4)),
+          num_classes(int_attr(info, kOp, "num_classes", 1)), num_thing_classes(int_attr(info, kOp, "num_thing_classes", 0)),
           min_stuff_area(int_attr(info, kOp, "min_stuff_area", 4096)),
           overlap(float_attr(info, kOp, "overlap_threshold", .5f)), score(float_attr(info, kOp, "score_threshold", .5f))
     {

@@ -68,12 +68,12 @@ ES_HD RoIGrid roi_grid(float x1, float y1, float x2, float y2, RoIAlignParams co
     g.start_x = x1 * p.spatial_scale - offset;
     g.start_y = y1 * p.spatial_scale - offset;
     float rw = x2 * p.spatial_scale - offset - g.start_x, rh = y2 * p.spatial_scale - offset - g.start_y;
+    g.valid = finite(g.start_x) && finite(g.start_y) && finite(rw) && finite(rh); // before the clamp hides a NaN
     if (!p.aligned)
     {
         rw = rw > 1.f ? rw : 1.f;
         rh = rh > 1.f ? rh : 1.f;
     }
-    g.valid = finite(g.start_x) && finite(g.start_y) && finite(rw) && finite(rh);
     if (!g.valid)
         rw = rh = 0.f;
     g.bin_h = rh / p.out_h;

@@ -65,9 +65,12 @@ inline Shape make_shape(std::initializer_list<int64_t> dims)
     return s;
 }
 
-// Element count, or -1 when a dimension is negative or the product leaves int64.
+// Element count, or -1 when the rank is outside 0..kMaxRank, a dimension is negative or the product
+// leaves int64.
 inline int64_t numel(Shape const& s)
 {
+    if (s.rank < 0 || s.rank > kMaxRank)
+        return -1;
     int64_t n = 1;
     for (int i = 0; i < s.rank; ++i)
     {
@@ -82,6 +85,8 @@ inline int64_t numel(Shape const& s)
 
 inline std::string to_string(Shape const& s)
 {
+    if (s.rank < 0 || s.rank > kMaxRank)
+        return "[rank " + std::to_string(s.rank) + "]";
     std::string out = "[";
     for (int i = 0; i < s.rank; ++i)
         out += (i ? ", " : "") + std::to_string(s.d[i]);
@@ -90,7 +95,7 @@ inline std::string to_string(Shape const& s)
 
 inline bool same(Shape const& a, Shape const& b)
 {
-    if (a.rank != b.rank)
+    if (a.rank != b.rank || a.rank < 0 || a.rank > kMaxRank)
         return false;
     for (int i = 0; i < a.rank; ++i)
         if (a.d[i] != b.d[i])
@@ -120,7 +125,7 @@ inline Status check_range(char const* op, char const* name, double v, Range r)
 // A tensor's rank, that no dimension is negative or above INT32_MAX, and its size within kMaxElements.
 inline Status check_tensor(char const* op, char const* name, Shape const& s, int rank, char const* layout)
 {
-    if (s.rank != rank)
+    if (s.rank != rank) // also every rank outside 0..kMaxRank: callers ask for ranks 1..4
         return refused(op, std::string("input '") + name + "' must be " + layout + " (rank " + std::to_string(rank)
                 + "), got shape " + to_string(s));
     int64_t const n = numel(s);
