@@ -131,3 +131,57 @@ def test_match_detections_is_by_overlap_not_slot():
     assert box_iou(ref, cand)[0, 1] == 1.0
     other_label = match_detections(ref, np.array([0.9, 0.8]), np.array([1, 2]), cand, np.array([1, 1]))
     assert other_label.unmatched_reference == 1
+
+
+def test_mask_ap_equals_pycocotools_called_directly(tmp_path):
+    """edgeseg's evaluator against an independent pycocotools run on the same predictions, through files."""
+    import json
+
+    from pycocotools import mask as rle
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    from edgeseg.metrics.instance import InstanceEvaluator
+
+    rng = np.random.default_rng(0)
+    ev = InstanceEvaluator(["background", "a", "b"])
+    images, anns, results = [], [], []
+    for image_id in (1, 2, 3):
+        gt = np.zeros((3, 40, 50), bool)
+        labels = np.array([1, 2, 1])
+        for k in range(3):
+            y, x = rng.integers(0, 25), rng.integers(0, 35)
+            gt[k, y:y + rng.integers(5, 15), x:x + rng.integers(5, 15)] = True
+        pred_masks = np.stack([np.roll(g, rng.integers(-2, 3), axis=1) for g in gt]).astype(np.float32) * 0.9
+        boxes = np.array([[np.nonzero(m)[1].min(), np.nonzero(m)[0].min(), np.nonzero(m)[1].max() + 1,
+                           np.nonzero(m)[0].max() + 1] for m in pred_masks > 0.5], np.float32)
+        scores = rng.random(3).astype(np.float32)
+        pred_labels = np.array([1, 2, 2])  # one wrong label
+        ev.add(gt, labels, {"boxes": boxes, "scores": scores, "labels": pred_labels, "masks": pred_masks})
+        images.append({"id": image_id, "height": 40, "width": 50})
+        for k in range(3):
+            code = rle.encode(np.asfortranarray(gt[k].astype(np.uint8)))
+            code["counts"] = code["counts"].decode()
+            ys, xs = np.nonzero(gt[k])
+            anns.append({"id": len(anns) + 1, "image_id": image_id, "category_id": int(labels[k]), "iscrowd": 0,
+                         "area": int(gt[k].sum()), "segmentation": code,
+                         "bbox": [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)]})
+            code = rle.encode(np.asfortranarray((pred_masks[k] >= 0.5).astype(np.uint8)))
+            code["counts"] = code["counts"].decode()
+            b = boxes[k].tolist()
+            results.append({"image_id": image_id, "category_id": int(pred_labels[k]), "score": float(scores[k]),
+                            "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]], "segmentation": code})
+    (tmp_path / "gt.json").write_text(json.dumps({"images": images, "annotations": anns,
+                                                  "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]}))
+    (tmp_path / "dt.json").write_text(json.dumps(results))
+    ours = ev.scores()
+    import contextlib
+    import io
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt_coco = COCO(str(tmp_path / "gt.json"))
+        dt_coco = gt_coco.loadRes(str(tmp_path / "dt.json"))
+        for kind in ("bbox", "segm"):
+            e = COCOeval(gt_coco, dt_coco, kind)
+            e.evaluate(), e.accumulate(), e.summarize()
+            assert ours[kind].ap == pytest.approx(e.stats[0]) and ours[kind].ap50 == pytest.approx(e.stats[1])
+    assert 0 < ours["segm"].ap < 1

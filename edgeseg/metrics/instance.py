@@ -49,3 +49,79 @@ def detections(out: dict[str, np.ndarray], image: int) -> dict[str, np.ndarray]:
     """Image ``image``'s valid detections from the batched fixed-size contract (slots < num_detections)."""
     k = int(out["num_detections"][image])
     return {key: out[key][image, :k] for key in ("boxes", "scores", "labels", "masks") if key in out}
+
+
+@dataclass
+class APScores:
+    """COCO's summary for one IoU type (bbox or segm): AP at IoU .50:.95, .50, .75, and by object size."""
+    ap: float
+    ap50: float
+    ap75: float
+    ap_small: float
+    ap_medium: float
+    ap_large: float
+
+    def line(self, name: str) -> str:
+        return (f"{name} AP {self.ap:.4f} (AP50 {self.ap50:.4f}, AP75 {self.ap75:.4f}; "
+                f"S {self.ap_small:.4f}, M {self.ap_medium:.4f}, L {self.ap_large:.4f})")
+
+
+class InstanceEvaluator:
+    """Box and mask AP of a detector's outputs against ground-truth instances, computed by pycocotools
+    (COCO's definitions: 101-point interpolated precision, IoU .50:.95, max 100 detections; -1 where a
+    size range has no ground truth). Masks are binarised at 0.5, as COCO results are."""
+
+    def __init__(self, class_names: list[str]):
+        self.class_names = list(class_names)
+        self.images: list[dict] = []
+        self.annotations: list[dict] = []
+        self.results: list[dict] = []
+
+    def add(self, gt_masks: np.ndarray, gt_labels: np.ndarray, pred: dict[str, np.ndarray]) -> None:
+        """One image: ``gt_masks`` K×H×W (bool), ``gt_labels`` K, ``pred`` its valid detections
+        (``boxes``, ``scores``, ``labels``, ``masks`` H×W probabilities), as ``detections`` returns them."""
+        from pycocotools import mask as rle
+
+        image_id = len(self.images) + 1
+        h, w = gt_masks.shape[-2:]
+        self.images.append({"id": image_id, "height": int(h), "width": int(w)})
+        for m, label in zip(gt_masks.astype(bool), gt_labels):
+            ys, xs = np.nonzero(m)
+            if not len(ys):
+                continue
+            code = rle.encode(np.asfortranarray(m.astype(np.uint8)))
+            self.annotations.append({
+                "id": len(self.annotations) + 1, "image_id": image_id, "category_id": int(label), "iscrowd": 0,
+                "area": float(m.sum()), "segmentation": code,
+                "bbox": [float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1)]})
+        for box, score, label, mask in zip(pred["boxes"], pred["scores"], pred["labels"], pred["masks"]):
+            code = rle.encode(np.asfortranarray((mask >= 0.5).astype(np.uint8)))
+            x1, y1, x2, y2 = (float(v) for v in box)
+            self.results.append({"image_id": image_id, "category_id": int(label), "score": float(score),
+                                 "bbox": [x1, y1, x2 - x1, y2 - y1], "segmentation": code})
+
+    def scores(self) -> dict[str, APScores]:
+        """``{"bbox": ..., "segm": ...}``; all -1 when there are no detections to score."""
+        import contextlib
+        import io
+
+        from pycocotools.coco import COCO
+        from pycocotools.cocoeval import COCOeval
+
+        empty = APScores(-1.0, -1.0, -1.0, -1.0, -1.0, -1.0)
+        if not self.results or not self.annotations:
+            return {"bbox": empty, "segm": empty}
+        gt = COCO()
+        gt.dataset = {"images": self.images, "annotations": self.annotations,
+                      "categories": [{"id": i, "name": n} for i, n in enumerate(self.class_names) if i > 0]}
+        out = {}
+        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
+            gt.createIndex()
+            dt = gt.loadRes(self.results)
+            for kind in ("bbox", "segm"):
+                ev = COCOeval(gt, dt, kind)
+                ev.evaluate()
+                ev.accumulate()
+                ev.summarize()
+                out[kind] = APScores(*(float(v) for v in ev.stats[:6]))
+        return out
