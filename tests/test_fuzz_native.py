@@ -287,7 +287,7 @@ def child(seed: int, seconds: float, max_cases: int, only: int | None = None) ->
 # ---- the test ------------------------------------------------------------------------------------------
 
 def _fuzz_seconds() -> float:
-    return float(os.environ.get("EDGESEG_ORT_FUZZ_SECONDS", "25"))
+    return float(os.environ.get("EDGESEG_ORT_FUZZ_SECONDS", "20"))
 
 
 @pytest.mark.skipif(not (_plugin_dir() / "libedgeseg_ort.so").is_file(),
