@@ -88,10 +88,9 @@ def cmd_export(a) -> None:
     import torch
 
     import edgeseg
+    from edgeseg.io import check_writable_folder
     from edgeseg.models import create, list_models
     from edgeseg.runtime import meta_from_checkpoint_dict
-
-    from edgeseg.io import check_writable_folder
 
     out = a.out or Path(a.model).with_suffix(".onnx").name
     check_writable_folder(out)
@@ -139,15 +138,12 @@ def cmd_quantize(a) -> None:
 
 def cmd_infer(a) -> None:
     from edgeseg.data import load_image
+    from edgeseg.io import check_writable_folder
     from edgeseg.runtime import labels_from_logits, preprocess
     from edgeseg.viz import colourize, overlay, save_png
 
-    from edgeseg.io import check_writable_folder
-
     out_dir = Path(a.out_dir)
-    check_writable_folder(out_dir / "x")
-    if out_dir.exists() and not out_dir.is_dir():
-        raise EdgeSegError(f"--out-dir {out_dir} is a file, not a folder", "pass a folder for the outputs")
+    check_writable_folder(out_dir / "labels.png")  # before the model runs: out_dir and its parents are folders or absent
     session = _open(a.model, a.backend, a.plugins)
     meta = session.meta
     for path in a.images:
