@@ -1,0 +1,536 @@
+"""The hostile-input corpus: files a user (or an attacker) may hand edgeseg, generated on the spot, each
+run through the verb that reads it in a child process, and the rules every case must keep:
+
+- no signal (the child is not killed), no Python traceback, exit status 2, exactly one stderr line
+  ``edgeseg <verb>: error: <what> -- <fix>``;
+- nothing new in the output folder, no marker file (no code named by the file ran);
+- peak RSS of the child under 2 GB, no hang (a time limit per case).
+
+``CASES`` is the one list: tests/test_hostile.py asserts the rules on it, benchmarks/hostile_report.py
+counts it into benchmarks/results/hostile.md. Adding a case is one line: a name, the verb's arguments
+as a function of the shared fixtures ``f`` (``Fixtures``) and the case's own folder ``d``, and words
+the error line must contain.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import re
+import resource  # noqa: F401  (ru_maxrss units are documented there: KiB on Linux)
+import subprocess
+import sys
+import threading
+import time
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+RSS_LIMIT_BYTES = 2 << 30
+TIME_LIMIT_S = 240
+MARKER = "HOSTILE_CODE_RAN"  # created only if a file's payload gets executed
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    args: Callable[["Fixtures", Path], list]  # (fixtures, case folder) -> argv after "edgeseg"
+    words: tuple[str, ...] = ()  # the error line must contain each
+
+
+@dataclass
+class Result:
+    case: str
+    returncode: int
+    stderr: str
+    seconds: float
+    max_rss_bytes: int
+    timed_out: bool
+    new_files: list[str]
+    marker: bool
+
+    @property
+    def lines(self) -> list[str]:
+        return [l for l in self.stderr.splitlines() if l.strip()]
+
+    @property
+    def crashed(self) -> bool:  # killed by a signal or hung
+        return self.returncode < 0 or self.timed_out
+
+    @property
+    def traceback(self) -> bool:
+        return "Traceback" in self.stderr
+
+    @property
+    def silent(self) -> bool:  # a hostile input accepted without a word: a silent wrong answer
+        return self.returncode == 0
+
+    def problems(self, case: Case) -> list[str]:
+        out = []
+        if self.timed_out:
+            out.append(f"hung (killed after {TIME_LIMIT_S} s)")
+        if self.returncode < 0:
+            out.append(f"killed by signal {-self.returncode}")
+        if self.traceback:
+            out.append("traceback")
+        if self.returncode != 2:
+            out.append(f"exit status {self.returncode}, not 2")
+        if len(self.lines) != 1:
+            out.append(f"{len(self.lines)} stderr lines")
+        elif not re.match(r"edgeseg( [a-z]+)?: error: .+ -- .+", self.lines[0]):
+            out.append("stderr is not 'edgeseg <verb>: error: <what> -- <fix>'")
+        else:
+            out += [f"error line lacks {w!r}" for w in case.words if w not in self.lines[0]]
+        if self.new_files:
+            out.append(f"left files {self.new_files}")
+        if self.marker:
+            out.append("the file's code ran (marker created)")
+        if self.max_rss_bytes >= RSS_LIMIT_BYTES:
+            out.append(f"peak RSS {self.max_rss_bytes / 2**30:.2f} GiB")
+        return out
+
+
+# ---------------------------------------------------------------- shared fixtures (built once per run)
+
+class Fixtures:
+    """One small exported model, a foreign ONNX (no metadata), a tensorrt-flavour ONNX, a checkpoint and
+    an image, in ``root``; everything hostile is derived from them per case."""
+
+    def __init__(self, root: Path):
+        import torch
+        from PIL import Image
+        from torch import nn
+
+        from edgeseg.export import ModelMeta, export_onnx
+        from edgeseg.models import create
+        from edgeseg.models.checkpoint import save_checkpoint
+
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(0)
+        model = create("unet_padded", num_classes=2, in_channels=1, base_width=4, depth=2).eval()
+        meta = {"class_names": ["bg", "fg"], "in_channels": 1, "mean": [0.5], "std": [0.25]}
+        self.onnx = root / "model.onnx"
+        export_onnx(model, self.onnx, meta=ModelMeta(model="unet_padded", **meta, size_divisor=model.size_divisor))
+        self.checkpoint = root / "model.pt"
+        save_checkpoint(self.checkpoint, model, meta)
+        self.foreign = root / "foreign.onnx"
+        torch.onnx.export(nn.Conv2d(1, 2, 3, padding=1), (torch.zeros(1, 1, 16, 16),), str(self.foreign), dynamo=False,
+                          input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "n", 2: "h", 3: "w"}})
+        self.image = root / "slice.png"
+        Image.fromarray((np.random.default_rng(0).random((40, 52)) * 255).astype(np.uint8)).save(self.image)
+        self.tensorrt = root / "deform.onnx"
+        self._export_tensorrt_flavour()
+
+    def _export_tensorrt_flavour(self) -> None:
+        """A semantic model whose graph holds an edgeseg plugin node (tensorrt flavour)."""
+        import torch
+        from torch import nn
+
+        from edgeseg import ops
+        from edgeseg.export import ModelMeta, export_onnx
+
+        class DeformSeg(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.offset = nn.Conv2d(1, 27, 3, padding=1)
+                self.weight = nn.Parameter(torch.randn(2, 1, 3, 3))
+                self.bias = nn.Parameter(torch.zeros(2))
+
+            def forward(self, x):
+                o = self.offset(x)
+                return {"logits": ops.deform_conv2d(x, o[:, :18], self.weight, self.bias, 1, 1, 1, o[:, 18:].sigmoid())}
+
+        meta = ModelMeta(model="deformseg", class_names=["a", "b"], in_channels=1, mean=[0.5], std=[0.25], size_divisor=1)
+        export_onnx(DeformSeg().eval(), self.tensorrt, meta=meta, sample=torch.randn(1, 1, 16, 16), flavour="tensorrt")
+
+
+# ---------------------------------------------------------------- builders of hostile files
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def onnx_with_props(f: Fixtures, d: Path, **fields) -> Path:
+    """The good model with some ``edgeseg.*`` metadata values replaced (raw strings, not JSON-encoded)."""
+    import onnx
+
+    proto = onnx.load(str(f.onnx))
+    props = {p.key: p.value for p in proto.metadata_props}
+    props.update({"edgeseg." + k: v for k, v in fields.items()})
+    del proto.metadata_props[:]
+    for k, v in props.items():
+        proto.metadata_props.add(key=k, value=v)
+    path = d / "meta.onnx"
+    onnx.save(proto, str(path))
+    return path
+
+
+def foreign_with_sidecar(f: Fixtures, d: Path, text: str | None = None, **fields) -> Path:
+    """The foreign ONNX with a sidecar: a valid one with ``fields`` changed (None deletes), or raw ``text``."""
+    path = d / "foreign.onnx"
+    path.write_bytes(f.foreign.read_bytes())
+    good = {"model": "foreign", "class_names": ["a", "b"], "in_channels": 1, "mean": [0.5], "std": [0.25],
+            "input_name": "x", "logits_output": "y", "size_divisor": 1}
+    for k, v in fields.items():
+        if v is None:
+            good.pop(k, None)
+        else:
+            good[k] = v
+    Path(str(path) + ".json").write_text(text if text is not None else json.dumps(good))
+    return path
+
+
+def checkpoint(d: Path, payload, name: str = "ck.pt") -> Path:
+    import torch
+
+    path = d / name
+    torch.save(payload, path)
+    return path
+
+
+def good_payload(f: Fixtures, **changes) -> dict:
+    import torch
+
+    payload = torch.load(f.checkpoint, weights_only=True)
+    for k, v in changes.items():
+        if v is None:
+            payload.pop(k, None)
+        else:
+            payload[k] = v
+    return payload
+
+
+class _RunsCode:
+    """Unpickling this calls ``open(marker, "w")``: a payload that would leave a marker file if executed."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def pickle_payload(f: Fixtures, d: Path, zipped: bool) -> Path:
+    marker = d.parent / MARKER
+    if zipped:  # torch's zip format, the payload inside data.pkl
+        return checkpoint(d, {"format": "edgeseg-checkpoint/1", "config": _RunsCode(marker)}, "zip_payload.pt")
+    return _write(d / "legacy_payload.pt", pickle.dumps({"format": _RunsCode(marker)}, protocol=2))
+
+
+def png(d: Path, width: int, height: int, mode: str = "1", name: str = "big.png") -> Path:
+    """A large PNG written cheaply: 1-bit (or palette) pixels compress to almost nothing."""
+    from PIL import Image
+
+    path = d / name
+    Image.new(mode, (width, height)).save(path, optimize=False)
+    return path
+
+
+def png_header_only(d: Path, width: int, height: int) -> Path:
+    """A PNG whose header claims ``width``×``height`` but holds no pixel data (decoders must not trust it)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return _write(d / "liar.png", b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
+
+
+def external_data_link(f: Fixtures, d: Path) -> Path:
+    """An ONNX whose initializer's external data is a link to /dev/zero, 16 GiB long."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.zeros((2,), np.float32), "w")
+    w.ClearField("raw_data")
+    w.data_location = TensorProto.EXTERNAL
+    w.external_data.add(key="location", value="zeros.bin")
+    w.external_data.add(key="length", value=str(1 << 34))
+    graph = helper.make_graph([helper.make_node("Add", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])], [w])
+    path = d / "external.onnx"
+    onnx.save(helper.make_model(graph), str(path))
+    os.symlink("/dev/zero", d / "zeros.bin")
+    return path
+
+
+def _graph_with_meta(d: Path, name: str, nodes, initializers) -> Path:
+    """A hand-written graph ``input`` (N×1×H×W) -> ``logits`` carrying valid edgeseg metadata."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from edgeseg.export.metadata import ModelMeta, write_metadata
+
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 1, "h", "w"])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, None)], initializers)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)], ir_version=10)
+    write_metadata(proto, ModelMeta(model=name, class_names=["a", "b"], in_channels=1, mean=[0.5], std=[0.25],
+                                    size_divisor=1))
+    path = d / f"{name}.onnx"
+    onnx.save(proto, str(path))
+    return path
+
+
+def refuses_at_run(f: Fixtures, d: Path) -> Path:
+    """Valid metadata, but the graph reshapes its input to a fixed shape: ONNX Runtime fails inside run()."""
+    from onnx import TensorProto, helper
+
+    shape = helper.make_tensor("shape", TensorProto.INT64, [4], [1, 2, 7, 7])
+    nodes = [helper.make_node("Concat", ["input", "input"], ["both"], axis=1),
+             helper.make_node("Reshape", ["both", "shape"], ["logits"])]
+    return _graph_with_meta(d, "fixed", nodes, [shape])
+
+
+def allocates_at_run(f: Fixtures, d: Path) -> Path:
+    """Valid metadata, but the graph expands its input to 1×2×10^6×10^6 (8 TB) while running."""
+    from onnx import TensorProto, helper
+
+    shape = helper.make_tensor("shape", TensorProto.INT64, [4], [1, 2, 1_000_000, 1_000_000])
+    nodes = [helper.make_node("ReduceMean", ["input"], ["mean"], keepdims=1),
+             helper.make_node("Expand", ["mean", "shape"], ["logits"])]
+    return _graph_with_meta(d, "expands", nodes, [shape])
+
+
+def under_a_file(d: Path, name: str) -> Path:
+    (d / "blocker").write_text("a regular file where a folder is expected\n")
+    return d / "blocker" / name
+
+
+def truncated_zip_checkpoint(f: Fixtures, d: Path) -> Path:
+    data = f.checkpoint.read_bytes()
+    return _write(d / "cut.pt", data[: len(data) // 2])
+
+
+def zip_bomb_checkpoint(d: Path) -> Path:
+    """A zip whose one member claims to inflate to 4 GiB of zeros (torch's format stores, never inflates)."""
+    path = d / "bomb.pt"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        with z.open("archive/data.pkl", "w", force_zip64=True) as member:
+            block = bytes(1 << 20)
+            for _ in range(64):  # 64 MiB of zeros: a few hundred KiB on disk
+                member.write(block)
+    return path
+
+
+# ---------------------------------------------------------------- the verbs
+
+def infer(f: Fixtures, model, d: Path, image=None, *extra) -> list:
+    return ["infer", model, image or f.image, "--out-dir", d / "out", *extra]
+
+
+def export(ck, d: Path) -> list:
+    return ["export", ck, "--out", d / "out" / "x.onnx"]
+
+
+def quantize(model, d: Path, *extra) -> list:
+    return ["quantize", model, "--out", d / "out" / "q.onnx", "--calib-data", "synthetic", "--calib-images", "1", *extra]
+
+
+DEEP = "[" * 100_000 + "]" * 100_000
+CK = "edgeseg-checkpoint/1"
+
+CASES: list[Case] = [
+    # ONNX files that are not ONNX
+    Case("onnx: truncated", lambda f, d: infer(f, _write(d / "t.onnx", f.onnx.read_bytes()[:3000]), d), ("t.onnx",)),
+    Case("onnx: text file", lambda f, d: infer(f, _write(d / "r.onnx", b"# not a model\n"), d), ("r.onnx",)),
+    Case("onnx: random bytes", lambda f, d: infer(f, _write(d / "x.onnx", np.random.default_rng(1).bytes(4096)), d), ("x.onnx",)),
+    Case("onnx: empty file", lambda f, d: infer(f, _write(d / "e.onnx", b""), d), ("e.onnx",)),
+    Case("onnx: foreign, no metadata or sidecar", lambda f, d: infer(f, _write(d / "f.onnx", f.foreign.read_bytes()), d),
+         ("no edgeseg metadata",)),
+    Case("onnx: external data linked to /dev/zero", lambda f, d: infer(f, external_data_link(f, d), d), ("external.onnx",)),
+    Case("onnx: graph fails inside run", lambda f, d: infer(f, refuses_at_run(f, d), d), ("ONNX Runtime failed",)),
+    Case("onnx: graph asks for 8 TB inside run", lambda f, d: infer(f, allocates_at_run(f, d), d), ("ONNX Runtime failed",)),
+    # embedded metadata
+    Case("meta: not JSON", lambda f, d: infer(f, onnx_with_props(f, d, std="[0.2,"), d), ("edgeseg.std",)),
+    Case("meta: 2 MB class name", lambda f, d: infer(f, onnx_with_props(f, d, class_names=json.dumps(["x" * (2 << 20)])), d),
+         ("class_names",)),
+    Case("meta: 10^5-deep nesting", lambda f, d: infer(f, onnx_with_props(f, d, config=DEEP), d), ("edgeseg.config",)),
+    Case("meta: 10^4-digit integer", lambda f, d: infer(f, onnx_with_props(f, d, size_divisor="9" * 10_000), d),
+         ("edgeseg.size_divisor",)),
+    Case("meta: std 0", lambda f, d: infer(f, onnx_with_props(f, d, std="[0.0]"), d), ("std",)),
+    Case("meta: std NaN", lambda f, d: infer(f, onnx_with_props(f, d, std="[NaN]"), d), ("std",)),
+    Case("meta: mean longer than in_channels", lambda f, d: infer(f, onnx_with_props(f, d, mean="[0.1, 0.2, 0.3]"), d), ("mean",)),
+    Case("meta: mean of strings", lambda f, d: infer(f, onnx_with_props(f, d, mean='["a"]'), d), ("mean",)),
+    Case("meta: size_divisor 0", lambda f, d: infer(f, onnx_with_props(f, d, size_divisor="0"), d), ("size_divisor",)),
+    Case("meta: size_divisor 1e9", lambda f, d: infer(f, onnx_with_props(f, d, size_divisor="1000000000"), d), ("size_divisor",)),
+    Case("meta: class_names empty", lambda f, d: infer(f, onnx_with_props(f, d, class_names="[]"), d), ("class_names",)),
+    Case("meta: class_names numbers", lambda f, d: infer(f, onnx_with_props(f, d, class_names="[1, 2]"), d), ("class_names",)),
+    Case("meta: 10^6 class names", lambda f, d: infer(f, onnx_with_props(f, d, class_names=json.dumps(["c"] * 10**6)), d),
+         ("class_names",)),
+    Case("meta: in_channels 10^9", lambda f, d: infer(f, onnx_with_props(f, d, in_channels="1000000000"), d), ("in_channels",)),
+    Case("meta: ignore_index string", lambda f, d: infer(f, onnx_with_props(f, d, ignore_index='"x"'), d), ("ignore_index",)),
+    Case("meta: unknown task", lambda f, d: infer(f, onnx_with_props(f, d, task='"detect"'), d), ("task",)),
+    # sidecars of a foreign ONNX
+    Case("sidecar: unknown key", lambda f, d: infer(f, foreign_with_sidecar(f, d, plugin_path="/tmp/x.so"), d), ("plugin_path",)),
+    Case("sidecar: no model", lambda f, d: infer(f, foreign_with_sidecar(f, d, model=None), d), ("model",)),
+    Case("sidecar: not JSON", lambda f, d: infer(f, foreign_with_sidecar(f, d, text="{model: x"), d), ("not valid JSON",)),
+    Case("sidecar: a JSON list", lambda f, d: infer(f, foreign_with_sidecar(f, d, text="[1, 2]"), d), ("JSON object",)),
+    Case("sidecar: deep nesting", lambda f, d: infer(f, foreign_with_sidecar(f, d, text=DEEP), d), ("not valid JSON",)),
+    Case("sidecar: 2 MB", lambda f, d: infer(f, foreign_with_sidecar(f, d, text=" " * (2 << 20)), d), ("bytes",)),
+    Case("sidecar: std 0", lambda f, d: infer(f, foreign_with_sidecar(f, d, std=[0]), d), ("std",)),
+    Case("sidecar: std negative", lambda f, d: infer(f, foreign_with_sidecar(f, d, std=[-1.0]), d), ("std",)),
+    Case("sidecar: mean wrong length", lambda f, d: infer(f, foreign_with_sidecar(f, d, mean=[0.1, 0.2]), d), ("mean",)),
+    Case("sidecar: mean not a list", lambda f, d: infer(f, foreign_with_sidecar(f, d, mean=0.5), d), ("mean",)),
+    Case("sidecar: size_divisor float", lambda f, d: infer(f, foreign_with_sidecar(f, d, size_divisor=1.5), d), ("size_divisor",)),
+    Case("sidecar: size_divisor 4096", lambda f, d: infer(f, foreign_with_sidecar(f, d, size_divisor=4096), d), ("size_divisor",)),
+    Case("sidecar: class_names empty", lambda f, d: infer(f, foreign_with_sidecar(f, d, class_names=[]), d), ("class_names",)),
+    Case("sidecar: class_names a string", lambda f, d: infer(f, foreign_with_sidecar(f, d, class_names="ab"), d), ("class_names",)),
+    Case("sidecar: in_channels 0", lambda f, d: infer(f, foreign_with_sidecar(f, d, in_channels=0), d), ("in_channels",)),
+    Case("sidecar: in_channels true", lambda f, d: infer(f, foreign_with_sidecar(f, d, in_channels=True), d), ("in_channels",)),
+    Case("sidecar: ignore_index float", lambda f, d: infer(f, foreign_with_sidecar(f, d, ignore_index=2.5), d), ("ignore_index",)),
+    # checkpoints
+    Case("checkpoint: random bytes", lambda f, d: export(_write(d / "w.pt", np.random.default_rng(2).bytes(256)), d),
+         ("not a readable checkpoint",)),
+    Case("checkpoint: pickle PROTO 0xc0 (torch warns)", lambda f, d: export(_write(d / "w.pt", b"\x80\xc0" + bytes(254)), d),
+         ("not a readable checkpoint",)),
+    Case("checkpoint: truncated", lambda f, d: export(truncated_zip_checkpoint(f, d), d), ("cut.pt",)),
+    Case("checkpoint: zip bomb member", lambda f, d: export(zip_bomb_checkpoint(d), d), ("bomb.pt",)),
+    Case("checkpoint: plain dict", lambda f, d: export(checkpoint(d, {"weights": [0.0, 1.0]}), d), ("not an edgeseg checkpoint",)),
+    Case("checkpoint: pickle payload (legacy)", lambda f, d: export(pickle_payload(f, d, zipped=False), d), ("legacy_payload.pt",)),
+    Case("checkpoint: pickle payload (zip)", lambda f, d: export(pickle_payload(f, d, zipped=True), d), ("zip_payload.pt",)),
+    Case("checkpoint: no config", lambda f, d: export(checkpoint(d, good_payload(f, config=None)), d), ("config",)),
+    Case("checkpoint: no meta", lambda f, d: export(checkpoint(d, good_payload(f, meta=None)), d), ("meta",)),
+    Case("checkpoint: no state_dict", lambda f, d: export(checkpoint(d, good_payload(f, state_dict=None)), d), ("state_dict",)),
+    Case("checkpoint: config a list", lambda f, d: export(checkpoint(d, good_payload(f, config=[1])), d), ("config",)),
+    Case("checkpoint: no model name", lambda f, d: export(checkpoint(d, good_payload(f, config={"num_classes": 2})), d), ("name",)),
+    Case("checkpoint: unknown model", lambda f, d: export(checkpoint(d, good_payload(f, config={"name": "resnet1000"})), d),
+         ("resnet1000",)),
+    Case("checkpoint: base_width 4096", lambda f, d: export(checkpoint(d, good_payload(
+        f, config={"name": "unet_padded", "num_classes": 2, "in_channels": 1, "base_width": 4096})), d), ("base_width",)),
+    Case("checkpoint: 2e9-value model in range", lambda f, d: export(checkpoint(d, good_payload(
+        f, config={"name": "unet_padded", "num_classes": 2, "in_channels": 1, "base_width": 128, "depth": 6})), d),
+         ("values",)),
+    Case("checkpoint: num_classes 10^6", lambda f, d: export(checkpoint(d, good_payload(
+        f, config={"name": "unet_padded", "num_classes": 10**6, "in_channels": 1})), d), ("num_classes",)),
+    Case("checkpoint: state_dict of strings", lambda f, d: export(checkpoint(d, good_payload(f, state_dict={"w": "x"})), d),
+         ("state_dict",)),
+    Case("checkpoint: meta std 0", lambda f, d: export(checkpoint(d, good_payload(
+        f, meta={"class_names": ["bg", "fg"], "in_channels": 1, "mean": [0.5], "std": [0.0]})), d), ("std",)),
+    Case("checkpoint: meta unknown key", lambda f, d: export(checkpoint(d, good_payload(
+        f, meta={"class_names": ["bg", "fg"], "in_channels": 1, "mean": [0.5], "std": [0.2], "run": "x"})), d), ("run",)),
+    # images
+    Case("image: garbage", lambda f, d: infer(f, f.onnx, d, _write(d / "scan.png", b"\x89PNG but then garbage")),
+         ("not a readable image",)),
+    Case("image: empty", lambda f, d: infer(f, f.onnx, d, _write(d / "empty.png", b"")), ("empty.png",)),
+    Case("image: truncated", lambda f, d: infer(f, f.onnx, d, _write(d / "cut.png", f.image.read_bytes()[:200])), ("cut.png",)),
+    Case("image: 12000x12000 1-bit", lambda f, d: infer(f, f.onnx, d, png(d, 12000, 12000)), ("pixels",)),
+    Case("image: 30000x30000 1-bit", lambda f, d: infer(f, f.onnx, d, png(d, 30000, 30000)), ("pixels",)),
+    Case("image: header claims 65535x65535", lambda f, d: infer(f, f.onnx, d, png_header_only(d, 65535, 65535)), ("pixels",)),
+    Case("image: 5 MP over --max-pixels 1e6", lambda f, d: infer(f, f.onnx, d, png(d, 2500, 2000, "P"), "--max-pixels", "1000000"),
+         ("pixels",)),
+    # outputs
+    Case("out: infer --out-dir under a file", lambda f, d: ["infer", f.onnx, f.image, "--out-dir", under_a_file(d, "out")],
+         ("is a file",)),
+    Case("out: export --out under a file", lambda f, d: ["export", f.checkpoint, "--out", under_a_file(d, "x.onnx")],
+         ("is a file",)),
+    Case("out: quantize --out under a file", lambda f, d: ["quantize", f.onnx, "--out", under_a_file(d, "q.onnx")],
+         ("is a file",)),
+    # the command line itself
+    Case("cli: --max-pixels not a number", lambda f, d: infer(f, f.onnx, d, None, "--max-pixels", "lots"), ("--max-pixels",)),
+    Case("cli: --max-pixels 0", lambda f, d: infer(f, f.onnx, d, None, "--max-pixels", "0"), ("pixel limit",)),
+    Case("cli: unknown verb", lambda f, d: ["frobnicate", f.onnx], ("frobnicate",)),
+    # the tensorrt flavour through ONNX Runtime's tools
+    Case("quantize: int8 of a tensorrt-flavour graph", lambda f, d: quantize(f.tensorrt, d), ("tensorrt-flavour",)),
+    Case("quantize: truncated ONNX", lambda f, d: quantize(_write(d / "t.onnx", f.onnx.read_bytes()[:999]), d), ("t.onnx",)),
+]
+
+
+# ---------------------------------------------------------------- running
+
+# The child: ``python -c _CHILD <hwm file> <verb> <args>`` runs ``edgeseg <verb> <args>`` and, at exit, writes
+# its peak resident memory (VmHWM: of this process image only, unlike ru_maxrss, which also counts what a
+# forked child shared with its parent before exec) into <hwm file>.
+_CHILD = """
+import atexit, runpy, sys
+def _peak(path=sys.argv[1]):
+    with open("/proc/self/status") as status:
+        kib = next(int(l.split()[1]) for l in status if l.startswith("VmHWM:"))
+    with open(path, "w") as out:
+        out.write(str(kib * 1024))
+atexit.register(_peak)
+sys.argv = ["edgeseg"] + sys.argv[2:]
+runpy.run_module("edgeseg", run_name="__main__", alter_sys=True)
+"""
+
+
+def _snapshot(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*")}
+
+
+def run_case(case: Case, fixtures: Fixtures, work: Path) -> Result:
+    """Build the case's files in their own folder under ``work``, run the verb, judge what it left."""
+    d = work / "".join(c if c.isalnum() else "_" for c in case.name)
+    d.mkdir(parents=True)
+    argv = [str(a) for a in case.args(fixtures, d)]
+    before = _snapshot(d)
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+    env.pop("EDGESEG_MAX_PIXELS", None)
+    err_path = work / (d.name + ".stderr")
+    start = time.monotonic()
+    with open(err_path, "wb") as err:
+        hwm = work / (d.name + ".hwm")
+        proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(hwm), *argv], stdout=subprocess.DEVNULL, stderr=err,
+                                cwd=d, env=env)
+        killed = threading.Event()
+
+        def kill() -> None:
+            killed.set()
+            proc.kill()
+
+        timer = threading.Timer(TIME_LIMIT_S, kill)
+        timer.start()
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            timer.cancel()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    new = sorted(_snapshot(d) - before)
+    # The child's own high-water mark; where it could not say (killed), its rusage, which also counts the
+    # memory it shared with this process before exec (an over-estimate, never an under-estimate).
+    peak = int(hwm.read_text()) if hwm.is_file() else usage.ru_maxrss * 1024
+    return Result(case.name, proc.returncode, err_path.read_text(errors="replace"), time.monotonic() - start,
+                  peak, killed.is_set(), new, (work / MARKER).exists())
+
+
+def run_corpus(work: Path, cases: list[Case] | None = None, workers: int = 2) -> list[Result]:
+    """Every case (in ``workers`` parallel children), in the order of ``cases``."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    cases = CASES if cases is None else cases
+    fixtures = Fixtures(work / "fixtures")
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(lambda c: run_case(c, fixtures, work), cases))
+
+
+@dataclass
+class Summary:
+    cases: int = 0
+    crashes: int = 0
+    tracebacks: int = 0
+    silent: int = 0
+    failing: dict[str, list[str]] = field(default_factory=dict)
+    peak_rss_bytes: int = 0
+    peak_case: str = ""
+
+
+def summarize(results: list[Result]) -> Summary:
+    by_name = {c.name: c for c in CASES}
+    s = Summary(cases=len(results))
+    for r in results:
+        s.crashes += r.crashed
+        s.tracebacks += r.traceback
+        s.silent += r.silent
+        problems = r.problems(by_name[r.case])
+        if problems:
+            s.failing[r.case] = problems
+        if r.max_rss_bytes > s.peak_rss_bytes:
+            s.peak_rss_bytes, s.peak_case = r.max_rss_bytes, r.case
+    return s

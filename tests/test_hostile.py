@@ -1,0 +1,24 @@
+"""The hostile-input corpus (tests/hostile_corpus.py): every case runs its verb in a child process and
+must end in one error line and exit status 2 — no signal, no traceback, no file left, no code run, no
+hang, under 2 GB of memory. The children run two at a time, once per session (about 5 minutes on 2 cores)."""
+import pytest
+from hostile_corpus import CASES, RSS_LIMIT_BYTES, run_corpus
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    return {r.case: r for r in run_corpus(tmp_path_factory.mktemp("hostile"))}
+
+
+def test_case_names_are_unique():
+    assert len({c.name for c in CASES}) == len(CASES)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_hostile_input_is_refused_in_one_line(case, results):
+    result = results[case.name]
+    assert result.returncode >= 0 and not result.timed_out, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.max_rss_bytes < RSS_LIMIT_BYTES
+    assert result.problems(case) == [], result.stderr
