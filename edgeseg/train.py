@@ -19,7 +19,7 @@ from tqdm import tqdm
 from edgeseg.data import IGNORE_INDEX, SegDataset, get_dataset, normalize
 from edgeseg.data.transforms import TrainAugment
 from edgeseg.errors import EdgeSegError
-from edgeseg.models import create
+from edgeseg.models import create, model_task
 from edgeseg.models.checkpoint import read_checkpoint, save_checkpoint
 
 
@@ -45,12 +45,17 @@ class TrainConfig:
     seed: int = 0
 
 
+# Instance training folds the instance id into the mask (id·256 + class), so the semantic augmentation
+# (flips, nearest-neighbour scaling, crops padded with IGNORE_INDEX = 255) moves both together.
+_ID_STRIDE = 256
+
+
 class _TrainView(Dataset):
     """Raw image (+ weight map as an extra channel, so augmentation moves it too) -> augmented,
-    normalised image, mask, per-pixel weight."""
+    normalised image, mask, per-pixel weight. ``instances``: the mask carries instance ids too."""
 
-    def __init__(self, ds: SegDataset, augment: TrainAugment, weights: list[np.ndarray] | None):
-        self.ds, self.augment, self.weights = ds, augment, weights
+    def __init__(self, ds: SegDataset, augment: TrainAugment, weights: list[np.ndarray] | None, instances: bool = False):
+        self.ds, self.augment, self.weights, self.instances = ds, augment, weights, instances
 
     def __len__(self):
         return len(self.ds)
@@ -59,6 +64,9 @@ class _TrainView(Dataset):
         image, mask = self.ds.raw(i)
         image = torch.from_numpy(np.ascontiguousarray(image, np.float32))
         mask = torch.from_numpy(np.ascontiguousarray(mask, np.int64))
+        if self.instances:
+            mask = torch.where(mask == IGNORE_INDEX, mask, mask + _ID_STRIDE * torch.from_numpy(
+                np.ascontiguousarray(self.ds.instances[i], np.int64)))
         if self.weights is not None:
             image = torch.cat([image, torch.from_numpy(self.weights[i])[None]])
         image, mask = self.augment(image, mask)
@@ -67,6 +75,27 @@ class _TrainView(Dataset):
         else:
             weight = torch.ones(mask.shape)
         return normalize(image, self.ds.info.mean, self.ds.info.std), mask, weight
+
+
+def instance_targets(masks: torch.Tensor) -> list[dict]:
+    """Per image of a B×H×W batch of id·256 + class masks: torchvision's detection targets (``boxes``
+    x1 y1 x2 y2 around each instance's pixels, ``labels`` its majority class, ``masks`` K×H×W uint8)."""
+    targets = []
+    for m in masks:
+        ids, classes = m // _ID_STRIDE, m % _ID_STRIDE
+        boxes, labels, binary = [], [], []
+        for k in ids.unique().tolist():
+            inside = (ids == k) & (classes != IGNORE_INDEX)
+            if k == 0 or not inside.any():
+                continue
+            ys, xs = inside.nonzero(as_tuple=True)
+            boxes.append([xs.min().item(), ys.min().item(), xs.max().item() + 1, ys.max().item() + 1])
+            labels.append(int(classes[inside].mode().values))
+            binary.append(inside.to(torch.uint8))
+        targets.append({"boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+                        "labels": torch.tensor(labels, dtype=torch.int64),
+                        "masks": torch.stack(binary) if binary else torch.zeros(0, *m.shape, dtype=torch.uint8)})
+    return targets
 
 
 def weighted_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -93,6 +122,12 @@ def train(cfg: TrainConfig, checkpoint: str | Path, resume: bool = False, progre
     ds = get_dataset(cfg.dataset, "train", **cfg.dataset_args)
     info = ds.info
     model = create(cfg.model, num_classes=info.num_classes, in_channels=info.in_channels, **cfg.model_args)
+    instance = model_task(cfg.model) == "instance"
+    if instance and getattr(ds, "instances", None) is None:
+        raise EdgeSegError(f"data set '{cfg.dataset}' has no instance ids to train {cfg.model} on",
+                           "use an instance data set (nuclei)")
+    if instance and (cfg.weight_map or cfg.dice):
+        raise EdgeSegError("--weight-map and the Dice loss are for semantic models", "drop them for an instance model")
     if cfg.optimizer not in ("sgd", "adamw"):
         raise EdgeSegError(f"unknown optimizer '{cfg.optimizer}'", "use 'sgd' or 'adamw'")
     lr = cfg.lr or (2e-3 if cfg.optimizer == "adamw" else 0.01)
@@ -127,7 +162,7 @@ def train(cfg: TrainConfig, checkpoint: str | Path, resume: bool = False, progre
     if crop < model.size_divisor:
         raise EdgeSegError(f"training images are smaller than {model.size_divisor} pixels", "use larger images or --crop")
     augment = TrainAugment(crop=crop, scale=cfg.scale, vflip=cfg.vflip, seed=cfg.seed + state["epoch"])
-    loader = DataLoader(_TrainView(ds, augment, weights), batch_size=cfg.batch_size, shuffle=True, drop_last=True,
+    loader = DataLoader(_TrainView(ds, augment, weights, instance), batch_size=cfg.batch_size, shuffle=True, drop_last=True,
                         generator=torch.Generator().manual_seed(cfg.seed + state["epoch"]))
     if len(loader) == 0:
         raise EdgeSegError(f"{len(ds)} training images is fewer than one batch of {cfg.batch_size}", "lower --batch-size")
@@ -136,6 +171,8 @@ def train(cfg: TrainConfig, checkpoint: str | Path, resume: bool = False, progre
     meta = {"class_names": list(info.class_names), "in_channels": info.in_channels, "mean": list(info.mean),
             "std": list(info.std), "ignore_index": info.ignore_index, "size_divisor": model.size_divisor,
             "config": {"dataset": cfg.dataset, "dataset_args": _plain(cfg.dataset_args)}}
+    if instance:
+        meta.update(task="instance", max_detections=model.max_detections)
 
     def fraction_done() -> float:
         by_iter = state["iteration"] / total_iters
@@ -150,10 +187,13 @@ def train(cfg: TrainConfig, checkpoint: str | Path, resume: bool = False, progre
         for image, mask, weight in loader:
             for group in opt.param_groups:
                 group["lr"] = lr * (1 - min(fraction_done(), 1.0)) ** cfg.poly_power
-            logits = model(image)["logits"]
-            loss = weighted_loss(logits, mask, weight)
-            if cfg.dice:
-                loss = loss + soft_dice_loss(logits, mask)
+            if instance:  # torchvision's RPN and RoI-head losses (objectness, boxes, classes, masks)
+                loss = sum(model(image, instance_targets(mask)).values())
+            else:
+                logits = model(image)["logits"]
+                loss = weighted_loss(logits, mask, weight)
+                if cfg.dice:
+                    loss = loss + soft_dice_loss(logits, mask)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
