@@ -3,17 +3,20 @@
 # driver with AddressSanitizer + UndefinedBehaviorSanitizer (cmake -DEDGESEG_SANITIZE=ON, CUDA off)
 # into build/asan (build/cmake, the normal build, is untouched), then
 #   1. fuzz_ops: the fixed regression cases, the corpus (plugins/fuzz/corpus) and random inputs for
-#      FUZZ_SECONDS (default 60; first argument overrides), tolerating only the failure classes of
-#      plugins/fuzz/known_failures.txt;
-#   2. pytest over the op tests against the sanitized libraries: Python with the ASan runtime preloaded
-#      (LD_PRELOAD=libasan.so libubsan.so, leak detection off: Python and torch keep memory at exit by design) and
-#      EDGESEG_PLUGIN_DIR=build/asan, so edgeseg.ops.native and the ORT custom ops load the sanitized
-#      builds; the ORT fuzz test (tests/test_fuzz_native.py) runs there for ORT_FUZZ_SECONDS (15).
+#      FUZZ_SECONDS (default 60; the first argument overrides), tolerating only the failure classes
+#      listed in plugins/fuzz/known_failures.txt;
+#   2. pytest over the native op tests against the sanitized libraries: Python with the sanitizer
+#      runtimes preloaded (LD_PRELOAD="libasan.so libubsan.so"; leak detection off, as Python and torch
+#      keep memory at exit by design) and EDGESEG_PLUGIN_DIR=build/asan, so edgeseg.ops.native and the
+#      ORT custom ops load the sanitized builds; the ORT fuzz test (tests/test_fuzz_native.py) runs
+#      there for ORT_FUZZ_SECONDS (15);
+#   3. with SANITIZE_HOST_TESTS=1, where nvcc and the TensorRT headers are found: the TensorRT plugins'
+#      host tests (random and truncated payloads) built sanitized into build/asan-trt (CUDA launchers
+#      for one architecture, not instrumented) and run (~1 minute).
 # Any sanitizer report aborts the run with a non-zero status; a fuzz failure leaves its input in
 # build/asan/artifacts/fuzz-crash.bin (replay: build/asan/fuzz_ops --no-fixed FILE).
 # Environment: FUZZ_SECONDS, FUZZ_SEED (1), ORT_FUZZ_SECONDS (15), SANITIZE_PYTEST=0 (skip step 2),
-# SANITIZE_HOST_TESTS=1 (also the TensorRT plugins' host tests, sanitized; needs nvcc, minutes).
-# Exit status 77: this compiler cannot build with the sanitizers (nothing was run).
+# SANITIZE_HOST_TESTS=1 (step 3). Exit status 77: this compiler cannot build with the sanitizers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-${FUZZ_SECONDS:-60}}
@@ -71,9 +74,11 @@ if [ "${SANITIZE_HOST_TESTS:-0}" = 1 ]; then
   trt_inc=${TENSORRT_INCLUDE_DIR:-build/deps/kernel_lens/include/tensorrt}
   if [ -x "$nvcc_bin" ] && [ -f "$trt_inc/NvInferRuntime.h" ]; then
     t0=$SECONDS
-    cmake -S plugins -B "$out-trt" "${args[@]:0:2}" -DEDGESEG_SANITIZE=ON -DEDGESEG_FUZZ=OFF \
+    # -O1: these run once, and instrumented TensorRT-header code compiles much faster than at -O2.
+    cmake -S plugins -B "$out-trt" -DCMAKE_BUILD_TYPE=RelWithDebInfo "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g1" \
+      "-DCMAKE_CUDA_FLAGS_RELWITHDEBINFO=-O2" -DEDGESEG_SANITIZE=ON -DEDGESEG_FUZZ=OFF \
       -DCMAKE_CUDA_COMPILER="$nvcc_bin" -DTENSORRT_INCLUDE_DIR="$(readlink -f "$trt_inc")" \
-      -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCHS:-75}" >"$out-trt.log" 2>&1 || { cat "$out-trt.log"; exit 1; }
+      -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCHS:-75-real}" >"$out-trt.log" 2>&1 || { cat "$out-trt.log"; exit 1; }
     cmake --build "$out-trt" -j "$(nproc)" --target plugin_host_tests >>"$out-trt.log" 2>&1 || { tail -40 "$out-trt.log"; exit 1; }
     "$out-trt/plugin_host_tests"
     echo "[sanitize] sanitized plugin_host_tests done in $((SECONDS - t0)) s"
