@@ -54,13 +54,16 @@ def _open(path: str, backend: str, plugins: str | None = None):
 def cmd_zoo(a) -> None:
     import torch
 
-    from edgeseg.models import count_parameters, create, gflops, list_models
+    from edgeseg.models import count_parameters, create, gflops, list_models, model_task
 
-    print(f"{'model':34s} {'params (M)':>10s} {'GFLOPs @ ' + str(a.size) + '²':>16s}")
-    for name in list_models():
+    print(f"{'model':34s} {'task':9s} {'params (M)':>10s} {'GFLOPs @ ' + str(a.size) + '²':>16s}")
+    for name in list_models(task=None):
+        task = model_task(name)
         with torch.device("meta"):
             m = create(name, num_classes=a.num_classes, in_channels=a.in_channels)
-        print(f"{name:34s} {count_parameters(m) / 1e6:10.2f} {gflops(m, a.in_channels, (a.size, a.size)):16.1f}")
+        # Detectors' cost depends on their data (proposals, detections): counted for semantic models only.
+        cost = f"{gflops(m, a.in_channels, (a.size, a.size)):16.1f}" if task == "semantic" else f"{'—':>16s}"
+        print(f"{name:34s} {task:9s} {count_parameters(m) / 1e6:10.2f} {cost}")
 
 
 def cmd_train(a) -> None:
@@ -74,9 +77,15 @@ def cmd_train(a) -> None:
 
 
 def cmd_eval(a) -> None:
-    from edgeseg.evaluate import dataset_for, evaluate
+    from edgeseg.evaluate import dataset_for, evaluate, evaluate_instances
 
     session = _open(a.model, a.backend, a.plugins)
+    if session.meta.task == "instance":
+        ap = evaluate_instances(session, dataset_for(session.meta, a.data, a.split), limit=a.limit)
+        print(f"{session.meta.model} [{session.backend} {session.precision}] on {a.data}/{a.split}:")
+        print("  " + ap["bbox"].line("box "))
+        print("  " + ap["segm"].line("mask"))
+        return
     s = evaluate(session, dataset_for(session.meta, a.data, a.split), limit=a.limit)
     print(f"{session.meta.model} [{session.backend} {session.precision}] on {a.data}/{a.split}: "
           f"pixel acc {s.pixel_accuracy:.4f}, mean acc {s.mean_accuracy:.4f}, mIoU {s.miou:.4f}, f.w. IoU {s.fw_iou:.4f}")
@@ -100,7 +109,7 @@ def cmd_export(a) -> None:
 
         model, payload = load_checkpoint(a.model)
         meta = meta_from_checkpoint_dict(payload["config"], payload["meta"])
-    elif a.model in list_models():
+    elif a.model in list_models(task=None):
         torch.manual_seed(0)
         model = create(a.model, num_classes=a.num_classes, in_channels=a.in_channels, **_kv(a.model_arg))
     else:

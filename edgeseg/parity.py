@@ -48,6 +48,9 @@ class ParityReport:
 
     def summary(self) -> str:
         if self.kind == "instance":
+            if self.detections == 0:  # e.g. an untrained detector on random inputs: nothing but shapes to compare
+                return f"{self.precision}: no detections on the check inputs (shapes only), " + (
+                    "PASS" if self.passed else "FAIL: " + "; ".join(self.failures))
             parts = [f"{self.precision}: {self.matched}/{self.detections} detections matched",
                      f"box IoU ≥ {self.min_box_iou:.4f}", f"score |Δ| ≤ {self.max_score_delta:.3g}",
                      f"mask agreement {100 * self.mask_agreement:.2f}%"]

@@ -62,6 +62,8 @@ class APScores:
     ap_large: float
 
     def line(self, name: str) -> str:
+        if self.ap < 0:
+            return f"{name} AP n/a (no detections, or no ground truth, to score)"
         return (f"{name} AP {self.ap:.4f} (AP50 {self.ap50:.4f}, AP75 {self.ap75:.4f}; "
                 f"S {self.ap_small:.4f}, M {self.ap_medium:.4f}, L {self.ap_large:.4f})")
 
