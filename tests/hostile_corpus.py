@@ -299,6 +299,33 @@ def allocates_at_run(f: Fixtures, d: Path) -> Path:
     return _graph_with_meta(d, "expands", nodes, [shape])
 
 
+def plugin_node_edited(f: Fixtures, d: Path, attrs: dict | None = None, inputs: list[str] | None = None) -> Path:
+    """The tensorrt-flavour model with its EdgeSegDeformConv2d node's attributes replaced (any type: a float
+    where an int is due...) or its inputs renamed ("" leaves one out): what a hand-edited or hostile file holds."""
+    import onnx
+    from onnx import helper
+
+    proto = onnx.load(str(f.tensorrt))
+    node = next(n for n in proto.graph.node if n.op_type == "EdgeSegDeformConv2d")
+    for name, value in (attrs or {}).items():
+        kept = [a for a in node.attribute if a.name != name]
+        del node.attribute[:]
+        node.attribute.extend(kept + [helper.make_attribute(name, value)])
+    if inputs is not None:
+        del node.input[:]
+        node.input.extend(inputs)
+    path = d / "plugin.onnx"
+    onnx.save(proto, str(path))
+    return path
+
+
+def _deform_inputs(f: Fixtures, leave_out: int) -> list[str]:
+    import onnx
+
+    node = next(n for n in onnx.load(str(f.tensorrt)).graph.node if n.op_type == "EdgeSegDeformConv2d")
+    return [("" if i == leave_out else name) for i, name in enumerate(node.input)]
+
+
 def under_a_file(d: Path, name: str) -> Path:
     (d / "blocker").write_text("a regular file where a folder is expected\n")
     return d / "blocker" / name
@@ -439,6 +466,16 @@ CASES: list[Case] = [
     Case("cli: unknown verb", lambda f, d: ["frobnicate", f.onnx], ("frobnicate",)),
     # the tensorrt flavour through ONNX Runtime's tools
     Case("quantize: int8 of a tensorrt-flavour graph", lambda f, d: quantize(f.tensorrt, d), ("tensorrt-flavour",)),
+    # the plugin nodes' native ops (libedgeseg_ort.so), fed hostile fields and inputs by a crafted graph
+    Case("plugin: stride 0", lambda f, d: infer(f, plugin_node_edited(f, d, {"stride": [0, 0]}), d), ("stride",)),
+    Case("plugin: padding beyond the offset's size", lambda f, d: infer(f, plugin_node_edited(f, d, {"padding": [40, 40]}), d),
+         ("offset",)),
+    Case("plugin: padding 2^31", lambda f, d: infer(f, plugin_node_edited(f, d, {"padding": [2**31, 1]}), d), ("padding",)),
+    Case("plugin: groups as a float", lambda f, d: infer(f, plugin_node_edited(f, d, {"groups": 1.5}), d), ("groups",)),
+    Case("plugin: groups 3 of 1 channel", lambda f, d: infer(f, plugin_node_edited(f, d, {"groups": 3}), d), ("groups",)),
+    Case("plugin: one-value dilation", lambda f, d: infer(f, plugin_node_edited(f, d, {"dilation": [1]}), d), ("dilation",)),
+    Case("plugin: offset input left out", lambda f, d: infer(f, plugin_node_edited(f, d, inputs=_deform_inputs(f, 2)), d),
+         ("left out",)),
     Case("quantize: truncated ONNX", lambda f, d: quantize(_write(d / "t.onnx", f.onnx.read_bytes()[:999]), d), ("t.onnx",)),
 ]
 
