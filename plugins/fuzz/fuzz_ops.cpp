@@ -1305,10 +1305,12 @@ int usage()
 {
     std::fprintf(stderr,
         "usage: fuzz_ops [--seconds S] [--iterations N] [--seed S] [--max-work W] [--artifacts DIR]\n"
-        "                [--known FILE] [--no-fixed] [--write-corpus DIR] [--print] [FILE|DIR ...]\n"
+        "                [--known FILE] [--no-fixed] [--no-expect] [--write-corpus DIR] [--print] [FILE|DIR ...]\n"
         "Runs the fixed regression cases (unless --no-fixed), then every FILE (or file in DIR), then random\n"
         "inputs for S seconds (default 10; 0: none) or N iterations, whichever ends first. --known FILE:\n"
-        "tolerate the failure classes listed (plugins/fuzz/known_failures.txt). --print describes the inputs.\n"
+        "tolerate the failure classes listed (plugins/fuzz/known_failures.txt). --no-expect: check only the\n"
+        "invariants of replayed files, not their expected outcome (a corpus grown by libFuzzer).\n"
+        "--print describes the inputs.\n"
         "--write-corpus DIR writes the fixed cases as replayable files.\n");
     return 2;
 }
@@ -1320,7 +1322,7 @@ int main(int argc, char** argv)
     double seconds = 10;
     long iterations = -1;
     uint64_t seed = 1;
-    bool print_only = false, no_fixed = false;
+    bool print_only = false, no_fixed = false, honour_expect = true;
     std::string write_corpus;
     std::vector<std::string> paths;
     for (int a = 1; a < argc; ++a)
@@ -1366,6 +1368,8 @@ int main(int argc, char** argv)
             print_only = true;
         else if (arg == "--no-fixed")
             no_fixed = true;
+        else if (arg == "--no-expect")
+            honour_expect = false;
         else if (arg == "-h" || arg == "--help")
             return usage();
         else if (!arg.empty() && arg[0] == '-')
@@ -1425,7 +1429,7 @@ int main(int argc, char** argv)
     for (auto const& p : paths)
     {
         std::vector<uint8_t> const bytes = read_file(p);
-        run_bytes(bytes.data(), bytes.size(), true);
+        run_bytes(bytes.data(), bytes.size(), honour_expect);
         corpus.push_back(bytes);
     }
     long const replayed = g_stats.cases;
@@ -1462,7 +1466,7 @@ int main(int argc, char** argv)
     }
     double const took = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     std::printf("[fuzz_ops] %zu fixed cases + %zu files replayed, %ld random inputs (seed %" PRIu64 ") in %.1f s\n",
-        fixed.size(), paths.size(), done, seed, took);
+        no_fixed ? size_t{0} : fixed.size(), paths.size(), done, seed, took);
     (void)replayed;
     for (int op = 0; op < kOps; ++op)
         std::printf("[fuzz_ops]   %-22s refused %7ld  query only %6ld  ran %7ld\n", kOpNames[op], g_stats.refused[op],
