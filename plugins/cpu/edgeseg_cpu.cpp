@@ -70,6 +70,18 @@ int settle_output(char const* op, char const* name, es_tensor* out, Shape const&
 
 int refused(Status const& s) { return refuse(s.message); }
 
+// Every launcher's first steps: the validation verdict, then query mode or the output's shape check.
+// Returns -1 (refused), 1 (nothing more to do: a query answered, or an empty output) or 0 (run).
+int begin(char const* op, Status const& status, es_tensor* out, Shape const& want)
+{
+    if (!status)
+        return refused(status);
+    int const mode = settle_output(op, "output", out, want);
+    if (mode != 0)
+        return mode;
+    return edgeseg::numel(want) == 0 ? 1 : 0;
+}
+
 // Every entry point runs inside this: a C++ exception (std::bad_alloc) must not cross the C ABI.
 template <typename F>
 int guarded(char const* op, F&& body)
@@ -167,13 +179,9 @@ extern "C" int es_roi_align(es_tensor const* x, es_tensor const* rois, es_tensor
         Shape out_shape;
         edgeseg::RoIAlignParams const p{out_h, out_w, sampling_ratio, spatial_scale, aligned};
         Status const st = edgeseg::validate_roi_align(shape_of(x), shape_of(rois), shape_of(batch_indices), p, out_shape);
-        if (!st)
-            return refused(st);
-        int const mode = settle_output(op, "Y", out, out_shape);
-        if (mode != 0)
-            return mode < 0 ? -1 : 0;
-        if (edgeseg::numel(out_shape) == 0)
-            return 0;
+        int const step = begin(op, st, out, out_shape);
+        if (step != 0)
+            return step < 0 ? -1 : 0;
         if (!has_data(x) || !has_data(rois) || !has_data(batch_indices))
             return missing(op, "X/rois/batch_indices");
         roi_align_run({in<float>(x)}, {shape_of(x)}, {spatial_scale}, in<float>(rois), in<int32_t>(batch_indices),
@@ -204,13 +212,9 @@ extern "C" int es_multilevel_roi_align(es_tensor const* rois, es_tensor const* b
         Shape out_shape;
         Status const st = edgeseg::validate_multilevel_roi_align(shape_of(rois), shape_of(batch_indices), shapes.data(),
             levels, p, out_shape);
-        if (!st)
-            return refused(st);
-        int const mode = settle_output(op, "Y", out, out_shape);
-        if (mode != 0)
-            return mode < 0 ? -1 : 0;
-        if (edgeseg::numel(out_shape) == 0)
-            return 0;
+        int const step = begin(op, st, out, out_shape);
+        if (step != 0)
+            return step < 0 ? -1 : 0;
         bool features_ok = true;
         for (int l = 0; l < levels; ++l)
             features_ok = features_ok && has_data(&features[l]);
@@ -235,13 +239,9 @@ extern "C" int es_deform_conv2d(es_tensor const* x, es_tensor const* weight, es_
         bool has_bias = false, has_mask = false;
         Status const st = edgeseg::validate_deform_conv2d(shape_of(x), shape_of(weight), shape_of(offset),
             bias ? shape_of(bias) : empty, mask ? shape_of(mask) : empty, p, out_shape, has_bias, has_mask);
-        if (!st)
-            return refused(st);
-        int const mode = settle_output(op, "Y", out, out_shape);
-        if (mode != 0)
-            return mode < 0 ? -1 : 0;
-        if (edgeseg::numel(out_shape) == 0)
-            return 0;
+        int const step = begin(op, st, out, out_shape);
+        if (step != 0)
+            return step < 0 ? -1 : 0;
         if (!has_data(x) || !has_data(weight) || !has_data(offset) || (has_bias && !has_data(bias))
             || (has_mask && !has_data(mask)))
             return missing(op, "X/W/offset/bias/mask");
@@ -323,14 +323,10 @@ extern "C" int es_dcnv3(es_tensor const* x, es_tensor const* offset, es_tensor c
         edgeseg::DCNv3Params const p{kh, kw, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, group, offset_scale};
         Shape out_shape;
         Status const st = edgeseg::validate_dcnv3(shape_of(x), shape_of(offset), shape_of(mask), p, out_shape);
-        if (!st)
-            return refused(st);
-        int const mode = settle_output(op, "output", out, out_shape);
-        if (mode != 0)
-            return mode < 0 ? -1 : 0;
+        int const step = begin(op, st, out, out_shape);
+        if (step != 0)
+            return step < 0 ? -1 : 0;
         int64_t const total = edgeseg::numel(out_shape);
-        if (total == 0)
-            return 0;
         if (!has_data(x) || !has_data(offset) || !has_data(mask))
             return missing(op, "input/offset/mask");
         int const h = static_cast<int>(x->dims[1]), w = static_cast<int>(x->dims[2]), c = static_cast<int>(x->dims[3]);
@@ -360,13 +356,9 @@ extern "C" int es_paste_masks(es_tensor const* masks, es_tensor const* boxes, es
     return guarded(op, [&] {
         Shape out_shape;
         Status const st = edgeseg::validate_paste_masks(shape_of(masks), shape_of(boxes), shape_of(image), threshold, out_shape);
-        if (!st)
-            return refused(st);
-        int const mode = settle_output(op, "Y", out, out_shape);
-        if (mode != 0)
-            return mode < 0 ? -1 : 0;
-        if (edgeseg::numel(out_shape) == 0)
-            return 0;
+        int const step = begin(op, st, out, out_shape);
+        if (step != 0)
+            return step < 0 ? -1 : 0;
         if (!has_data(masks) || !has_data(boxes))
             return missing(op, "masks/boxes");
         int64_t const r = out_shape.d[0];
