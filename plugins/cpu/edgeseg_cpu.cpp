@@ -450,18 +450,22 @@ extern "C" int es_panoptic_paste(es_tensor const* semantic, es_tensor const* mas
                     id[i] = next_id;
             add(static_cast<float>(cls[j]), 1.f, kept, sc[j]);
         }
+        // Stuff: one histogram pass over the free pixels, then one labelling pass (not a pass per class:
+        // 65,535 classes on a 1024² map would take minutes). Segment ids in class order, as before.
+        std::vector<int64_t> area(static_cast<size_t>(num_classes), 0);
+        for (int64_t i = 0; i < hw; ++i)
+            if (id[i] == 0 && sem[i] >= num_thing_classes && sem[i] < num_classes)
+                ++area[sem[i]];
+        std::vector<int32_t> stuff_id(static_cast<size_t>(num_classes), 0);
         for (int c = num_thing_classes; c < num_classes; ++c)
-        {
-            int64_t area = 0;
-            for (int64_t i = 0; i < hw; ++i)
-                area += sem[i] == c && id[i] == 0;
-            if (area == 0 || area < min_stuff_area)
-                continue;
-            for (int64_t i = 0; i < hw; ++i)
-                if (sem[i] == c && id[i] == 0)
-                    id[i] = next_id;
-            add(static_cast<float>(c), 0.f, area, 1.f);
-        }
+            if (area[c] > 0 && area[c] >= min_stuff_area)
+            {
+                stuff_id[c] = next_id;
+                add(static_cast<float>(c), 0.f, area[c], 1.f);
+            }
+        for (int64_t i = 0; i < hw; ++i)
+            if (id[i] == 0 && sem[i] >= num_thing_classes && sem[i] < num_classes)
+                id[i] = stuff_id[sem[i]];
         return 0;
     });
 }

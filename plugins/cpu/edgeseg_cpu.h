@@ -46,7 +46,7 @@ int es_dcnv3(es_tensor const* x, es_tensor const* offset, es_tensor const* mask,
     int stride_w, int pad_h, int pad_w, int dil_h, int dil_w, int group, float offset_scale, es_tensor* out);
 
 // masks R×M×M', boxes R×4 (x1, y1, x2, y2), image …×H×W (only its shape is read; data may be NULL)
-// -> out R×H×W. A box with a non-finite corner or no area pastes zeros.
+// -> out R×H×W, torchvision's paste_masks_in_image arithmetic. A box with a non-finite corner pastes zeros.
 int es_paste_masks(es_tensor const* masks, es_tensor const* boxes, es_tensor const* image, float threshold,
     es_tensor* out);
 
