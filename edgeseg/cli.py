@@ -158,6 +158,9 @@ def cmd_infer(a) -> None:
     for path in a.images:
         image = load_image(path, meta.in_channels, max_pixels=a.max_pixels)
         x, size = preprocess(image, meta)
+        if meta.task == "instance":
+            _write_instances(path, image, session.run(x), size, meta, out_dir)
+            continue
         labels = labels_from_logits(session.run(x)[meta.logits_output], size)[0]
         stem = Path(path).stem
         save_png(out_dir / f"{stem}_labels.png", labels)
@@ -166,6 +169,37 @@ def cmd_infer(a) -> None:
             save_png(out_dir / f"{stem}_colour.png", colourize(labels, meta.num_classes))
         present = ", ".join(f"{meta.class_names[c]} {100 * (labels == c).mean():.1f}%" for c in sorted(set(labels.ravel().tolist())))
         print(f"{path}: {present} -> {out_dir / (stem + '_labels.png')}")
+
+
+def _write_instances(path, image, out: dict, size: tuple[int, int], meta, out_dir: Path) -> None:
+    """An instance model's answer for one image: a drawing, the instance id map and COCO results JSON."""
+    import json
+
+    import numpy as np
+    from pycocotools import mask as rle
+
+    from edgeseg.io import write_text_atomic
+    from edgeseg.metrics.instance import detections
+    from edgeseg.viz import draw_instances, instance_ids, save_png
+
+    found = detections(out, 0, size)  # preprocess's padding undone
+    stem = Path(path).stem
+    save_png(out_dir / f"{stem}_instances.png", draw_instances(image, found, meta.class_names))
+    save_png(out_dir / f"{stem}_ids.png", instance_ids(found["masks"]))
+    results = []
+    for box, score, label, mask in zip(found["boxes"], found["scores"], found["labels"], found["masks"]):
+        code = rle.encode(np.asfortranarray((mask >= 0.5).astype(np.uint8)))
+        x1, y1, x2, y2 = (float(v) for v in box)
+        results.append({"image_id": stem, "category_id": int(label), "category": meta.class_names[int(label)]
+                        if 0 <= label < len(meta.class_names) else str(int(label)), "score": float(score),
+                        "bbox": [x1, y1, x2 - x1, y2 - y1],
+                        "segmentation": {"size": code["size"], "counts": code["counts"].decode()}})
+    write_text_atomic(out_dir / f"{stem}_instances.json", json.dumps(results))
+    counts = {}
+    for r in results:
+        counts[r["category"]] = counts.get(r["category"], 0) + 1
+    listed = ", ".join(f"{n} {c}" for c, n in sorted(counts.items())) or "no detections"
+    print(f"{path}: {listed} -> {out_dir / (stem + '_instances.png')}")
 
 
 def cmd_parity(a) -> None:

@@ -52,8 +52,7 @@ def evaluate_instances(session: Session, dataset, limit: int | None = None, prog
     for i in tqdm(range(n), desc=f"eval {meta.model} [{session.backend} {session.precision}]", disable=not progress, leave=False):
         image, mask = dataset.raw(i)
         x, (h, w) = preprocess(image, meta)
-        found = detections(session.run(x), 0)
-        found["masks"] = found["masks"][:, :h, :w]  # undo preprocess's padding (boxes are in the same pixels)
+        found = detections(session.run(x), 0, (h, w))  # preprocess's padding undone
         ids = np.asarray(instances[i])
         keys = [k for k in np.unique(ids) if k > 0]
         gt = np.stack([ids == k for k in keys]) if keys else np.zeros((0, h, w), bool)

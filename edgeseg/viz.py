@@ -29,6 +29,36 @@ def overlay(image: np.ndarray, labels: np.ndarray, num_classes: int, alpha: floa
     return np.where(fg, (1 - alpha) * rgb + alpha * colour, rgb).astype(np.uint8)
 
 
+def instance_ids(masks: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """H×W uint16 map of D×H×W mask probabilities (in decreasing score): pixel = 1 + the index of the
+    highest-scoring detection covering it, 0 where none does."""
+    ids = np.zeros(masks.shape[1:], np.uint16)
+    for k in range(len(masks) - 1, -1, -1):  # lower scores first, so higher ones end on top
+        ids[masks[k] >= threshold] = k + 1
+    return ids
+
+
+def draw_instances(image: np.ndarray, found: dict[str, np.ndarray], class_names: list[str], alpha: float = 0.5) -> np.ndarray:
+    """image C×H×W in [0, 1] and one image's detections (boxes, scores, labels, masks) -> H×W×3 uint8: a colour
+    per instance blended into its mask, its box, and "class score" above the box."""
+    from PIL import Image, ImageDraw
+
+    ids = instance_ids(found["masks"])
+    colours = palette(len(found["boxes"]) + 1)
+    rgb = np.repeat(image, 3, axis=0) if image.shape[0] == 1 else image[:3]
+    rgb = (np.clip(rgb.transpose(1, 2, 0), 0, 1) * 255).astype(np.float32)
+    blended = np.where((ids > 0)[..., None], (1 - alpha) * rgb + alpha * colours[ids].astype(np.float32), rgb)
+    picture = Image.fromarray(blended.astype(np.uint8))
+    pen = ImageDraw.Draw(picture)
+    for k, (box, score, label) in enumerate(zip(found["boxes"], found["scores"], found["labels"])):
+        colour = tuple(int(c) for c in colours[k + 1])
+        x1, y1, x2, y2 = (float(v) for v in box)
+        pen.rectangle([x1, y1, x2, y2], outline=colour)
+        name = class_names[label] if 0 <= label < len(class_names) else str(int(label))
+        pen.text((x1 + 1, max(0.0, y1 - 11)), f"{name} {score:.2f}", fill=colour)
+    return np.asarray(picture)
+
+
 def save_png(path: str | Path, array: np.ndarray) -> None:
     from PIL import Image
 

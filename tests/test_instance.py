@@ -121,6 +121,18 @@ def test_maskrcnn_exports_and_matches_in_onnxruntime(flavour, tmp_path):
     session = open_session(tmp_path / "m.onnx")
     out = session.run(np.random.default_rng(0).standard_normal((2, 3, 64, 96)).astype(np.float32))
     assert out["masks"].shape == (2, 12, 64, 96) and out["labels"].dtype == np.int64
+    if flavour == "portable":  # infer on an image whose size is not a multiple of 32: padding undone
+        import json
+
+        from PIL import Image
+
+        from edgeseg.cli import main
+        Image.fromarray((np.random.default_rng(1).random((50, 70, 3)) * 255).astype(np.uint8)).save(tmp_path / "a.png")
+        assert main(["infer", str(tmp_path / "m.onnx"), str(tmp_path / "a.png"), "--out-dir", str(tmp_path / "out")]) == 0
+        results = json.loads((tmp_path / "out" / "a_instances.json").read_text())
+        assert len(results) == 12 and all(r["bbox"][0] + r["bbox"][2] <= 70.001 for r in results)
+        assert np.asarray(Image.open(tmp_path / "out" / "a_ids.png")).shape == (50, 70)
+        assert np.asarray(Image.open(tmp_path / "out" / "a_instances.png")).shape == (50, 70, 3)
 
 
 def test_match_detections_is_by_overlap_not_slot():

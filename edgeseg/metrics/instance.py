@@ -45,10 +45,16 @@ def match_detections(ref_boxes: np.ndarray, ref_scores: np.ndarray, ref_labels: 
     return Match(pairs, np.asarray(ious), len(ref_boxes) - len(pairs), len(cand_boxes) - len(pairs))
 
 
-def detections(out: dict[str, np.ndarray], image: int) -> dict[str, np.ndarray]:
-    """Image ``image``'s valid detections from the batched fixed-size contract (slots < num_detections)."""
+def detections(out: dict[str, np.ndarray], image: int, size: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
+    """Image ``image``'s valid detections from the batched fixed-size contract (slots < num_detections);
+    with ``size`` (H, W) the padding ``preprocess`` added is undone: masks cropped, boxes clipped."""
     k = int(out["num_detections"][image])
-    return {key: out[key][image, :k] for key in ("boxes", "scores", "labels", "masks") if key in out}
+    found = {key: out[key][image, :k] for key in ("boxes", "scores", "labels", "masks") if key in out}
+    if size is not None:
+        h, w = size
+        found["masks"] = found["masks"][:, :h, :w]
+        found["boxes"] = np.clip(found["boxes"], 0, [w, h, w, h]).astype(found["boxes"].dtype)
+    return found
 
 
 @dataclass
