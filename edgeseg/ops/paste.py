@@ -65,7 +65,7 @@ def _paste_axis(lo: Tensor, hi: Tensor, m: int, size, like: Tensor) -> Tensor:
     c0 = _trunc((centre - half).clamp(-limit, limit))
     c1 = _trunc((centre + half).clamp(-limit, limit))
     scale = torch.tensor(float(m + 2), **f32) / (c1 - c0 + 1).clamp(min=1)
-    pix = torch.arange(size, **f32) if isinstance(size, int) else torch.arange(size, device=lo.device).float()
+    pix = torch.arange(size, **f32)
     d = pix[None, :] - c0[:, None]  # R×size
     inside = (d >= 0) & (pix[None, :] <= c1[:, None])
     src = (scale[:, None] * (d + 0.5) - 0.5).clamp(min=0)

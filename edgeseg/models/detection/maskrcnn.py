@@ -62,7 +62,6 @@ def _rois(boxes: Tensor) -> Tensor:
 class MaskRCNN(nn.Module):
     task = "instance"
     size_divisor = 32  # the FPN's coarsest level used by RoIAlign is 1/32
-    output_names = INSTANCE_OUTPUTS
 
     def __init__(self, net: TorchvisionMaskRCNN):
         super().__init__()
@@ -123,11 +122,11 @@ class MaskRCNN(nn.Module):
             prob = torch.sigmoid(top)
             ok = torch.isfinite(top) & _valid_size(decoded, rpn.min_size) & (prob >= rpn.score_thresh)
             boxes.append(decoded)
-            scores.append(torch.where(ok, prob, torch.full_like(prob, _INVALID)))
+            scores.append(prob.masked_fill(~ok, _INVALID))
             level_ids.append(torch.full_like(top, lvl, dtype=torch.int64))
         boxes, scores, level_ids = torch.cat(boxes, 1), torch.cat(scores, 1), torch.cat(level_ids, 1)
         keep = nms_keep(boxes, scores, rpn.nms_thresh, groups=level_ids) > 0
-        scores = torch.where(keep & (scores > _INVALID), scores, torch.full_like(scores, _INVALID))
+        scores = scores.masked_fill(~keep, _INVALID)  # dropped candidates are _INVALID already
         best, proposals = _topk(scores, rpn._post_nms_top_n["testing"], boxes)
         return proposals, best > _INVALID
 
@@ -150,9 +149,9 @@ class MaskRCNN(nn.Module):
         boxes, scores, labels = boxes.reshape(n, -1, 4), scores.reshape(n, -1), labels.reshape(n, -1)
         ok = (proposal_ok[:, :, None].expand(n, p, c - 1).reshape(n, -1) & (scores > heads.score_thresh)
               & _valid_size(boxes, 1e-2))
-        scores = torch.where(ok, scores, torch.full_like(scores, _INVALID))
+        scores = scores.masked_fill(~ok, _INVALID)
         keep = nms_keep(boxes, scores, heads.nms_thresh, groups=labels) > 0
-        scores = torch.where(keep, scores, torch.full_like(scores, _INVALID))
+        scores = scores.masked_fill(~keep, _INVALID)
         best, det_boxes, det_labels = _topk(scores, self.max_detections, boxes, labels)
         found = best > _INVALID
         det_boxes = det_boxes * found[..., None]
