@@ -5,8 +5,8 @@ __version__ = "0.1.0"
 
 
 def export_onnx(model, path, **kwargs):
-    """Export any ``nn.Module`` that returns logits (or a dict of them) to a self-describing ONNX file,
-    then run it once in ONNX Runtime against PyTorch at two input sizes.
+    """Export any ``nn.Module`` that returns logits (or a dict of them), or a torchvision Mask R-CNN, to a
+    self-describing ONNX file, then run it once in ONNX Runtime against PyTorch at two input sizes.
 
     Keyword arguments go to ``edgeseg.export.export_onnx`` (meta, sample, opset, dynamic, exporter).
     Returns the ``ParityReport`` (``.passed``, ``.summary()``); the metadata written is ``report.meta``,
@@ -18,8 +18,10 @@ def export_onnx(model, path, **kwargs):
 
     from edgeseg.export import export_onnx as _export
     from edgeseg.io import atomic_path
+    from edgeseg.models.detection import wrap_torchvision
     from edgeseg.parity import verify_export
 
+    model = wrap_torchvision(model)  # torchvision's Mask R-CNN returns per-image lists: give it the instance contract
     path = Path(path)
     with atomic_path(path) as staged:
         meta = _export(model, staged, **kwargs)

@@ -105,10 +105,12 @@ def cmd_export(a) -> None:
     check_writable_folder(out)
     meta = None
     if Path(a.model).is_file():
-        from edgeseg.models.checkpoint import load_checkpoint
+        from edgeseg.models.checkpoint import load_checkpoint, load_foreign_checkpoint
 
-        model, payload = load_checkpoint(a.model)
-        meta = meta_from_checkpoint_dict(payload["config"], payload["meta"])
+        model = load_foreign_checkpoint(a.model)  # a torchvision Mask R-CNN state dict, or None
+        if model is None:
+            model, payload = load_checkpoint(a.model)
+            meta = meta_from_checkpoint_dict(payload["config"], payload["meta"])
     elif a.model in list_models(task=None):
         torch.manual_seed(0)
         model = create(a.model, num_classes=a.num_classes, in_channels=a.in_channels, **_kv(a.model_arg))
@@ -296,7 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_eval)
 
     s = sub.add_parser("export", help="checkpoint or zoo name -> ONNX (with metadata), checked against PyTorch")
-    s.add_argument("model", help="a checkpoint (.pt) or a zoo model name (random weights)")
+    s.add_argument("model", help="a checkpoint (.pt from 'edgeseg train', or a torchvision Mask R-CNN state dict) "
+                   "or a zoo model name (random weights)")
     s.add_argument("--out")
     s.add_argument("--exporter", choices=("dynamo", "legacy"), default="dynamo")
     s.add_argument("--flavour", choices=("portable", "tensorrt"), default="portable",

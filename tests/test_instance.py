@@ -217,3 +217,66 @@ def test_maskrcnn_trains_on_nuclei_instances_and_checkpoints(tmp_path):
     (t,) = instance_targets(m)
     assert t["boxes"].tolist() == [[2, 1, 5, 3], [5, 5, 6, 7]] and t["labels"].tolist() == [1, 2]
     assert t["masks"].shape == (2, 8, 8) and int(t["masks"].sum()) == 8
+
+
+def spread_scores(net, seed=0):
+    """Random heads score every candidate alike (near-ties that any rounding reorders) or, scaled up, all
+    at 1.0; trained ones do neither. Class logits get a spread of about 3 whatever the head's scale."""
+    g = torch.Generator().manual_seed(seed)
+    seen = []
+    hook = net.roi_heads.box_head.register_forward_hook(lambda m, i, o: seen.append(o))
+    with torch.no_grad():
+        torchvision_pipeline(net.eval(), torch.randn(1, 3, 128, 128, generator=g))
+        hook.remove()
+        w = net.roi_heads.box_predictor.cls_score.weight
+        w.copy_(torch.randn(w.shape, generator=g) * 3.0 / (seen[0].norm(dim=1).mean() + 1e-6))
+    return net
+
+
+@pytest.mark.parametrize("builder,flavour", [("maskrcnn_resnet50_fpn", "portable"), ("maskrcnn_resnet50_fpn_v2", "tensorrt")])
+def test_torchvision_maskrcnn_through_export_onnx(builder, flavour, tmp_path):
+    """A torchvision model object goes straight in; ORT's detections match torchvision's own eager pipeline."""
+    if flavour == "tensorrt" and not (plugin_dir() / "libedgeseg_ort.so").is_file():
+        pytest.skip("libedgeseg_ort.so not built (scripts/build_plugins.sh could not fetch ONNX Runtime's headers)")
+    torch.manual_seed(0)
+    net = spread_scores(getattr(torchvision.models.detection, builder)(
+        weights=None, weights_backbone=None, num_classes=5, box_detections_per_img=8,
+        rpn_pre_nms_top_n_test=60, rpn_post_nms_top_n_test=60)).eval()
+    report = edgeseg.export_onnx(net, tmp_path / "tv.onnx", flavour=flavour)
+    assert report.passed and report.matched == report.detections > 0, report.summary()
+    meta = report.meta
+    assert meta.task == "instance" and meta.model == "torchvision_maskrcnn" and meta.num_classes == 5
+    assert meta.mean == pytest.approx(list(net.transform.image_mean)) and meta.max_detections == 8
+    from edgeseg.runtime import open_session
+
+    x = torch.randn(1, 3, 96, 160)
+    out = open_session(tmp_path / "tv.onnx").run(x.numpy())
+    with torch.no_grad():
+        (theirs,) = torchvision_pipeline(net, x)
+    k = int(out["num_detections"][0])
+    assert k == len(theirs["boxes"]) > 0
+    m = match_detections(out["boxes"][0, :k], out["scores"][0, :k], out["labels"][0, :k],
+                         theirs["boxes"].numpy(), theirs["labels"].numpy())
+    assert len(m.pairs) == k and m.ious.min() > 0.99
+
+
+def test_torchvision_state_dict_is_recognised(tmp_path):
+    """`edgeseg export w.pth`: a torchvision state dict (bare or under "model") is read as its variant;
+    anything else is refused with one line."""
+    from edgeseg.errors import ModelError
+    from edgeseg.models.checkpoint import load_foreign_checkpoint
+
+    torch.manual_seed(0)
+    net = torchvision.models.detection.maskrcnn_resnet50_fpn_v2(weights=None, weights_backbone=None, num_classes=91).eval()
+    torch.save({"model": net.state_dict(), "epoch": 3}, tmp_path / "w.pth")
+    model = load_foreign_checkpoint(tmp_path / "w.pth")
+    assert model.edgeseg_config["name"] == "maskrcnn_resnet50_fpn_v2" and model.max_detections == 100
+    assert model.class_names[1] == "person" and len(model.class_names) == 91  # torchvision's COCO names
+    for a, b in zip(model.net.state_dict().values(), net.state_dict().values()):
+        assert torch.equal(a, b)
+    torch.save({"roi_heads.box_predictor.cls_score.weight": torch.zeros(3, 8)}, tmp_path / "bad.pth")
+    with pytest.raises(ModelError, match="do not fit torchvision's maskrcnn_resnet50_fpn"):
+        load_foreign_checkpoint(tmp_path / "bad.pth")
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "other.pth")
+    with pytest.raises(ModelError, match="not an edgeseg checkpoint"):
+        load_foreign_checkpoint(tmp_path / "other.pth")

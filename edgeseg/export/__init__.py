@@ -15,6 +15,7 @@ from edgeseg.errors import ExportError
 from edgeseg.export import surgery
 from edgeseg.export.metadata import ModelMeta, load_onnx, read_metadata, write_metadata
 from edgeseg.export.plugins import to_plugins
+from edgeseg.models.detection import wrap_torchvision
 from edgeseg.ops.export import FLAVOURS, export_flavour
 from edgeseg.ops.nms import ONNX_TRANSLATIONS
 from edgeseg.io import atomic_path
@@ -60,6 +61,7 @@ def export_onnx(model: nn.Module, path: str | Path, *, meta: ModelMeta | None = 
     """
     if flavour not in FLAVOURS:
         raise ExportError(f"unknown flavour '{flavour}'", f"use one of: {', '.join(FLAVOURS)}")
+    model = wrap_torchvision(model)
     meta = meta or default_meta(model)
     if sample is None:
         side = max(4 * meta.size_divisor, 128)
@@ -146,6 +148,8 @@ def default_meta(model: nn.Module) -> ModelMeta:
     num_classes = cfg.get("num_classes", 0)
     in_channels = cfg.get("in_channels", 3)
     task = getattr(model, "task", "semantic")
+    mean, std = getattr(model, "normalization", None) or (
+        ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]) if in_channels == 3 else ([0.5] * in_channels, [0.25] * in_channels))
     outputs = {}
     if task == "instance":
         outputs = {"boxes": "N×D×4 boxes (x1, y1, x2, y2) in input pixels", "scores": "N×D", "labels": "N×D int64 (0: empty slot)",
@@ -155,10 +159,11 @@ def default_meta(model: nn.Module) -> ModelMeta:
         task=task,
         max_detections=int(getattr(model, "max_detections", 0)),
         **({"outputs": outputs} if outputs else {}),
-        class_names=cfg.pop("class_names", None) or [f"class_{i}" for i in range(num_classes)],
+        class_names=(cfg.pop("class_names", None) or getattr(model, "class_names", None)
+                     or [f"class_{i}" for i in range(num_classes)]),
         in_channels=in_channels,
-        mean=[0.485, 0.456, 0.406] if in_channels == 3 else [0.5] * in_channels,
-        std=[0.229, 0.224, 0.225] if in_channels == 3 else [0.25] * in_channels,
+        mean=mean,
+        std=std,
         size_divisor=getattr(model, "size_divisor", 32),
         config=cfg,
     )

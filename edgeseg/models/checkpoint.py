@@ -30,18 +30,37 @@ def save_checkpoint(path: str | Path, model: nn.Module, meta: dict, **state) -> 
         torch.save(payload, tmp)
 
 
-def read_checkpoint(path: str | Path) -> dict:
-    """The checkpoint's payload, its structure and config checked (nothing is built)."""
-    path = Path(path)
+def _load_payload(path: Path):
     if not path.is_file():
         raise ModelError(f"checkpoint not found: {path}", "check the path, or train one with 'edgeseg train'")
     try:
         # torch warns about odd pickle protocols in foreign bytes; the one line below says it all.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            payload = torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle, zip and torch's own errors all mean "not a checkpoint"
         raise ModelError(f"{path} is not a readable checkpoint ({type(e).__name__})", _FIX) from None
+
+
+def load_foreign_checkpoint(path: str | Path) -> nn.Module | None:
+    """A model from a checkpoint edgeseg did not write (today: a torchvision Mask R-CNN state dict), or None
+    where the file is edgeseg's own (or unreadable: ``load_checkpoint`` then says why)."""
+    path = Path(path)
+    try:
+        payload = _load_payload(path)
+    except ModelError:
+        return None
+    if not isinstance(payload, dict) or "format" in payload:
+        return None
+    from edgeseg.models.detection import load_torchvision_checkpoint
+
+    return load_torchvision_checkpoint(path, payload)
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """The checkpoint's payload, its structure and config checked (nothing is built)."""
+    path = Path(path)
+    payload = _load_payload(path)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ModelError(f"{path} is not an edgeseg checkpoint (no '{FORMAT}' format tag)", _FIX)
     for key in ("config", "meta", "state_dict"):

@@ -27,7 +27,7 @@ from torchvision.models.detection.image_list import ImageList
 from torchvision.ops import boxes as box_ops
 
 from edgeseg import ops
-from edgeseg.models.registry import register
+from edgeseg.models.registry import ARG_RANGES, register
 from edgeseg.ops.nms import nms_keep
 
 INSTANCE_OUTPUTS = ("boxes", "scores", "labels", "masks", "num_detections")
@@ -69,10 +69,17 @@ class MaskRCNN(nn.Module):
         self.max_detections = net.roi_heads.detections_per_img
 
     @classmethod
-    def from_torchvision(cls, net: TorchvisionMaskRCNN) -> "MaskRCNN":
+    def from_torchvision(cls, net: TorchvisionMaskRCNN, name: str = "torchvision_maskrcnn") -> "MaskRCNN":
         """Any torchvision Mask R-CNN (``maskrcnn_resnet50_fpn``, ``_v2``, or one built by hand), as it is.
-        Its transform (resize, normalisation) is not used: inputs come normalised at the size to detect at."""
-        return cls(net)
+        Its transform's resize is not used (inputs come at the size to detect at); its normalisation becomes
+        the metadata's mean/std, so every edgeseg backend applies it."""
+        model = cls(net)
+        num_classes = net.roi_heads.box_predictor.cls_score.out_features
+        model.edgeseg_config = {"name": name, "num_classes": num_classes,
+                                "in_channels": len(net.transform.image_mean)}
+        model.normalization = ([float(v) for v in net.transform.image_mean], [float(v) for v in net.transform.image_std])
+        model.class_names = _coco_names(num_classes)
+        return model
 
     def forward(self, x: Tensor, targets: list[dict] | None = None) -> dict[str, Tensor]:
         """Detections (the fixed-size contract); in training with ``targets`` (per image: ``boxes`` K×4,
@@ -166,25 +173,102 @@ class MaskRCNN(nn.Module):
                 "masks": masks, "num_detections": found.sum(1)}
 
 
+def _coco_names(num_classes: int) -> list[str] | None:
+    """torchvision's COCO category names (91, background and "N/A" gaps included) where the count fits."""
+    from torchvision.models.detection import MaskRCNN_ResNet50_FPN_Weights
+
+    names = MaskRCNN_ResNet50_FPN_Weights.COCO_V1.meta["categories"]
+    return list(names) if num_classes == len(names) else None
+
+
+def wrap_torchvision(model: nn.Module) -> nn.Module:
+    """A torchvision Mask R-CNN becomes edgeseg's (the instance contract); any other model is returned as it is."""
+    return MaskRCNN.from_torchvision(model) if isinstance(model, TorchvisionMaskRCNN) else model
+
+
+def load_torchvision_checkpoint(path, state: dict) -> MaskRCNN:
+    """A torchvision ``maskrcnn_resnet50_fpn`` or ``_v2`` from its state dict (bare, or under "model" as
+    torchvision's reference scripts save it); the variant and class count are read from the weights."""
+    from torchvision.models.detection import maskrcnn_resnet50_fpn, maskrcnn_resnet50_fpn_v2
+
+    from edgeseg.errors import ModelError
+
+    state = state.get("model", state)
+    key = "roi_heads.box_predictor.cls_score.weight"
+    if not isinstance(state, dict) or not isinstance(state.get(key), Tensor) or state[key].dim() != 2:
+        raise ModelError(f"{path} is not an edgeseg checkpoint (no format tag) nor a torchvision Mask R-CNN state dict",
+                         "pass a .pt written by 'edgeseg train', or torch.save(model.state_dict()) of a torchvision Mask R-CNN")
+    v2 = "roi_heads.box_head.0.0.weight" in state
+    builder = maskrcnn_resnet50_fpn_v2 if v2 else maskrcnn_resnet50_fpn
+    num_classes = int(state[key].shape[0])
+    if not 2 <= num_classes <= 1024:
+        raise ModelError(f"{path}: the box predictor has {num_classes} classes", "a Mask R-CNN has 2..1024 classes (background included)")
+    net = builder(weights=None, weights_backbone=None, num_classes=num_classes)
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as e:
+        raise ModelError(f"{path}: the weights do not fit torchvision's {builder.__name__} ({str(e).splitlines()[0][:160]})",
+                         "only maskrcnn_resnet50_fpn and maskrcnn_resnet50_fpn_v2 state dicts are recognised; "
+                         "for another backbone wrap the model yourself: edgeseg.export_onnx(model, ...)") from None
+    return MaskRCNN.from_torchvision(net.eval(), name=builder.__name__)
+
+
 def build_maskrcnn(depth: int, num_classes: int, in_channels: int, max_detections: int = 100,
-                   proposals: int = 1000) -> MaskRCNN:
+                   proposals: int = 1000, anchor_size: int = 32, train_proposals: int = 2000,
+                   rpn_batch_size_per_image: int = 256, box_batch_size_per_image: int = 512,
+                   mask_channels: int = 256, representation_size: int = 1024) -> MaskRCNN:
     """ResNet-``depth`` FPN Mask R-CNN, random weights, trainable batch norm (no pretrained weights offline).
     ``num_classes`` counts the background (torchvision's convention). ``proposals``: RPN top-n before and
-    after NMS at inference (1000 in the paper's setting); ``max_detections``: D."""
+    after NMS at inference (1000 in the paper's setting); ``max_detections``: D.
+
+    Training-cost and object-size settings (the defaults are the paper's, as torchvision's): ``anchor_size``
+    the P2 anchor side, doubling per level (32..512; 8 suits ~10–25 px nuclei); ``train_proposals`` RPN top-n
+    before and after NMS in training; ``rpn_batch_size_per_image`` anchors and ``box_batch_size_per_image``
+    RoIs sampled per image for the losses (a quarter positive: the mask head's batch); ``mask_channels`` the
+    width of the mask head's four 3×3 convolutions and its deconvolution; ``representation_size`` the width
+    of the box head's two fully connected layers."""
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+    from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+    from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+
     backbone = resnet_fpn_backbone(backbone_name=f"resnet{depth}", weights=None, norm_layer=nn.BatchNorm2d,
                                    trainable_layers=5)
     if in_channels != 3:
         backbone.body.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
+    anchors = AnchorGenerator(tuple((anchor_size * 2**i,) for i in range(5)), ((0.5, 1.0, 2.0),) * 5)
+    mask_head = MaskRCNNHeads(backbone.out_channels, [mask_channels] * 4, 1)
     net = TorchvisionMaskRCNN(backbone, num_classes=num_classes, box_detections_per_img=max_detections,
                               rpn_pre_nms_top_n_test=proposals, rpn_post_nms_top_n_test=proposals,
-                              image_mean=[0.0] * in_channels, image_std=[1.0] * in_channels)
+                              rpn_pre_nms_top_n_train=train_proposals, rpn_post_nms_top_n_train=train_proposals,
+                              rpn_batch_size_per_image=rpn_batch_size_per_image,
+                              box_batch_size_per_image=box_batch_size_per_image, rpn_anchor_generator=anchors,
+                              mask_head=mask_head, image_mean=[0.0] * in_channels, image_std=[1.0] * in_channels)
+    if mask_channels != 256:  # torchvision's predictor takes 256 channels
+        net.roi_heads.mask_predictor = MaskRCNNPredictor(mask_channels, mask_channels, num_classes)
+    if representation_size != 1024:  # torchvision's box head and predictor are 1024 wide
+        net.roi_heads.box_head = TwoMLPHead(backbone.out_channels * 7 * 7, representation_size)
+        net.roi_heads.box_predictor = FastRCNNPredictor(representation_size, num_classes)
     return MaskRCNN(net)
+
+
+# The training-cost and object-size arguments above, declared for the registry's type/range check.
+ARG_RANGES.update({
+    "anchor_size": (int, 2, 512),
+    "train_proposals": (int, 1, 6000),
+    "rpn_batch_size_per_image": (int, 1, 4096),
+    "box_batch_size_per_image": (int, 1, 4096),
+    "mask_channels": (int, 1, 1024),
+    "representation_size": (int, 1, 4096),
+})
 
 
 @register("maskrcnn_resnet18_fpn", task="instance", depth=18)
 @register("maskrcnn_resnet50_fpn", task="instance", depth=50)
-def _maskrcnn(depth: int, num_classes: int, in_channels: int, max_detections: int = 100, proposals: int = 1000):
-    return build_maskrcnn(depth, num_classes, in_channels, max_detections, proposals)
+def _maskrcnn(depth: int, num_classes: int, in_channels: int, max_detections: int = 100, proposals: int = 1000,
+              anchor_size: int = 32, train_proposals: int = 2000, rpn_batch_size_per_image: int = 256,
+              box_batch_size_per_image: int = 512, mask_channels: int = 256, representation_size: int = 1024):
+    return build_maskrcnn(depth, num_classes, in_channels, max_detections, proposals, anchor_size, train_proposals,
+                          rpn_batch_size_per_image, box_batch_size_per_image, mask_channels, representation_size)
 
 
-__all__ = ["INSTANCE_OUTPUTS", "MaskRCNN", "build_maskrcnn"]
+__all__ = ["INSTANCE_OUTPUTS", "MaskRCNN", "build_maskrcnn", "load_torchvision_checkpoint", "wrap_torchvision"]
