@@ -271,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("train", help="train a zoo model on a data set")
     s.add_argument("model")
-    s.add_argument("--data", default="lits", help="lits, nuclei, synthetic or folder:<path>")
+    s.add_argument("--data", default="lits", help="lits, nuclei, synthetic, folder:<path> or coco:<images>,<json>[,<val json>]")
     s.add_argument("--epochs", type=int, default=50)
     s.add_argument("--iterations", type=int, help="stop after this many steps (reproducible on any machine)")
     s.add_argument("--minutes", type=float, help="time budget (the LR schedule spans it)")

@@ -43,7 +43,7 @@ def evaluate_instances(session: Session, dataset, limit: int | None = None, prog
     meta = session.meta
     instances = getattr(dataset, "instances", None)
     if instances is None:
-        raise DataError(f"data set '{dataset.info.name}' has no instance ids", "evaluate an instance model on nuclei")
+        raise DataError(f"data set '{dataset.info.name}' has no instance ids", "evaluate an instance model on nuclei, lits, synthetic or coco:<images>,<json>")
     if dataset.info.in_channels != meta.in_channels:
         raise DataError(f"data set '{dataset.info.name}' has {dataset.info.in_channels}-channel images but the model takes "
                         f"{meta.in_channels}", "evaluate on the data set the model was trained for")

@@ -145,3 +145,122 @@ def test_unet_weight_map_follows_the_paper():
     assert border[38, 20] < 0.5
     w = unet_weight_map(mask, balance, objects)
     assert w[16, 20] > w[38, 20] and w.min() > 0
+
+
+def test_lits_tumour_components_are_instances():
+    from scipy import ndimage
+
+    val = get_dataset("lits", "val")
+    assert sum(int(i.max()) for i in val.instances) > 0
+    for m, ids in zip(val.masks, val.instances):
+        assert ((ids > 0) == (m == 2)).all()  # every tumour pixel is in an instance, nothing else is
+        for k in range(1, int(ids.max()) + 1):  # each instance is one connected piece
+            assert ndimage.label(ids == k, structure=np.ones((3, 3)))[1] == 1
+
+
+def _write_coco(root, annotations=None, images=None, categories=None):
+    """Two images: a polygon square, an uncompressed-RLE blob, a compressed-RLE disc, a crowd region."""
+    import json
+
+    from pycocotools import mask as mask_utils
+
+    (root / "img").mkdir(parents=True, exist_ok=True)
+    for name, (h, w) in (("a.jpg", (30, 40)), ("b.png", (24, 20))):
+        Image.fromarray(np.random.default_rng(0).integers(0, 255, (h, w, 3), dtype=np.uint8)).save(root / "img" / name)
+    disc = np.zeros((24, 20), np.uint8)
+    disc[np.hypot(*np.mgrid[0:24, 0:20] - np.array([12, 10])[:, None, None]) < 5] = 1
+    compressed = mask_utils.encode(np.asfortranarray(disc))
+    crowd = np.zeros((24, 20), np.uint8)
+    crowd[0:4, 0:6] = 1
+    runs = mask_utils.encode(np.asfortranarray(crowd))
+    blob = np.zeros((30, 40), np.uint8)
+    blob[20:28, 25:38] = 1
+    flat = blob.ravel(order="F")
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], flat, [1 - flat[-1]]])))
+    counts = np.diff(np.concatenate([[0], edges])).tolist()
+    data = {
+        "images": images or [{"id": 7, "file_name": "a.jpg", "height": 30, "width": 40},
+                             {"id": 9, "file_name": "b.png", "height": 24, "width": 20}],
+        "categories": categories or [{"id": 3, "name": "cell"}, {"id": 1, "name": "cat"}],
+        "annotations": annotations or [
+            {"id": 1, "image_id": 7, "category_id": 3, "iscrowd": 0, "segmentation": [[2, 2, 12, 2, 12, 12, 2, 12]]},
+            {"id": 2, "image_id": 7, "category_id": 1, "iscrowd": 0, "segmentation": {"size": [30, 40], "counts": counts}},
+            {"id": 3, "image_id": 9, "category_id": 1, "iscrowd": 0,
+             "segmentation": {"size": [24, 20], "counts": compressed["counts"].decode()}},
+            {"id": 4, "image_id": 9, "category_id": 3, "iscrowd": 1,
+             "segmentation": {"size": [24, 20], "counts": runs["counts"].decode()}},
+        ],
+    }
+    (root / "ann.json").write_text(json.dumps(data))
+    return f"coco:{root / 'img'},{root / 'ann.json'}", blob, disc, crowd
+
+
+def test_coco_instances_polygons_and_rle(tmp_path):
+    spec, blob, disc, crowd = _write_coco(tmp_path)
+    ds = get_dataset(spec)
+    assert ds.info.class_names == ("background", "cat", "cell")  # categories in id order: labels 1, 2
+    assert ds.info.in_channels == 3 and len(ds) == 2
+    img, mask = ds.raw(0)
+    ids = ds.instances[0]
+    assert img.shape == (3, 30, 40) and int(ids.max()) == 2
+    assert (mask[blob == 1] == 1).all() and (mask[3:12, 3:12] == 2).all() and mask[0, 0] == 0
+    assert len(np.unique(ids[blob == 1])) == 1 and len(np.unique(ids[3:12, 3:12])) == 1
+    _, mask = ds.raw(1)
+    assert ((ds.instances[1] > 0) == (disc == 1)).all() and (mask[disc == 1] == 1).all()
+    assert (mask[(crowd == 1) & (disc == 0)] == 255).all()  # a crowd region is ignored, not an instance
+
+
+@pytest.mark.parametrize("case,match", [
+    ("missing image", "image 9: .* is missing"),
+    ("empty polygon", "annotation 1 \\(image 7\\) has an empty or degenerate polygon"),
+    ("unknown category", "annotation 1 \\(image 7\\) has unknown category 5"),
+    ("unknown image", "annotation 1 refers to image 8"),
+    ("RLE overrun", "annotation 2 \\(image 7\\): its RLE runs do not cover"),
+    ("broken string", "annotation 3 \\(image 9\\): its compressed RLE"),
+    ("far polygon", "annotation 1 \\(image 7\\) has polygon points far outside"),
+    ("escaping file name", "points outside"),
+    ("not COCO", "not a COCO instances file"),
+])
+def test_coco_bad_records_are_named(tmp_path, case, match):
+    import json
+
+    spec, *_ = _write_coco(tmp_path)
+    data = json.loads((tmp_path / "ann.json").read_text())
+    anns = data["annotations"]
+    if case == "missing image":
+        (tmp_path / "img" / "b.png").unlink()
+    elif case == "empty polygon":
+        anns[0]["segmentation"] = [[]]
+    elif case == "unknown category":
+        anns[0]["category_id"] = 5
+    elif case == "unknown image":
+        anns[0]["image_id"] = 8
+    elif case == "RLE overrun":  # pycocotools would write past its buffer
+        anns[1]["segmentation"]["counts"] = anns[1]["segmentation"]["counts"] + [10_000]
+    elif case == "broken string":
+        anns[2]["segmentation"]["counts"] = "\x7f\x7f"
+    elif case == "far polygon":
+        anns[0]["segmentation"] = [[0, 0, 1e12, 0, 5, 5]]
+    elif case == "escaping file name":
+        data["images"][0]["file_name"] = "../ann.json"
+    elif case == "not COCO":
+        data = {"images": {}}
+    (tmp_path / "ann.json").write_text(json.dumps(data))
+    with pytest.raises(DataError, match=match):
+        get_dataset(spec)
+
+
+def test_coco_trains_and_evaluates_an_instance_model(tmp_path):
+    """coco: through `edgeseg train` and `edgeseg eval` (box and mask AP lines, exit 0)."""
+    import subprocess
+    import sys
+
+    spec, *_ = _write_coco(tmp_path)
+    run = [sys.executable, "-m", "edgeseg"]
+    args = ["--model-arg", "proposals=20", "--model-arg", "max_detections=5"]
+    r = subprocess.run(run + ["train", "maskrcnn_resnet18_fpn", "--data", spec, "--iterations", "1", "--batch-size", "2",
+                              "--crop", "32", "--out", str(tmp_path / "m.pt")] + args, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = subprocess.run(run + ["eval", str(tmp_path / "m.pt"), "--data", spec], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "mask AP" in r.stdout and "box  AP" in r.stdout

@@ -1,6 +1,7 @@
 """LiTS: 2-D slices of the one real CT volume (128³, HU) shipped by liver-ct-segmentation-package.
 
-Classes: background / liver / tumour. Train and validation are contiguous slice ranges with a gap,
+Classes: background / liver / tumour; each tumour's connected component (8-connected, in its slice) is an
+instance (``SegDataset.instances``) for instance and panoptic work. Train and validation are contiguous slice ranges with a gap,
 so no validation slice neighbours a training slice. Extra training slices along the other two axes
 (``extra_axes=True``) are cropped to the training range, so they never see a validation voxel.
 """
@@ -15,6 +16,7 @@ INSTALL = "run scripts/setup.sh, or: pip install --no-deps liver-ct-segmentation
 HU_WINDOW = (-200.0, 300.0)  # abdominal soft-tissue window
 TRAIN_SLICES = (0, 96)  # [start, stop) along the slicing axis
 VAL_SLICES = (104, 128)  # 8 slices of gap after the training range
+TUMOUR = 2
 
 INFO = DatasetInfo(
     name="lits",
@@ -75,7 +77,7 @@ def lits(split: str = "train", axis: int = 0, context: int = 0, extra_axes: bool
     images = [vol[[min(max(k + d, 0), last) for d in range(-context, context + 1)]] for k in range(start, stop)]
     masks = list(lab_s)
     if context:
-        return SegDataset(_info_with_context(context), images, masks, transform)
+        return _with_instances(SegDataset(_info_with_context(context), images, masks, transform))
     if extra_axes and split == "train":
         # Slices along the two other axes of the training slab only (shape (stop-start)×128).
         for other in (1, 2):
@@ -83,4 +85,11 @@ def lits(split: str = "train", axis: int = 0, context: int = 0, extra_axes: bool
                 im = np.take(img_s, k, axis=other)
                 images.append(im[None])
                 masks.append(np.take(lab_s, k, axis=other))
-    return SegDataset(INFO, images, masks, transform)
+    return _with_instances(SegDataset(INFO, images, masks, transform))
+
+
+def _with_instances(ds: SegDataset) -> SegDataset:
+    from scipy import ndimage
+
+    ds.instances = [ndimage.label(m == TUMOUR, structure=np.ones((3, 3)))[0].astype(np.int64) for m in ds.masks]
+    return ds
