@@ -2,7 +2,7 @@
 weight map, progress bar, atomic checkpoints every epoch, resume.
 
 The budget is epochs, iterations or minutes (whichever ends first); the poly schedule runs over that
-budget, so a time-boxed run still anneals to zero.
+budget, so a time-boxed run still anneals to zero; an optional linear warm-up (``warmup_iters``) precedes it.
 """
 from __future__ import annotations
 
@@ -37,6 +37,7 @@ class TrainConfig:
     lr: float | None = None  # default: 2e-3 for AdamW, 0.01 for SGD
     weight_decay: float = 1e-4
     poly_power: float = 0.9
+    warmup_iters: int = 0  # linear learning-rate warm-up from 0.001× over the first steps (Mask R-CNN's SGD recipe)
     crop: int | None = None
     scale: tuple[float, float] = (0.75, 1.25)
     vflip: bool = False
@@ -185,8 +186,9 @@ def train(cfg: TrainConfig, checkpoint: str | Path, resume: bool = False, progre
     while fraction_done() < 1.0:
         running = []
         for image, mask, weight in loader:
+            warm = min(1.0, 0.001 + 0.999 * state["iteration"] / cfg.warmup_iters) if cfg.warmup_iters > 0 else 1.0
             for group in opt.param_groups:
-                group["lr"] = lr * (1 - min(fraction_done(), 1.0)) ** cfg.poly_power
+                group["lr"] = warm * lr * (1 - min(fraction_done(), 1.0)) ** cfg.poly_power
             if instance:  # torchvision's RPN and RoI-head losses (objectness, boxes, classes, masks)
                 loss = sum(model(image, instance_targets(mask)).values())
             else:
