@@ -126,7 +126,7 @@ def train(cfg: TrainConfig, checkpoint: str | Path, resume: bool = False, progre
     instance = model_task(cfg.model) == "instance"
     if instance and getattr(ds, "instances", None) is None:
         raise EdgeSegError(f"data set '{cfg.dataset}' has no instance ids to train {cfg.model} on",
-                           "use an instance data set (nuclei)")
+                           "use an instance data set: nuclei, lits, synthetic or coco:<images>,<json>")
     if instance and (cfg.weight_map or cfg.dice):
         raise EdgeSegError("--weight-map and the Dice loss are for semantic models", "drop them for an instance model")
     if cfg.optimizer not in ("sgd", "adamw"):

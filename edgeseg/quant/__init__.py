@@ -14,6 +14,7 @@ from edgeseg.export.metadata import ModelMeta, load_onnx, read_metadata, write_m
 from edgeseg.io import atomic_path
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+_INSTANCE_INT8_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 
 class _Reader:
@@ -75,6 +76,9 @@ def quantize_int8(src: str | Path, dst: str | Path, calibration: list[np.ndarray
                 str(pre), str(out), _Reader(meta.input_name, calibration),
                 quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                 per_channel=per_channel, reduce_range=reduce_range, calibrate_method=methods[method],
+                # Instance graphs: only the network's convolutions and GEMMs take INT8. Box decoding, NMS,
+                # top-k and mask pasting stay FP32 (an 8-bit box coordinate is off by pixels).
+                op_types_to_quantize=list(_INSTANCE_INT8_OPS) if meta.task == "instance" else None,
                 # TensorRT takes symmetric (zero-point 0) INT8 only.
                 extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
             )
@@ -87,16 +91,15 @@ def quantize_int8(src: str | Path, dst: str | Path, calibration: list[np.ndarray
 
 
 def convert_fp16(src: str | Path, dst: str | Path) -> ModelMeta:
-    """FP16 weights and compute; inputs and outputs stay FP32 so callers need not change."""
-    from onnxruntime.transformers.float16 import convert_float_to_float16
+    """FP16 weights and compute for the network (``edgeseg.quant.fp16``); inputs, outputs and the
+    post-processing stay FP32, so callers need not change."""
+    from edgeseg.quant.fp16 import to_fp16
 
     proto = load_onnx(src)
     meta = read_metadata(proto, src)
     if meta.precision != "fp32":
         raise EdgeSegError(f"{src} is already {meta.precision}", "convert the FP32 export")
-    half = convert_float_to_float16(proto, keep_io_types=True, disable_shape_infer=True)
-    # The converter appends its input casts at the end of the node list.
-    return _finish(surgery.clean(half), meta, "fp16", dst, {}, check_loads=True)
+    return _finish(surgery.clean(to_fp16(proto)), meta, "fp16", dst, {}, check_loads=True)
 
 
 def _finish(proto: onnx.ModelProto, meta: ModelMeta, precision: str, dst, extra: dict,
