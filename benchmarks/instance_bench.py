@@ -40,6 +40,7 @@ import onnx  # noqa: E402
 import torch  # noqa: E402
 import torchvision  # noqa: E402  (before any export starts: dynamo needs torchvision's ONNX functions)
 from torchvision.models.detection.image_list import ImageList  # noqa: E402
+from edgeseg.models.detection.maskrcnn import torchvision_pipeline  # noqa: E402
 
 from edgeseg.bench import time_callables  # noqa: E402
 from edgeseg.export import export_onnx  # noqa: E402
@@ -88,16 +89,6 @@ def loadavg() -> list[float]:
 
 
 # --- eager -----------------------------------------------------------------------------------------
-
-
-def torchvision_pipeline(net, x):
-    """torchvision's eval path minus the resize/normalise transform (as tests/test_instance.py)."""
-    sizes = [tuple(x.shape[-2:])] * x.shape[0]
-    images = ImageList(x, sizes)
-    features = net.backbone(x)
-    proposals, _ = net.rpn(images, features)
-    dets, _ = net.roi_heads(features, proposals, sizes)
-    return net.transform.postprocess(dets, sizes, sizes)
 
 
 def eager_stages(net, x, runs: int) -> dict[str, float]:

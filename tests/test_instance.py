@@ -5,24 +5,14 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from torchvision.models.detection.image_list import ImageList
 
 import edgeseg
 from edgeseg.metrics.instance import box_iou, match_detections
 from edgeseg.models import create, list_models
 from edgeseg.models.detection import INSTANCE_OUTPUTS, MaskRCNN
+from edgeseg.models.detection.maskrcnn import torchvision_pipeline
 from edgeseg.ops.native import plugin_dir
 from edgeseg.ops.nms import nms_keep
-
-
-def torchvision_pipeline(net, x):
-    """torchvision's eval path minus the resize/normalise transform: RPN, RoI heads, mask pasting."""
-    sizes = [tuple(x.shape[-2:])] * x.shape[0]
-    images = ImageList(x, sizes)
-    features = net.backbone(x)
-    proposals, _ = net.rpn(images, features)
-    dets, _ = net.roi_heads(features, proposals, sizes)
-    return net.transform.postprocess(dets, sizes, sizes)
 
 
 def assert_matches_torchvision(model: MaskRCNN, x):

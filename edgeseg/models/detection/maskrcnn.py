@@ -181,6 +181,16 @@ def _coco_names(num_classes: int) -> list[str] | None:
     return list(names) if num_classes == len(names) else None
 
 
+def torchvision_pipeline(net: TorchvisionMaskRCNN, x: Tensor) -> list[dict[str, Tensor]]:
+    """torchvision's own per-image eval path minus its resize/normalise transform (RPN, RoI heads, mask
+    pasting): the reference edgeseg's fixed-size inference is held against, in tests and benchmarks."""
+    sizes = [(int(x.shape[-2]), int(x.shape[-1]))] * x.shape[0]
+    features = net.backbone(x)
+    proposals, _ = net.rpn(ImageList(x, sizes), features)
+    dets, _ = net.roi_heads(features, proposals, sizes)
+    return net.transform.postprocess(dets, sizes, sizes)
+
+
 def wrap_torchvision(model: nn.Module) -> nn.Module:
     """A torchvision Mask R-CNN becomes edgeseg's (the instance contract); any other model is returned as it is."""
     return MaskRCNN.from_torchvision(model) if isinstance(model, TorchvisionMaskRCNN) else model
@@ -271,4 +281,5 @@ def _maskrcnn(depth: int, num_classes: int, in_channels: int, max_detections: in
                           rpn_batch_size_per_image, box_batch_size_per_image, mask_channels, representation_size)
 
 
-__all__ = ["INSTANCE_OUTPUTS", "MaskRCNN", "build_maskrcnn", "load_torchvision_checkpoint", "wrap_torchvision"]
+__all__ = ["INSTANCE_OUTPUTS", "MaskRCNN", "build_maskrcnn", "load_torchvision_checkpoint", "torchvision_pipeline",
+           "wrap_torchvision"]
