@@ -29,6 +29,13 @@ ARG_RANGES: dict[str, tuple] = {
     "head": (str, ("v1", "v2", "v2p")),
     "max_detections": (int, 1, 1000),  # instance models: D, the fixed number of detection slots
     "proposals": (int, 1, 6000),       # instance models: RPN top-n before and after NMS
+    # instance models' training cost and object size (build_maskrcnn)
+    "anchor_size": (int, 2, 512),
+    "train_proposals": (int, 1, 6000),
+    "rpn_batch_size_per_image": (int, 1, 4096),
+    "box_batch_size_per_image": (int, 1, 4096),
+    "mask_channels": (int, 1, 1024),
+    "representation_size": (int, 1, 4096),
 }
 
 

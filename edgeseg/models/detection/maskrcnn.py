@@ -27,7 +27,7 @@ from torchvision.models.detection.image_list import ImageList
 from torchvision.ops import boxes as box_ops
 
 from edgeseg import ops
-from edgeseg.models.registry import ARG_RANGES, register
+from edgeseg.models.registry import register
 from edgeseg.ops.nms import nms_keep
 
 INSTANCE_OUTPUTS = ("boxes", "scores", "labels", "masks", "num_detections")
@@ -259,17 +259,6 @@ def build_maskrcnn(depth: int, num_classes: int, in_channels: int, max_detection
         net.roi_heads.box_head = TwoMLPHead(backbone.out_channels * 7 * 7, representation_size)
         net.roi_heads.box_predictor = FastRCNNPredictor(representation_size, num_classes)
     return MaskRCNN(net)
-
-
-# The training-cost and object-size arguments above, declared for the registry's type/range check.
-ARG_RANGES.update({
-    "anchor_size": (int, 2, 512),
-    "train_proposals": (int, 1, 6000),
-    "rpn_batch_size_per_image": (int, 1, 4096),
-    "box_batch_size_per_image": (int, 1, 4096),
-    "mask_channels": (int, 1, 1024),
-    "representation_size": (int, 1, 4096),
-})
 
 
 @register("maskrcnn_resnet18_fpn", task="instance", depth=18)
