@@ -114,34 +114,50 @@ def build_variants(model, meta, variants, workdir: Path, calibration: list[np.nd
 
 def bench_model(model, meta, variants, size: tuple[int, int], batch_size: int, workdir: Path,
                 calibration: list[np.ndarray], calib_method: str = "minmax", dataset=None, warmup: int = 2,
-                repeats: int = 10, progress: bool = True, exporter: str = "dynamo") -> list[dict]:
-    from edgeseg.evaluate import evaluate
+                repeats: int = 10, progress: bool = True, exporter: str = "dynamo", batch: np.ndarray | None = None) -> list[dict]:
+    """One row per variant. ``batch`` (default: random normal at ``size``) is what is timed; pass a real image
+    for detectors, whose cost depends on what they find. Agreement with PyTorch: argmax agreement
+    (semantic) or matched-mask agreement (instance, ``parity.compare_instances``); accuracy on ``dataset``:
+    mIoU (semantic) or mask AP (instance)."""
+    from edgeseg.evaluate import evaluate, evaluate_instances
+    from edgeseg.parity import compare_instances
 
-    rng = np.random.default_rng(0)
-    batch = rng.standard_normal((batch_size, meta.in_channels, *size)).astype(np.float32)
+    instance = meta.task == "instance"
+    if batch is None:
+        batch = np.random.default_rng(0).standard_normal((batch_size, meta.in_channels, *size)).astype(np.float32)
     sessions, files = build_variants(model, meta, variants, workdir, calibration, calib_method, exporter)
     peaks = {v: first_run_peak_mb(s, batch) for v, s in sessions.items()}
     times = time_round_robin(sessions, batch, warmup, repeats, progress)
     reference = sessions.get("torch:fp32")
-    ref_labels = reference.run(batch)[meta.logits_output].argmax(1) if reference else None
+    ref_labels = reference.run(batch)[meta.logits_output].argmax(1) if reference and not instance else None
+
+    def agreement(s: Session, precision: str) -> float | None:
+        if reference is None:
+            return None
+        if instance:
+            return compare_instances(reference, s, [batch], precision).mask_agreement
+        return float((s.run(batch)[meta.logits_output].argmax(1) == ref_labels).mean())
+
     rows = []
     for v, s in sessions.items():
         backend, precision = parse_variant(v)
         t = np.asarray(times[v])
         row = {
-            "model": meta.model, "backend": backend, "precision": precision, "batch": batch_size,
-            "height": size[0], "width": size[1],
+            "model": meta.model, "task": meta.task, "backend": backend, "precision": precision,
+            "batch": int(batch.shape[0]), "height": int(batch.shape[2]), "width": int(batch.shape[3]),
             "latency_ms_median": float(np.median(t)), "latency_ms_p90": float(np.percentile(t, 90)),
-            "throughput_ips": float(batch_size * 1000 / np.median(t)), "runs": len(t),
+            "throughput_ips": float(batch.shape[0] * 1000 / np.median(t)), "runs": len(t),
             "first_run_peak_mb": peaks[v],
             "model_mb": (files[v].stat().st_size if v in files else
                          sum(p.numel() * p.element_size() for p in model.parameters())) / 1e6,
-            "argmax_agreement_vs_torch": None if ref_labels is None else
-            float((s.run(batch)[meta.logits_output].argmax(1) == ref_labels).mean()),
-            "miou": None,
+            "agreement_vs_torch": agreement(s, precision),
+            "accuracy_metric": "mask AP" if instance else "mIoU", "accuracy": None, "miou": None,
         }
-        if dataset is not None:
-            row["miou"] = evaluate(s, dataset, progress=False).miou
+        if dataset is not None and instance:
+            scores = evaluate_instances(s, dataset, progress=False)
+            row.update(accuracy=scores["segm"].ap, mask_ap50=scores["segm"].ap50, box_ap=scores["bbox"].ap)
+        elif dataset is not None:
+            row["miou"] = row["accuracy"] = evaluate(s, dataset, progress=False).miou
         rows.append(row)
     if reference:
         t_ref = next(r["latency_ms_median"] for r in rows if r["backend"] == "torch")
@@ -208,11 +224,13 @@ def bench_checkpoints(checkpoints: list[str | Path], data: str, variants=DEFAULT
             val, train = dataset_for(meta, data, "val"), dataset_for(meta, data, "train")
             step = max(1, len(train) // calib_images)
             calibration = [preprocess(train.raw(i)[0], meta)[0] for i in range(0, len(train), step)][:calib_images]
-            shape = size or tuple(preprocess(val.raw(0)[0], meta)[0].shape[-2:])
+            # Timed on validation images (a detector's cost depends on what it finds); --size: random input.
+            batch = None if size else np.concatenate([preprocess(val.raw(i % len(val))[0], meta)[0] for i in range(batch_size)])
+            shape = size or tuple(batch.shape[-2:])
             work = Path(tmp) / Path(ckpt).stem
             work.mkdir()
             rows += bench_model(model, meta, variants, shape, batch_size, work, calibration, calib_method,
-                                dataset=val, warmup=warmup, repeats=repeats, progress=progress)
+                                dataset=val, warmup=warmup, repeats=repeats, progress=progress, batch=batch)
     return {"machine": machine(), "size": list(shape), "batch": batch_size, "data": data, "rows": rows}
 
 
@@ -229,8 +247,11 @@ def markdown(report: dict, title: str) -> str:
              f"({m['torch_threads']} threads), onnxruntime {m['onnxruntime']}, onnx {m['onnx']}, python {m['python']}, "
              f"OMP_WAIT_POLICY={m['omp_wait_policy']}.",
              f"Input {report['batch']}×C×{report['size'][0]}×{report['size'][1]}; latency per batch, median and p90 over "
-             "round-robin runs; speed-up = PyTorch eager median / this median, measured side by side.", "",
-             "| model | backend | precision | median ms | p90 ms | speed-up vs torch | img/s | 1st-run peak MB | model MB | argmax vs torch | mIoU |",
+             "round-robin runs; speed-up = PyTorch eager median / this median, measured side by side. Agreement vs torch: "
+             "argmax agreement (semantic), or |A∩B|/|A∪B| of the binarised masks of detections matched by box overlap "
+             "(instance).", "",
+             "| model | backend | precision | median ms | p90 ms | speed-up vs torch | img/s | 1st-run peak MB | model MB | "
+             "agreement vs torch | accuracy |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
 
     def f(v, fmt):
@@ -239,8 +260,8 @@ def markdown(report: dict, title: str) -> str:
     for r in report["rows"]:
         lines.append(f"| {r['model']} | {r['backend']} | {r['precision']} | {r['latency_ms_median']:.1f} | "
                      f"{r['latency_ms_p90']:.1f} | {f(r.get('speedup_vs_torch'), '.2f')}× | {r['throughput_ips']:.2f} | "
-                     f"{f(r['first_run_peak_mb'], '.0f')} | {r['model_mb']:.1f} | {f(r['argmax_agreement_vs_torch'], '.4f')} | "
-                     f"{f(r['miou'], '.4f')} |")
+                     f"{f(r['first_run_peak_mb'], '.0f')} | {r['model_mb']:.1f} | {f(r['agreement_vs_torch'], '.4f')} | "
+                     f"{'–' if r['accuracy'] is None else r['accuracy_metric'] + ' ' + format(r['accuracy'], '.4f')} |")
     if report.get("not_measured"):
         lines += ["", f"Not measured in this run (stopped first): {', '.join(report['not_measured'])}."]
     return "\n".join(lines) + "\n"

@@ -67,13 +67,14 @@ def save_png(path: str | Path, array: np.ndarray) -> None:
 
 
 def pareto_plot(rows: list[dict], path: str | Path, title: str) -> None:
-    """Latency (log x) against mIoU (or, without accuracy, model size) for every benchmark row."""
+    """Latency (log x) against the accuracy metric (mIoU, mask AP; without accuracy: model size) for every
+    benchmark row."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    have_acc = any(r.get("miou") is not None for r in rows)
+    have_acc = any(r.get("accuracy") is not None for r in rows)
     fig, ax = plt.subplots(figsize=(8, 5.5))
     markers = {"fp32": "o", "fp16": "s", "int8": "^"}
     for backend in sorted({r["backend"] for r in rows}):
@@ -81,14 +82,14 @@ def pareto_plot(rows: list[dict], path: str | Path, title: str) -> None:
             sel = [r for r in rows if r["backend"] == backend and r["precision"] == precision]
             if not sel:
                 continue
-            ys = [r["miou"] if have_acc else r["model_mb"] for r in sel]
+            ys = [r["accuracy"] if have_acc else r["model_mb"] for r in sel]
             ax.scatter([r["latency_ms_median"] for r in sel], ys, marker=markers.get(precision, "x"),
                        label=f"{backend} {precision}", s=50)
             for r, y in zip(sel, ys):
                 ax.annotate(r["model"], (r["latency_ms_median"], y), fontsize=6, alpha=0.7,
                             xytext=(3, 3), textcoords="offset points")
     if have_acc:
-        pts = sorted((r["latency_ms_median"], r["miou"]) for r in rows if r.get("miou") is not None)
+        pts = sorted((r["latency_ms_median"], r["accuracy"]) for r in rows if r.get("accuracy") is not None)
         front, best = [], -1.0
         for x, y in pts:
             if y > best:
@@ -97,7 +98,8 @@ def pareto_plot(rows: list[dict], path: str | Path, title: str) -> None:
         ax.plot(*zip(*front), "k--", lw=0.8, label="Pareto front")
     ax.set_xscale("log")
     ax.set_xlabel("median latency per batch (ms, log scale)")
-    ax.set_ylabel("mIoU" if have_acc else "model size (MB)")
+    metrics = sorted({r["accuracy_metric"] for r in rows if r.get("accuracy") is not None})
+    ax.set_ylabel(" / ".join(metrics) if have_acc else "model size (MB)")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
