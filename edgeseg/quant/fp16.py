@@ -2,8 +2,8 @@
 exported.
 
 Islands start at convolutions, GEMMs and batch norms and grow forward through ops in ``FP16_OPS`` whose
-"T" inputs (``_T_INPUTS``: the operands of the type variable, never Resize's scales or Pad's pads) are
-all FP16 network data or constants. Their float outputs become FP16. A Cast is inserted, once per tensor, wherever an FP32 value enters an FP16 node or an FP16 value
+"T" inputs (those the op's ONNX schema types like its data, never Resize's roi/scales or Pad's pads) are
+all FP16 network data or constants. Their T outputs become FP16. A Cast is inserted, once per tensor, wherever an FP32 value enters an FP16 node or an FP16 value
 reaches a node outside the islands or a graph output; initialisers used only inside islands are stored
 in FP16 (half the file). So graph inputs and outputs keep their types, and post-processing that must stay
 FP32 (box decoding, NMS, RoIAlign, top-k, index arithmetic, custom ops) does, whatever the graph.
@@ -14,32 +14,48 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-# Input indices that take the node's float type variable; ops absent here are never converted.
-_T_INPUTS: dict[str, tuple[int, ...]] = {
-    **{op: (0, 1, 2) for op in ("Conv", "ConvTranspose", "Gemm")},
-    **{op: (0, 1) for op in ("MatMul", "Add", "Sub", "Mul", "Div", "Pow", "PRelu")},
-    **{op: (0,) for op in ("Relu", "Sigmoid", "Tanh", "LeakyRelu", "Elu", "HardSigmoid", "HardSwish", "Softmax",
-                           "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Flatten", "Reshape",
-                           "Transpose", "Squeeze", "Unsqueeze", "Resize", "Slice", "Erf", "Sqrt", "Neg", "Abs",
-                           "Identity", "DepthToSpace", "SpaceToDepth", "Expand", "Gelu", "ReduceMean", "Exp")},
-    "BatchNormalization": (0, 1, 2, 3, 4),
-    "Clip": (0, 1, 2),
-    "Pad": (0, 2),  # data and constant_value; pads and axes are int64
-    "Concat": None,  # every input
-}
-FP16_OPS = frozenset(_T_INPUTS)
+# The ops that may run in FP16 (network compute and data movement). Which of a node's inputs and outputs
+# turn FP16 comes from its ONNX schema at the graph's opset (``_t_inputs``), not from a list per op.
+FP16_OPS = frozenset({
+    "Conv", "ConvTranspose", "Gemm", "MatMul", "BatchNormalization", "InstanceNormalization",
+    "Add", "Sub", "Mul", "Div", "Pow", "PRelu", "Relu", "Sigmoid", "Tanh", "LeakyRelu", "Elu", "HardSigmoid",
+    "HardSwish", "Softmax", "Clip", "Erf", "Sqrt", "Neg", "Abs", "Exp", "Gelu", "MaxPool", "AveragePool",
+    "GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze",
+    "Slice", "Identity", "DepthToSpace", "SpaceToDepth", "Expand", "Concat", "Pad", "Resize", "Upsample",
+})
 _HEAVY = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "BatchNormalization"})
 
 
-def _t_inputs(node: onnx.NodeProto) -> list[int]:
-    idx = _T_INPUTS[node.op_type]
-    return [i for i in (range(len(node.input)) if idx is None else idx) if i < len(node.input) and node.input[i]]
+def _t_inputs(node: onnx.NodeProto, opset: int) -> list[int]:
+    """Indices of the inputs typed by the same type variable as the data (input 0), the ones that must
+    turn FP16 with it. Operands of another type keep theirs: Resize's roi and scales, Upsample's scales,
+    Pad's pads, Slice's starts, BatchNormalization's statistics (T1/T2 at opset 15+). Empty where the
+    schema does not allow FP16 data."""
+    try:
+        schema = onnx.defs.get_schema(node.op_type, opset, "")
+    except onnx.defs.SchemaError:  # the op is newer than the graph's opset: leave the node as it is
+        return []
+    formal = schema.inputs
+    data = formal[0].type_str
+    allowed = {c.type_param_str: c.allowed_type_strs for c in schema.type_constraints}
+    if "tensor(float16)" not in allowed.get(data, ()):
+        return []
+    last = formal[-1].option == onnx.defs.OpSchema.FormalParameterOption.Variadic
+    return [i for i, name in enumerate(node.input)
+            if name and (i < len(formal) or last) and formal[min(i, len(formal) - 1)].type_str == data]
+
+
+def _t_outputs(node: onnx.NodeProto, opset: int) -> list[int]:
+    """Indices of the outputs typed like the data (MaxPool's Y, not its Indices)."""
+    schema = onnx.defs.get_schema(node.op_type, opset, "")
+    return [i for i, o in enumerate(schema.outputs) if i < len(node.output) and o.type_str == schema.inputs[0].type_str]
 
 
 def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy of ``model`` (FP32, inference shapes available) with its network in FP16."""
     inferred = onnx.shape_inference.infer_shapes(model)
     graph = inferred.graph
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     dtype: dict[str, int] = {}
     for v in list(graph.input) + list(graph.value_info) + list(graph.output):
         dtype[v.name] = v.type.tensor_type.elem_type
@@ -64,17 +80,18 @@ def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     # processing values (box decoding, pixel coordinates of mask pasting) so stays FP32, where FP16's 11-bit
     # mantissa would move boxes by pixels.
     constants = set(inits) | {n.output[0] for n in graph.node if n.op_type == "Constant"}
-    half = set()  # nodes (by position) that run in FP16
+    t_inputs: dict[int, list[int]] = {}  # FP16 nodes (by position) -> their T inputs
     fp16_tensors: set[str] = set()
     for k, n in enumerate(graph.node):
         if n.domain not in ("", "ai.onnx") or n.op_type not in FP16_OPS or inner & set(n.output):
             continue
-        ins = [n.input[i] for i in _t_inputs(n)]
+        idx = _t_inputs(n, opset)
+        ins = [n.input[i] for i in idx]
         if not ins or not all(dtype.get(t) == TensorProto.FLOAT and t not in too_big for t in ins):
             continue
         if n.op_type in _HEAVY or (any(t in fp16_tensors for t in ins) and all(t in fp16_tensors or t in constants for t in ins)):
-            half.add(k)
-            fp16_tensors.update(o for o in n.output if dtype.get(o) == TensorProto.FLOAT)
+            t_inputs[k] = idx
+            fp16_tensors.update(n.output[j] for j in _t_outputs(n, opset) if n.output[j])
 
     consumers: dict[str, list[tuple[int, int]]] = {}
     for k, n in enumerate(graph.node):
@@ -94,7 +111,7 @@ def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
 
     # Initialisers read only as T inputs of FP16 nodes are stored in FP16; others stay and are cast.
     half_only = {name for name, t in inits.items() if t.data_type == TensorProto.FLOAT and consumers.get(name)
-                 and all(k in half and i in _t_inputs(graph.node[k]) for k, i in consumers[name])}
+                 and all(i in t_inputs.get(k, ()) for k, i in consumers[name])}
     for name in half_only:
         t = inits[name]
         t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float16), name))
@@ -109,8 +126,8 @@ def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
         for i, name in enumerate(n.input):
             if name in renamed:
                 n.input[i] = renamed[name]
-        if k in half:
-            for i in _t_inputs(n):
+        if k in t_inputs:
+            for i in t_inputs[k]:
                 name = n.input[i]
                 if name not in fp16_tensors and name not in half_only:
                     n.input[i] = cast(name, TensorProto.FLOAT16)
