@@ -3,6 +3,7 @@ form TensorRT consumes), and FP16 with FP32 inputs/outputs."""
 from __future__ import annotations
 
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from edgeseg.export.metadata import ModelMeta, load_onnx, read_metadata, write_m
 from edgeseg.io import atomic_path
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+PER_CHANNEL_OPSET = 13  # DequantizeLinear's axis (per-channel scales) exists from opset 13
 _INSTANCE_INT8_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 
@@ -57,6 +59,8 @@ def quantize_int8(src: str | Path, dst: str | Path, calibration: list[np.ndarray
     from onnxruntime.quantization import quantize_static as _quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    from edgeseg.runtime.onnxruntime_backend import ort_errors
+
     if method not in CALIBRATION_METHODS:
         raise EdgeSegError(f"unknown calibration method '{method}'", f"use one of: {', '.join(CALIBRATION_METHODS)}")
     if not calibration:
@@ -64,10 +68,13 @@ def quantize_int8(src: str | Path, dst: str | Path, calibration: list[np.ndarray
     proto = load_onnx(src)
     meta = read_metadata(proto, src)
     check_quantizable(proto, meta, src)
+    if per_channel and _opset(proto) < PER_CHANNEL_OPSET:
+        proto, per_channel = _per_channel_opset(proto, src)
     with tempfile.TemporaryDirectory() as tmp:
-        pre = Path(tmp) / "pre.onnx"
+        fp32, pre = Path(tmp) / "fp32.onnx", Path(tmp) / "pre.onnx"
+        onnx.save(proto, str(fp32))
         # Fold batch norm into convolutions first so each conv gets one Q/DQ pair.
-        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
         out = Path(tmp) / "int8.onnx"
         methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                    "percentile": CalibrationMethod.Percentile}
@@ -82,37 +89,96 @@ def quantize_int8(src: str | Path, dst: str | Path, calibration: list[np.ndarray
                 # TensorRT takes symmetric (zero-point 0) INT8 only.
                 extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
             )
-        except ValueError as e:  # numpy's histogram refuses near-constant tensors (percentile/entropy)
-            raise EdgeSegError(f"{method} calibration failed: {e}",
-                               "calibrate on more varied images, or use --method minmax") from None
+        except (ValueError, *ort_errors()) as e:
+            raise _calibration_error(e, method, calibration, _graph_inputs(proto)) from None
         quantized = surgery.strip_output_qdq(onnx.load(str(out)))
         return _finish(quantized, meta, "int8", dst, {"calibration": method, "calibration_batches": len(calibration),
-                                                      "weight_bits": 7 if reduce_range else 8})
+                                                      "weight_bits": 7 if reduce_range else 8,
+                                                      "per_channel": per_channel}, check_loads=True)
+
+
+def _graph_inputs(proto: onnx.ModelProto) -> list[str]:
+    initializers = {t.name for t in proto.graph.initializer}
+    return [i.name for i in proto.graph.input if i.name not in initializers]
+
+
+def _opset(proto: onnx.ModelProto) -> int:
+    return next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def _per_channel_opset(proto: onnx.ModelProto, src) -> tuple[onnx.ModelProto, bool]:
+    """An opset < 13 graph for per-channel INT8: the graph converted to opset 13, or, where ONNX cannot
+    convert it, the graph as it is with per-tensor scales (said in one line)."""
+    from onnx import version_converter
+
+    try:
+        converted = version_converter.convert_version(proto, PER_CHANNEL_OPSET)
+        onnx.checker.check_model(converted)
+        return converted, True
+    except Exception as e:  # the converter raises bare RuntimeErrors and checker errors alike
+        warnings.warn(f"{src} is opset {_opset(proto)} and could not be converted to opset {PER_CHANNEL_OPSET} "
+                      f"({(str(e).strip().splitlines() or [type(e).__name__])[0][:120]}): using per-tensor INT8 scales",
+                      stacklevel=3)
+        return proto, False
+
+
+def _calibration_error(e: Exception, method: str, calibration: list[np.ndarray], inputs: list[str]) -> EdgeSegError:
+    """Say what went wrong in calibration; suggest another method only where the method was the cause."""
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+    if any(m in first.lower() for m in ("missing from input feed", "invalid input name")):  # ORT's words for a wrong name
+        return EdgeSegError(f"calibration could not feed the graph: {first}",
+                            f"the graph's inputs are {', '.join(inputs)[:200]}; name the image input in input_name")
+    if isinstance(e, ValueError) and method != "minmax":  # numpy's histogram refuses near-constant tensors
+        return EdgeSegError(f"{method} calibration failed: {first}",
+                            "calibrate on more varied images, or use --method minmax")
+    shapes = sorted({"×".join(map(str, b.shape)) for b in calibration})
+    return EdgeSegError(f"{method} calibration failed on {', '.join(shapes)[:100]} batches: {first}",
+                        "check the calibration images against the model (channels, size, input_size)")
 
 
 def convert_fp16(src: str | Path, dst: str | Path) -> ModelMeta:
     """FP16 weights and compute for the network (``edgeseg.quant.fp16``); inputs, outputs and the
-    post-processing stay FP32, so callers need not change."""
+    post-processing stay FP32, so callers need not change. Written only after the FP16 graph loads in
+    ONNX Runtime and passes the FP16 parity row against ``src`` on a random input."""
     from edgeseg.quant.fp16 import to_fp16
 
     proto = load_onnx(src)
     meta = read_metadata(proto, src)
     if meta.precision != "fp32":
         raise EdgeSegError(f"{src} is already {meta.precision}", "convert the FP32 export")
-    return _finish(surgery.clean(to_fp16(proto)), meta, "fp16", dst, {}, check_loads=True)
+    return _finish(surgery.clean(to_fp16(proto)), meta, "fp16", dst, {}, check_loads=True, parity_against=src)
 
 
 def _finish(proto: onnx.ModelProto, meta: ModelMeta, precision: str, dst, extra: dict,
-            check_loads: bool = False) -> ModelMeta:
+            check_loads: bool = False, parity_against=None) -> ModelMeta:
     meta.precision = precision
     meta.config = {**meta.config, **extra}
     write_metadata(proto, meta)
     onnx.checker.check_model(proto)
     if check_loads:
         _check_ort_loads(proto, precision, dst)
-    with atomic_path(dst) as tmp:
+    with atomic_path(dst) as tmp:  # a failed check leaves nothing at dst
         onnx.save(proto, str(tmp))
+        if parity_against is not None:
+            _check_parity(parity_against, tmp, meta, dst)
     return meta
+
+
+def _check_parity(reference, candidate, meta: ModelMeta, dst) -> None:
+    """The converted graph against the FP32 one on a random input, judged by the tolerance table: a graph
+    that loads but computes something else (an overflow, a lost constant) is refused too."""
+    from edgeseg.parity import compare, random_batches
+    from edgeseg.runtime import open_session
+
+    fixed = getattr(meta, "input_size", None)  # a fixed-size graph runs at its size only
+    d = meta.size_divisor
+    size = tuple(fixed) if fixed else (max(4 * d, 128) // d * d,) * 2  # the size export traces at
+    report = compare(open_session(reference), open_session(candidate), random_batches(meta, [size]), meta.precision)
+    if not report.passed:
+        raise EdgeSegError(f"the {meta.precision} graph loads but fails its parity check against {reference} on a random "
+                           f"{size[0]}×{size[1]} input ({report.summary()}); nothing was written to {dst}",
+                           "keep the FP32 graph for this model (or build FP16 in TensorRT, which keeps "
+                           "overflowing layers in FP32), and report the model")
 
 
 def _check_ort_loads(proto: onnx.ModelProto, precision: str, dst) -> None:

@@ -1,0 +1,151 @@
+"""FP16 and INT8 (per-channel) of every semantic zoo model and of foreign opset-11/12/13 graphs: the
+converted file loads in ONNX Runtime and passes parity against the FP32 graph by the tolerance table."""
+import json
+import warnings
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from edgeseg.errors import EdgeSegError
+from edgeseg.export import export_onnx
+from edgeseg.models import create, list_models
+from edgeseg.parity import compare, random_batches
+from edgeseg.quant import convert_fp16, quantize_int8
+from edgeseg.runtime import open_session
+
+# The smallest widths the builders allow; models without a width argument are built as they are.
+TINY = {"unet": {"base_width": 4}, "unet_padded": {"base_width": 4, "depth": 2}, "segnet": {"width_mult": 0.0625},
+        **{f"fcn{s}s_{b}": {"fc_channels": 8} for s in (8, 16, 32) for b in ("resnet18", "vgg16")}}
+# One model per family runs in the default suite (< 60 s together); the rest of the zoo is marked slow.
+FAST = {"unet_padded", "segnet", "fcn8s_resnet18", "deeplabv3plus_mobilenetv3_os16", "fcdensenet56"}
+
+
+def _side(divisor: int, name: str) -> int:
+    """48 px rounded up to the model's divisor; the paper U-Net needs 128 for its mirror padding."""
+    return 128 if name == "unet" else -(-48 // divisor) * divisor
+
+
+def _check(fp32, meta, side, tmp_path):
+    """FP16 and INT8 of ``fp32`` load and pass parity against it; returns both reports."""
+    reference = open_session(fp32)
+    calibration = [b for b, _ in random_batches(meta, [(side, side)] * 4, seed=1)]
+    reports = {}
+    for precision in ("fp16", "int8"):
+        out = tmp_path / f"{precision}.onnx"
+        if precision == "fp16":
+            convert_fp16(fp32, out)
+        else:
+            quantize_int8(fp32, out, calibration)
+        candidate = open_session(out)
+        assert candidate.precision == precision
+        reports[precision] = compare(reference, candidate, random_batches(meta, [(side, side)]))
+        assert reports[precision].passed, f"{meta.model} {reports[precision].summary()}"
+    return reports
+
+
+@pytest.mark.parametrize("name", [n if n in FAST else pytest.param(n, marks=pytest.mark.slow)
+                                  for n in list_models() if not n.startswith("maskrcnn_")])
+def test_zoo_fp16_and_int8_load_and_pass_parity(name, tmp_path):
+    model = create(name, num_classes=3, **TINY.get(name, {})).eval()
+    side = _side(model.size_divisor, name)
+    meta = export_onnx(model, tmp_path / "m.onnx", sample=torch.randn(1, 3, side, side))
+    reports = _check(tmp_path / "m.onnx", meta, side, tmp_path)
+    print(name, "|", " | ".join(r.summary() for r in reports.values()))
+
+
+class Foreign(nn.Module):
+    """A binary-segmentation net as another framework's exporter writes it: BatchNorm (kept: it follows a
+    ReLU, so it cannot fold into the conv), ReLU6 (Clip), a bilinear Resize and a softmax output."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.bn = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.b, self.c = nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.Conv2d(8, 2, 1)
+
+    def forward(self, x):
+        x = F.relu6(self.bn(F.relu(self.a(x))))
+        x = self.c(F.relu(self.b(x)))
+        return torch.softmax(F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False), 1)
+
+
+def _foreign(path, opset: int):
+    """A foreign ONNX at ``opset`` from the legacy exporter, described by a sidecar only."""
+    net = Foreign().eval()
+    with torch.no_grad():  # a trained-looking BatchNorm, not the identity
+        net.bn.running_mean.uniform_(-0.5, 0.5)
+        net.bn.running_var.uniform_(0.5, 2.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, torch.randn(1, 3, 32, 32), str(path), dynamo=False, opset_version=opset,
+                          input_names=["input"], output_names=["logits"],
+                          dynamic_axes={"input": {0: "n", 2: "h", 3: "w"}, "logits": {0: "n", 2: "h", 3: "w"}})
+    (path.parent / (path.name + ".json")).write_text(json.dumps({"model": "foreign", "class_names": ["bg", "fg"]}))
+    return open_session(path).meta
+
+
+@pytest.mark.parametrize("opset", [11, 12, 13])
+def test_foreign_graph_fp16_and_int8_per_channel(opset, tmp_path):
+    path = tmp_path / "foreign.onnx"
+    meta = _foreign(path, opset)
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert {"Resize", "BatchNormalization", "Clip", "Softmax"} <= ops
+    _check(path, meta, 64, tmp_path)
+    int8 = onnx.load(str(tmp_path / "int8.onnx"))
+    # per-channel weight scales (DequantizeLinear's axis) need opset 13: an older graph was converted
+    assert max(o.version for o in int8.opset_import if o.domain in ("", "ai.onnx")) >= 13
+    assert any(a.name == "axis" for n in int8.graph.node if n.op_type == "DequantizeLinear" for a in n.attribute)
+    fp16 = onnx.load(str(tmp_path / "fp16.onnx"))
+    resize = next(n for n in fp16.graph.node if n.op_type == "Resize")
+    floats = {t.name: t.data_type for t in fp16.graph.initializer}
+    # Resize's roi/scales keep float32 whatever its data is
+    assert all(floats.get(name, onnx.TensorProto.FLOAT) == onnx.TensorProto.FLOAT for name in resize.input[1:] if name)
+
+
+def test_old_opset_falls_back_to_per_tensor_when_it_cannot_convert(tmp_path, monkeypatch):
+    from onnx import version_converter
+
+    path = tmp_path / "foreign.onnx"
+    meta = _foreign(path, 12)
+
+    def refuse(*a, **k):
+        raise RuntimeError("no adapter")
+
+    monkeypatch.setattr(version_converter, "convert_version", refuse)
+    with pytest.warns(UserWarning, match="opset 12 and could not be converted.*per-tensor"):
+        qmeta = quantize_int8(path, tmp_path / "q.onnx", [b for b, _ in random_batches(meta, [(64, 64)] * 2)])
+    assert qmeta.config["per_channel"] is False
+    assert open_session(tmp_path / "q.onnx").run(np.zeros((1, 3, 64, 64), np.float32))["logits"].shape == (1, 2, 64, 64)
+
+
+def test_fp16_that_fails_parity_writes_nothing(tmp_path, monkeypatch):
+    """A graph that loads but computes something else is refused, saying what failed and what to do."""
+    import edgeseg.quant.fp16 as fp16
+
+    path = tmp_path / "foreign.onnx"
+    _foreign(path, 13)
+    convert = fp16.to_fp16
+
+    def broken(model):  # zero the first convolution's weights after conversion
+        out = convert(model)
+        w = next(t for t in out.graph.initializer if t.name == "a.weight")
+        w.CopyFrom(onnx.numpy_helper.from_array(np.zeros(onnx.numpy_helper.to_array(w).shape, np.float16), w.name))
+        return out
+
+    monkeypatch.setattr(fp16, "to_fp16", broken)
+    with pytest.raises(EdgeSegError, match="fails its parity check.*nothing was written") as e:
+        convert_fp16(path, tmp_path / "h.onnx")
+    assert "FP32 graph" in e.value.fix
+    assert [p.name for p in tmp_path.iterdir() if p.suffix != ".json"] == ["foreign.onnx"]
+
+
+def test_calibration_error_says_what_went_wrong(tmp_path):
+    path = tmp_path / "foreign.onnx"
+    _foreign(path, 13)
+    with pytest.raises(EdgeSegError) as e:  # a batch the graph cannot take: the method is not the cause
+        quantize_int8(path, tmp_path / "q.onnx", [np.zeros((1, 5, 32, 32), np.float32)], "minmax")
+    assert "minmax calibration failed on 1×5×32×32 batches" in str(e.value) and "--method" not in e.value.fix
+    assert not (tmp_path / "q.onnx").exists()
