@@ -153,7 +153,8 @@ def multilevel_roi_align(features: Sequence[Tensor], boxes: Tensor | Sequence[Te
     level = fpn_levels(rois, first, last, canonical_scale, canonical_level)
     out = features[0].new_zeros(rois.shape[0], features[0].shape[1], oh, ow)
     for i, (feat, scale) in enumerate(zip(features, spatial_scales)):
-        # Every level pools every box and a mask keeps the box's own level: branch-free, so it traces.
-        pooled = roi_align(feat, rois, (oh, ow), scale, sampling_ratio, aligned)
-        out = torch.where((level == i)[:, None, None, None], pooled, out)
+        # Each level pools only its own boxes (gathered, then scattered back): pooling every box at every
+        # level and keeping one cost 4× the RoIAlign work (benchmarks/results/instance_cpu.md).
+        idx = torch.nonzero(level == i).squeeze(1)
+        out = out.index_copy(0, idx, roi_align(feat, rois[idx], (oh, ow), scale, sampling_ratio, aligned))
     return out
