@@ -86,7 +86,11 @@ def cmd_eval(a) -> None:
         print("  " + ap["bbox"].line("box "))
         print("  " + ap["segm"].line("mask"))
         return
-    s = evaluate(session, dataset_for(session.meta, a.data, a.split), limit=a.limit)
+    dataset = dataset_for(session.meta, a.data, a.split)
+    if dataset.info.notes.get("unsplit"):  # the user must know these may be the images the model saw
+        n = len(dataset) if a.limit is None else min(a.limit, len(dataset))
+        print(f"note: {a.data} has no {a.split}/ split: scoring {n} image(s) of {dataset.info.notes['images']}")
+    s = evaluate(session, dataset, limit=a.limit)
     print(f"{session.meta.model} [{session.backend} {session.precision}] on {a.data}/{a.split}: "
           f"pixel acc {s.pixel_accuracy:.4f}, mean acc {s.mean_accuracy:.4f}, mIoU {s.miou:.4f}, f.w. IoU {s.fw_iou:.4f}")
     for name, iou in zip(session.meta.class_names, s.per_class_iou):
@@ -140,7 +144,12 @@ def cmd_quantize(a) -> None:
         proto = load_onnx(a.model, load_weights=False)
         meta = read_metadata(proto, a.model)
         check_quantizable(proto, meta, a.model)  # before the calibration data is read
-        ds = dataset_for(meta, a.calib_data, "train")
+        calib_data = a.calib_data or meta.config.get("dataset") or "lits"
+        ds = dataset_for(meta, calib_data, "train")
+        if ds.info.notes.get("unsplit") and not a.calib_data:
+            raise EdgeSegError(f"{calib_data} (the model's data set) has no train/ split: calibrating on it would calibrate on "
+                               "the images 'edgeseg eval' scores", "pass --calib-data explicitly (other images), or split the folder "
+                               "into train/ and val/")
         step = max(1, len(ds) // a.calib_images)
         batches = [preprocess(ds.raw(i)[0], meta)[0] for i in range(0, len(ds), step)][: a.calib_images]
         quantize_int8(a.model, out, batches, a.method, per_channel=not a.per_tensor, reduce_range=not a.full_range)
@@ -150,7 +159,7 @@ def cmd_quantize(a) -> None:
 def cmd_infer(a) -> None:
     from edgeseg.data import load_image
     from edgeseg.io import check_writable_folder
-    from edgeseg.runtime import labels_from_logits, preprocess
+    from edgeseg.runtime import labels_from_outputs, preprocess
     from edgeseg.viz import colourize, overlay, save_png
 
     out_dir = Path(a.out_dir)
@@ -163,7 +172,7 @@ def cmd_infer(a) -> None:
         if meta.task == "instance":
             _write_instances(path, image, session.run(x), size, meta, out_dir)
             continue
-        labels = labels_from_logits(session.run(x)[meta.logits_output], size)[0]
+        labels = labels_from_outputs(session.run(x), meta, size)[0]
         stem = Path(path).stem
         save_png(out_dir / f"{stem}_labels.png", labels)
         save_png(out_dir / f"{stem}_overlay.png", overlay(image, labels, meta.num_classes))
@@ -314,7 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("model")
     s.add_argument("--out")
     s.add_argument("--precision", choices=("int8", "fp16"), default="int8")
-    s.add_argument("--calib-data", default="lits")
+    s.add_argument("--calib-data", help="calibration images (their train split): a data set name or folder:<path> "
+                   "(default: the data set the model was trained on, else lits)")
     s.add_argument("--calib-images", type=int, default=32)
     s.add_argument("--method", choices=("minmax", "entropy", "percentile"), default="minmax")
     s.add_argument("--per-tensor", action="store_true", help="per-tensor instead of per-channel weight scales")

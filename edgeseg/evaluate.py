@@ -6,7 +6,7 @@ from tqdm import tqdm
 from edgeseg.data import SegDataset, get_dataset
 from edgeseg.export.metadata import ModelMeta
 from edgeseg.metrics import ConfusionMatrix, SemanticScores
-from edgeseg.runtime import Session, labels_from_logits, preprocess
+from edgeseg.runtime import Session, labels_from_outputs, preprocess
 
 
 def dataset_for(meta: ModelMeta, name: str, split: str) -> SegDataset:
@@ -27,8 +27,7 @@ def evaluate(session: Session, dataset, limit: int | None = None, progress: bool
     for i in tqdm(range(n), desc=f"eval {meta.model} [{session.backend} {session.precision}]", disable=not progress, leave=False):
         image, mask = dataset.raw(i)
         x, size = preprocess(image, meta)
-        logits = session.run(x)[meta.logits_output]
-        cm.update(labels_from_logits(logits, size)[0], mask)
+        cm.update(labels_from_outputs(session.run(x), meta, size)[0], mask)
     return cm.scores()
 
 

@@ -1,7 +1,8 @@
 """Parity: a candidate backend/precision against the PyTorch reference, on the metric that matters.
 
 Semantic models: max and p99 abs error of the logits, argmax agreement, and (with ground truth) the mIoU
-of both and its drop. Instance models: detections matched by box overlap (never by slot), then box IoU,
+of both and its drop; sigmoid outputs are judged by their thresholded foreground instead (agreement, and
+foreground IoU with ground truth), never by argmax over one channel. Instance models: detections matched by box overlap (never by slot), then box IoU,
 score difference and mask agreement of the matched pairs. Pass/fail against ``edgeseg.tolerances``.
 """
 from __future__ import annotations
@@ -14,6 +15,7 @@ import numpy as np
 from edgeseg.metrics import ConfusionMatrix
 from edgeseg.metrics.instance import detections, match_detections
 from edgeseg.runtime import Session
+from edgeseg.runtime.prepost import batch_size_hw, decide, foreground, model_scores, scores_at_image
 from edgeseg.tolerances import tolerance
 
 
@@ -24,6 +26,8 @@ class ParityReport:
     p99_abs: float = 0.0
     ref_max_abs: float = 0.0
     argmax_agreement: float = 1.0
+    foreground_agreement: float = 1.0  # sigmoid outputs ("binary" kind): thresholded decisions that agree
+    # mIoU for softmax outputs; the foreground IoU (mean over foreground classes) for sigmoid outputs
     miou_reference: float | None = None
     miou_candidate: float | None = None
     pixels: int = 0
@@ -56,10 +60,13 @@ class ParityReport:
                      f"mask agreement {100 * self.mask_agreement:.2f}%"]
             parts.append("PASS" if self.passed else "FAIL: " + "; ".join(self.failures))
             return ", ".join(parts)
+        binary = self.kind == "binary"
         parts = [f"{self.precision}: max|Δ| {self.max_abs:.3g} (p99 {self.p99_abs:.3g}, |ref| ≤ {self.ref_max_abs:.3g})",
-                 f"argmax agreement {100 * self.argmax_agreement:.3f}%"]
+                 f"foreground agreement {100 * self.foreground_agreement:.3f}%" if binary
+                 else f"argmax agreement {100 * self.argmax_agreement:.3f}%"]
         if self.miou_drop is not None:
-            parts.append(f"mIoU {self.miou_reference:.4f} -> {self.miou_candidate:.4f} (Δ {100 * self.miou_drop:+.2f} pts)")
+            parts.append(f"{'foreground IoU' if binary else 'mIoU'} {self.miou_reference:.4f} -> {self.miou_candidate:.4f} "
+                         f"(Δ {100 * self.miou_drop:+.2f} pts)")
         parts.append("PASS" if self.passed else "FAIL: " + "; ".join(self.failures))
         return ", ".join(parts)
 
@@ -69,19 +76,23 @@ class ParityReport:
 
 def compare(reference: Session, candidate: Session, batches: Iterable[tuple[np.ndarray, np.ndarray | None]],
             precision: str | None = None) -> ParityReport:
-    """Run both sessions on each (batch, labels-or-None) and judge the outputs by the tolerance table."""
+    """Run both sessions on each (batch, labels-or-None) and judge the outputs by the tolerance table. Decisions are
+    compared at the labels' size (the image's) where labels are given, else at the batch's size."""
     precision = precision or candidate.precision
     if reference.meta.task == "instance":
         return compare_instances(reference, candidate, (b for b, _ in batches), precision)
-    tol = tolerance(precision, "logits")
     meta = reference.meta
-    report = ParityReport(precision)
-    key_ref, key_out = reference.meta.logits_output, candidate.meta.logits_output
+    kind = "logits" if meta.output_kind == "softmax" else "binary"  # sigmoid outputs: by thresholded foreground
+    tol = tolerance(precision, kind)
+    report = ParityReport(precision, kind=kind)
+    if candidate.meta.output_kind != meta.output_kind:
+        report.failures.append(f"the candidate's output is {candidate.meta.output_kind}, the reference's {meta.output_kind}")
+        return report
     errors, agree, total = [], 0, 0
     cm_ref = cm_out = None
     for batch, labels in batches:
-        ref = reference.run(batch)[key_ref]
-        out = candidate.run(batch)[key_out]
+        ref = model_scores(reference.run(batch), meta)
+        out = model_scores(candidate.run(batch), candidate.meta)
         if ref.shape != out.shape:
             report.failures.append(f"output shape {out.shape} != reference {ref.shape}")
             return report
@@ -89,22 +100,26 @@ def compare(reference: Session, candidate: Session, batches: Iterable[tuple[np.n
         report.max_abs = max(report.max_abs, float(diff.max()))
         report.ref_max_abs = max(report.ref_max_abs, float(np.abs(ref).max()))
         errors.append(np.percentile(diff, 99))
-        a_ref, a_out = ref.argmax(1), out.argmax(1)
-        agree += int((a_ref == a_out).sum())
-        total += a_ref.size
+        size = tuple(labels.shape[-2:]) if labels is not None else batch_size_hw(batch, meta)
+        s_ref, s_out = scores_at_image(ref, meta, size), scores_at_image(out, meta, size)
+        pick = decide if kind == "logits" else foreground  # never argmax over sigmoid channels
+        d_ref, d_out = pick(s_ref, meta), pick(s_out, meta)
+        agree += int((d_ref == d_out).sum())
+        total += d_ref.size
         if labels is not None:
             if cm_ref is None:
-                cm_ref = ConfusionMatrix(ref.shape[1], meta.ignore_index)
-                cm_out = ConfusionMatrix(ref.shape[1], meta.ignore_index)
-            lab = labels[:, : a_ref.shape[1], : a_ref.shape[2]]
-            cm_ref.update(a_ref[:, : lab.shape[1], : lab.shape[2]], lab)
-            cm_out.update(a_out[:, : lab.shape[1], : lab.shape[2]], lab)
+                cm_ref = ConfusionMatrix(meta.num_classes, meta.ignore_index)
+                cm_out = ConfusionMatrix(meta.num_classes, meta.ignore_index)
+            cm_ref.update(decide(s_ref, meta), labels)
+            cm_out.update(decide(s_out, meta), labels)
     if total == 0:
         report.failures.append("no batches were compared")
         return report
     report.p99_abs = float(max(errors))
-    report.argmax_agreement = agree / total
     report.pixels = total
+    if kind == "binary":
+        return _judge_binary(report, agree / total, cm_ref, cm_out, tol)
+    report.argmax_agreement = agree / total
     if cm_ref is not None:
         report.miou_reference = cm_ref.scores().miou
         report.miou_candidate = cm_out.scores().miou
@@ -115,6 +130,23 @@ def compare(reference: Session, candidate: Session, batches: Iterable[tuple[np.n
         report.failures.append(f"argmax agreement {100 * report.argmax_agreement:.3f}% < {100 * tol.min_argmax_agreement:.1f}%")
     if report.miou_drop is not None and report.miou_drop > tol.max_miou_drop:
         report.failures.append(f"mIoU drop {100 * report.miou_drop:.2f} pts > {100 * tol.max_miou_drop:.2f}")
+    return report
+
+
+def _judge_binary(report: ParityReport, agreement: float, cm_ref, cm_out, tol) -> ParityReport:
+    """Sigmoid outputs: probability error, foreground agreement and (with ground truth) the foreground IoU
+    (mean over the foreground classes) of both, against the binary row of the tolerance table."""
+    report.foreground_agreement = agreement
+    if cm_ref is not None:
+        report.miou_reference = float(np.nanmean(cm_ref.scores().per_class_iou[1:]))
+        report.miou_candidate = float(np.nanmean(cm_out.scores().per_class_iou[1:]))
+    if tol.atol is not None and report.max_abs > tol.atol:
+        report.failures.append(f"max|Δ| of the probabilities {report.max_abs:.3g} > {tol.atol:.3g}")
+    if agreement < tol.min_foreground_agreement:
+        report.failures.append(f"foreground agreement {100 * agreement:.3f}% < {100 * tol.min_foreground_agreement:.1f}%")
+    drop = report.miou_drop
+    if drop is not None and drop > tol.max_foreground_iou_drop:  # NaN (no foreground, truth or predicted) is no drop
+        report.failures.append(f"foreground IoU drop {100 * drop:.2f} pts > {100 * tol.max_foreground_iou_drop:.2f}")
     return report
 
 
@@ -154,7 +186,7 @@ def compare_instances(reference: Session, candidate: Session, batches: Iterable[
 
 
 def dataset_batches(dataset, meta, limit: int | None = None):
-    """(1×C×H×W normalised + padded batch, 1×H×W labels) for the first ``limit`` images of a data set."""
+    """(a batch of one image as the model takes it, 1×H×W labels) for the first ``limit`` images of a data set."""
     from edgeseg.runtime import preprocess
 
     n = len(dataset) if limit is None else min(limit, len(dataset))
@@ -165,9 +197,12 @@ def dataset_batches(dataset, meta, limit: int | None = None):
 
 
 def random_batches(meta, sizes: list[tuple[int, int]], batch: int = 1, seed: int = 0):
+    """Standard-normal inputs of each (H, W) in ``sizes`` (a fixed-size model's own size instead), in the model's layout."""
     rng = np.random.default_rng(seed)
     for h, w in sizes:
-        yield rng.standard_normal((batch, meta.in_channels, h, w)).astype(np.float32), None
+        h, w = meta.input_size or (h, w)
+        x = rng.standard_normal((batch, meta.in_channels, h, w)).astype(np.float32)
+        yield (x.transpose(0, 2, 3, 1).copy() if meta.input_layout == "NHWC" else x), None
 
 
 def verify_export(model, onnx_path, meta) -> ParityReport:

@@ -3,7 +3,8 @@ and the benchmarks alike.
 
 ``atol + rtol * max|reference|`` bounds the max abs error (scaled by the reference's range, since
 random-init and trained nets have logits of very different size). The metric that matters is held
-too: argmax agreement and the mIoU drop against the reference (in mIoU points: 0.01 = 1 point).
+too: argmax agreement and the mIoU drop against the reference (in mIoU points: 0.01 = 1 point). Kinds:
+``logits`` (softmax outputs), ``binary`` (sigmoid outputs, by thresholded foreground), ``instance``.
 """
 from __future__ import annotations
 
@@ -18,11 +19,24 @@ class Tolerance:
     max_miou_drop: float
 
 
-TOLERANCES: dict[tuple[str, str], "Tolerance | InstanceTolerance"] = {
+TOLERANCES: dict[tuple[str, str], "Tolerance | BinaryTolerance | InstanceTolerance"] = {
     ("fp32", "logits"): Tolerance(atol=1e-4, rtol=1e-4, min_argmax_agreement=0.999, max_miou_drop=0.001),
     ("fp16", "logits"): Tolerance(atol=1e-2, rtol=1e-2, min_argmax_agreement=0.99, max_miou_drop=0.005),
     ("int8", "logits"): Tolerance(atol=None, rtol=0.0, min_argmax_agreement=0.95, max_miou_drop=0.01),
 }
+
+
+@dataclass(frozen=True)
+class BinaryTolerance:
+    """Sigmoid outputs (``sigmoid_binary``, ``sigmoid_multilabel``), judged by their thresholded foreground."""
+    atol: float | None               # max abs error of the probabilities (None: reported, not bounded)
+    min_foreground_agreement: float  # pixels (of every channel) on the same side of the threshold / all pixels
+    max_foreground_iou_drop: float   # foreground IoU with ground truth, reference - candidate (mean over channels)
+
+
+TOLERANCES[("fp32", "binary")] = BinaryTolerance(atol=1e-4, min_foreground_agreement=0.999, max_foreground_iou_drop=0.001)
+TOLERANCES[("fp16", "binary")] = BinaryTolerance(atol=1e-2, min_foreground_agreement=0.99, max_foreground_iou_drop=0.005)
+TOLERANCES[("int8", "binary")] = BinaryTolerance(atol=None, min_foreground_agreement=0.95, max_foreground_iou_drop=0.01)
 
 
 @dataclass(frozen=True)

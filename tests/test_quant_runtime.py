@@ -9,7 +9,7 @@ from edgeseg.export import export_onnx
 from edgeseg.models import create
 from edgeseg.parity import compare, random_batches
 from edgeseg.quant import convert_fp16, quantize_int8
-from edgeseg.runtime import labels_from_logits, open_session, preprocess
+from edgeseg.runtime import labels_from_outputs, open_session, preprocess
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +87,7 @@ def test_preprocess_pads_and_labels_crop_back(fp32_model):
     x, size = preprocess(image, meta)
     assert x.shape == (1, 3, 96, 128) and size == (70, 100)
     assert np.allclose(x[0, :, :70, :100], (image - np.array(meta.mean)[:, None, None]) / np.array(meta.std)[:, None, None], atol=1e-6)
-    labels = labels_from_logits(open_session(path).run(x)["logits"], size)
+    labels = labels_from_outputs(open_session(path).run(x), meta, size)
     assert labels.shape == (1, 70, 100)
 
 

@@ -1,6 +1,8 @@
 """A user's own data: ``root/images/*`` (any format Pillow reads), ``root/masks/<stem>.png``
 (class index per pixel, 255 = ignore) and ``root/classes.txt`` (one class name per line).
-If ``root/train`` and ``root/val`` exist they are used as the split roots.
+If ``root/train`` and ``root/val`` exist they are used as the split roots; without them every split is
+the same images. Binary sets (two classes) may have masks of 0 and 255 or 1-bit PNGs: background 0,
+foreground 1.
 """
 from __future__ import annotations
 
@@ -85,22 +87,37 @@ def load_image(path: str | Path, channels: int = 3, max_pixels: int | None = Non
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1).copy()
 
 
-def load_mask(path: Path, num_classes: int, max_pixels: int | None = None) -> np.ndarray:
-    """Class index per pixel (H×W int64); single-channel modes only (1-bit masks are classes 0 and 1)."""
+def read_mask(path: Path, max_pixels: int | None = None) -> tuple[np.ndarray, bool]:
+    """A mask's values (H×W int64) and whether it is 1-bit (mode "1", read as 0 and 1)."""
     from PIL import UnidentifiedImageError
 
     try:
         with open_within_budget(path, max_pixels, "mask") as im:
             if im.mode not in ("1", "L", "P", "I", "I;16"):
-                raise DataError(f"mask {path} has mode {im.mode}", "save masks as single-channel PNGs of class indices")
-            mask = np.asarray(im, dtype=np.int64)  # mode "1" reads as booleans: 0 and 1
+                raise DataError(f"mask {path} has mode {im.mode}",
+                                "save masks as single-channel PNGs (8/16-bit class indices, or 1-bit / 0 and 255 for binary)")
+            return np.asarray(im, dtype=np.int64), im.mode == "1"  # mode "1" reads as booleans: 0 and 1
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise DataError(f"mask {path} is not a readable image ({type(e).__name__})", "save masks as PNG") from None
+
+
+def check_mask(mask: np.ndarray, path: Path, num_classes: int) -> np.ndarray:
     bad = (mask >= num_classes) & (mask != IGNORE_INDEX)
     if bad.any():
         raise DataError(f"mask {path} has class index {int(mask[bad].max())} but classes.txt lists {num_classes} classes",
                         "fix the mask or add the class name")
     return mask
+
+
+def load_mask(path: Path, num_classes: int, max_pixels: int | None = None) -> np.ndarray:
+    """Class index per pixel (H×W int64); single-channel modes only (1-bit masks are classes 0 and 1)."""
+    return check_mask(read_mask(path, max_pixels)[0], path, num_classes)
+
+
+def is_binary_folder(masks: list[tuple[np.ndarray, bool]], num_classes: int) -> bool:
+    """Two classes and masks of 0 and 255 only (1-bit ones aside): 255 is then foreground, not ignore, since
+    no mask marks any pixel as class 1 the index way."""
+    return num_classes == 2 and all(bits or np.isin(m, (0, 255)).all() for m, bits in masks)
 
 
 def folder(root: str | Path, split: str = "train", channels: int = 3, transform=None) -> SegDataset:
@@ -117,17 +134,22 @@ def folder(root: str | Path, split: str = "train", channels: int = 3, transform=
     image_paths = sorted(p for p in (split_root / "images").glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not image_paths:
         raise DataError(f"no images in {split_root / 'images'}", "put the images in an images/ subfolder")
-    images, masks = [], []
-    for p in image_paths:
-        mask_path = split_root / "masks" / (p.stem + ".png")
+    mask_paths = [split_root / "masks" / (p.stem + ".png") for p in image_paths]
+    for p, mask_path in zip(image_paths, mask_paths):
         if not mask_path.is_file():
             raise DataError(f"no mask for {p.name} (looked for {mask_path})", "give every image a PNG mask of the same name")
+    raw_masks = [read_mask(m) for m in mask_paths]
+    binary = is_binary_folder(raw_masks, len(class_names))
+    images, masks = [], []
+    for p, mask_path, (mask, bits) in zip(image_paths, mask_paths, raw_masks):
         image = load_image(p, channels)
-        mask = load_mask(mask_path, len(class_names))
+        mask = check_mask((mask == 255).astype(np.int64) if binary and not bits else mask, mask_path, len(class_names))
         if mask.shape != image.shape[1:]:
             raise DataError(f"mask {mask_path.name} is {mask.shape} but its image is {image.shape[1:]}", "masks must match image size")
         images.append(image)
         masks.append(mask)
     mean, std = (IMAGENET_MEAN, IMAGENET_STD) if channels == 3 else ((0.5,), (0.25,))
-    info = DatasetInfo(name=f"folder:{root.name}", class_names=class_names, in_channels=channels, mean=mean, std=std)
+    # "unsplit": no <split>/ folder, so every split is the same images (eval scores what calibration would see)
+    info = DatasetInfo(name=f"folder:{root.name}", class_names=class_names, in_channels=channels, mean=mean, std=std,
+                       notes={"images": str(split_root / "images"), "unsplit": split_root == root, "binary_masks": binary})
     return SegDataset(info, images, masks, transform)

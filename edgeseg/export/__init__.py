@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from dataclasses import asdict
 from pathlib import Path
 
 import onnx
@@ -62,10 +63,15 @@ def export_onnx(model: nn.Module, path: str | Path, *, meta: ModelMeta | None = 
     if flavour not in FLAVOURS:
         raise ExportError(f"unknown flavour '{flavour}'", f"use one of: {', '.join(FLAVOURS)}")
     model = wrap_torchvision(model)
-    meta = meta or default_meta(model)
+    if sample is not None and sample.ndim != 4:
+        raise ExportError(f"the sample has shape {tuple(sample.shape)}", "pass an N×C×H×W sample tensor")
+    meta = meta or default_meta(model, in_channels=None if sample is None else sample.shape[1])
     if sample is None:
         side = max(4 * meta.size_divisor, 128)
         sample = torch.randn(1, meta.in_channels, side, side)
+    elif sample.shape[1] != meta.in_channels:
+        raise ExportError(f"the sample has {sample.shape[1]} channels but the metadata's in_channels is {meta.in_channels}",
+                          "pass a sample with as many channels as the model takes, or set in_channels (and mean/std) in meta")
     was_training = model.training
     model.eval()
     try:
@@ -86,6 +92,7 @@ def export_onnx(model: nn.Module, path: str | Path, *, meta: ModelMeta | None = 
         proto = to_plugins(proto)
     meta.flavour = flavour
     meta.edgeseg_version = edgeseg.__version__
+    meta = ModelMeta.validated(asdict(meta), "export", ExportError)  # what a runtime will read back, checked now
     write_metadata(proto, meta)
     try:
         onnx.checker.check_model(proto, full_check=True)
@@ -143,13 +150,18 @@ class _quiet_exporter:
             lg.setLevel(lvl)
 
 
-def default_meta(model: nn.Module) -> ModelMeta:
+def default_meta(model: nn.Module, in_channels: int | None = None) -> ModelMeta:
+    """The metadata of a model without any given: from its ``edgeseg_config``, else ImageNet RGB defaults;
+    ``in_channels`` (a sample's channel count) overrides the config's."""
     cfg = dict(getattr(model, "edgeseg_config", {}) or {})
     num_classes = cfg.get("num_classes", 0)
-    in_channels = cfg.get("in_channels", 3)
+    in_channels = in_channels or cfg.get("in_channels", 3)
     task = getattr(model, "task", "semantic")
-    mean, std = getattr(model, "normalization", None) or (
-        ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]) if in_channels == 3 else ([0.5] * in_channels, [0.25] * in_channels))
+    normalization = getattr(model, "normalization", None)
+    if not normalization or len(normalization[0]) != in_channels:
+        normalization = (([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]) if in_channels == 3
+                         else ([0.5] * in_channels, [0.25] * in_channels))
+    mean, std = normalization
     outputs = {}
     if task == "instance":
         outputs = {"boxes": "N×D×4 boxes (x1, y1, x2, y2) in input pixels", "scores": "N×D", "labels": "N×D int64 (0: empty slot)",

@@ -19,7 +19,12 @@ MAX_CLASSES = 1024
 MAX_IN_CHANNELS = 64
 TASKS = ("semantic", "instance", "panoptic")
 PRECISIONS = ("fp32", "fp16", "int8")
-LAYOUTS = ("NCHW",)
+LAYOUTS = ("NCHW", "NHWC")
+CHANNEL_ORDERS = ("RGB", "BGR")
+PIXEL_SCALES = (1 / 255, 1.0)
+RESIZE_MODES = ("stretch", "letterbox")
+OUTPUT_KINDS = ("softmax", "sigmoid_binary", "sigmoid_multilabel")
+MAX_INPUT_SIDE = 8192
 
 
 @dataclass
@@ -28,14 +33,22 @@ class ModelMeta:
     task: str = "semantic"
     class_names: list[str] = field(default_factory=list)
     in_channels: int = 3
-    # Pixels are scaled to [0, 1] (8-bit images: /255), then (x - mean) / std per channel.
+    # Model input = (8-bit pixel * pixel_scale - mean) / std per channel, channels in channel_order.
+    # (edgeseg.runtime.prepost applies every field from here to output_stride; README documents each.)
     mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
     std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+    channel_order: str = "RGB"
+    pixel_scale: float = 1 / 255
     input_name: str = "input"
-    input_layout: str = "NCHW"
-    size_divisor: int = 32  # H and W must be multiples of this; the runtime pads and crops back
+    input_layout: str = "NCHW"  # NHWC: the input and the logits output are both channels-last
+    size_divisor: int = 32  # dynamic size: H and W must be multiples of this; the runtime pads and crops back
+    input_size: list[int] | None = None  # [H, W] of a fixed-size graph: the runtime resizes to it and back
+    resize_mode: str = "stretch"  # fixed size: stretch to [H, W], or letterbox (keep aspect, pad bottom/right)
     outputs: dict[str, str] = field(default_factory=lambda: {"logits": "N×K×H×W class scores at input resolution"})
     logits_output: str = "logits"
+    output_kind: str = "softmax"  # softmax: argmax over K; sigmoid_binary: 1 channel > threshold; sigmoid_multilabel
+    threshold: float = 0.5  # the sigmoid kinds: a pixel is in a class where its probability exceeds this
+    output_stride: int = 1  # logits at input size / stride, upsampled bilinearly to the input size
     ignore_index: int = 255
     max_detections: int = 0  # instance models: D, the fixed number of detection slots (0: not a detector)
     flavour: str = "portable"
@@ -46,6 +59,11 @@ class ModelMeta:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def output_channels(self) -> int:
+        """The logits output's channel count that ``class_names`` and ``output_kind`` imply."""
+        return {"sigmoid_binary": 1, "sigmoid_multilabel": self.num_classes - 1}.get(self.output_kind, self.num_classes)
 
     def to_props(self) -> dict[str, str]:
         return {PREFIX + k: json.dumps(v) for k, v in asdict(self).items()}
@@ -111,11 +129,37 @@ def _check_meta(meta: ModelMeta, source: str, error: type[EdgeSegError]) -> None
             raise bad(name, f"must be a list of {meta.in_channels} numbers (one per input channel)")
     if not all(x > 0 for x in meta.std):
         raise bad("std", "must be positive")
+    if meta.channel_order not in CHANNEL_ORDERS:
+        raise bad("channel_order", f"must be one of {', '.join(CHANNEL_ORDERS)}")
+    if meta.channel_order == "BGR" and meta.in_channels != 3:
+        raise bad("channel_order", f"BGR needs 3 input channels, the model takes {meta.in_channels}")
+    if not is_number(meta.pixel_scale) or not any(math.isclose(meta.pixel_scale, v, rel_tol=1e-6) for v in PIXEL_SCALES):
+        raise bad("pixel_scale", "must be 1/255 (pixels to [0, 1] before mean/std) or 1 (pixels stay 0..255)")
     short_string("input_name", meta.input_name)
     if meta.input_layout not in LAYOUTS:
         raise bad("input_layout", f"must be one of {', '.join(LAYOUTS)}")
     if not is_int(meta.size_divisor) or not 1 <= meta.size_divisor <= 1024:
         raise bad("size_divisor", "must be an integer in 1..1024")
+    size = meta.input_size
+    if size is not None and (not isinstance(size, (list, tuple)) or len(size) != 2
+                             or not all(is_int(v) and 1 <= v <= MAX_INPUT_SIDE for v in size)):
+        raise bad("input_size", f"must be null (any size) or [H, W], integers in 1..{MAX_INPUT_SIDE}")
+    if meta.resize_mode not in RESIZE_MODES:
+        raise bad("resize_mode", f"must be one of {', '.join(RESIZE_MODES)}")
+    if meta.output_kind not in OUTPUT_KINDS:
+        raise bad("output_kind", f"must be one of {', '.join(OUTPUT_KINDS)}")
+    if not is_number(meta.threshold) or not 0 < meta.threshold < 1:
+        raise bad("threshold", "must be a number between 0 and 1 (exclusive), compared with the sigmoid probability")
+    if not is_int(meta.output_stride) or not 1 <= meta.output_stride <= 64:
+        raise bad("output_stride", "must be an integer in 1..64")
+    if meta.output_kind == "sigmoid_binary" and len(names) != 2:
+        raise bad("class_names", f"must name 2 classes (background, foreground) for a sigmoid_binary output, got {len(names)}")
+    if meta.output_kind == "sigmoid_multilabel" and len(names) < 2:
+        raise bad("class_names", "must name background then one class per channel for a sigmoid_multilabel output")
+    if meta.task != "semantic":  # instance and panoptic outputs have their own post-processing
+        for name, default in (("input_size", None), ("output_kind", "softmax"), ("output_stride", 1), ("input_layout", "NCHW")):
+            if getattr(meta, name) != default:
+                raise bad(name, f"must be {json.dumps(default)} for a {meta.task} model (semantic models only)")
     outs = meta.outputs
     if (not isinstance(outs, dict) or not 1 <= len(outs) <= 64
             or not all(isinstance(k, str) and len(k) <= 256 and isinstance(v, str) for k, v in outs.items())):
@@ -145,13 +189,50 @@ def write_metadata(model: onnx.ModelProto, meta: ModelMeta) -> None:
 
 
 def read_metadata(model: onnx.ModelProto, path: str | Path) -> ModelMeta:
-    """Metadata from the model itself, else from the sidecar ``<path>.json``."""
+    """Metadata from the model itself, else from the sidecar ``<path>.json``, checked against the graph."""
     props = {p.key: p.value for p in model.metadata_props}
     if not any(k.startswith(PREFIX) for k in props):
         sidecar = Path(str(path) + ".json")
         if sidecar.is_file():
-            return read_sidecar(sidecar)
-    return ModelMeta.from_props(props, str(path))
+            return bind_to_graph(read_sidecar(sidecar), model, f"sidecar {sidecar}")
+    return bind_to_graph(ModelMeta.from_props(props, str(path)), model, str(path))
+
+
+def bind_to_graph(meta: ModelMeta, model: onnx.ModelProto, source: str) -> ModelMeta:
+    """Name the graph's input and logits output where the metadata's names are not in the graph but the graph
+    has only one (a minimal sidecar names neither), and refuse class names that cannot fit the output's static
+    channel count (a dynamic one is checked at the first run, by edgeseg.runtime.prepost)."""
+    initializers = {t.name for t in model.graph.initializer}
+    inputs = [i.name for i in model.graph.input if i.name not in initializers]
+    if meta.input_name not in inputs:
+        if len(inputs) != 1:
+            raise OnnxFileError(f"{source}: metadata field 'input_name' is '{meta.input_name[:60]}' but the graph's "
+                                f"inputs are {', '.join(inputs)[:200]}", "name the image input in input_name")
+        meta.input_name = inputs[0]
+    if meta.task != "semantic":
+        return meta
+    outputs = {o.name: o for o in model.graph.output}
+    if meta.logits_output not in outputs:
+        if len(outputs) != 1:
+            raise OnnxFileError(f"{source}: metadata field 'logits_output' is '{meta.logits_output[:60]}' but the graph's "
+                                f"outputs are {', '.join(outputs)[:200]}", "name the class-score output in logits_output")
+        meta.logits_output = next(iter(outputs))
+        meta.outputs = {meta.logits_output: meta.outputs.get(meta.logits_output, "class scores")}
+    dims = outputs[meta.logits_output].type.tensor_type.shape.dim
+    channel_axis = 3 if meta.input_layout == "NHWC" else 1
+    if len(dims) == 4 and dims[channel_axis].HasField("dim_value"):
+        check_output_channels(meta, dims[channel_axis].dim_value, source)
+    return meta
+
+
+def check_output_channels(meta: ModelMeta, channels: int, source: str) -> None:
+    """Refuse class names that do not fit a logits output of ``channels`` channels, naming the fields."""
+    if channels != meta.output_channels:
+        raise OnnxFileError(
+            f"{source}: metadata field 'class_names' lists {meta.num_classes} classes, which a {meta.output_kind} output "
+            f"reads from {meta.output_channels} channel(s), but output '{meta.logits_output[:60]}' has {channels}",
+            "list one class per channel for softmax; background + foreground for sigmoid_binary (1 channel); "
+            "background + one per channel for sigmoid_multilabel; or set output_kind")
 
 
 def read_sidecar(sidecar: str | Path) -> ModelMeta:

@@ -8,7 +8,8 @@ from torch import nn
 
 from edgeseg.errors import BackendError, ModelError
 from edgeseg.export.metadata import ModelMeta
-from edgeseg.runtime.base import Session, check_batch, labels_from_logits, preprocess
+from edgeseg.runtime.base import Session, check_batch
+from edgeseg.runtime.prepost import labels_from_outputs, preprocess
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 
@@ -48,4 +49,4 @@ def open_session(target: str | Path | nn.Module, backend: str = "onnxruntime", m
     raise BackendError(f"unknown backend '{backend}'", f"use one of: {', '.join(BACKENDS)}")
 
 
-__all__ = ["BACKENDS", "Session", "check_batch", "labels_from_logits", "open_session", "preprocess"]
+__all__ = ["BACKENDS", "Session", "check_batch", "labels_from_outputs", "open_session", "preprocess"]
