@@ -13,5 +13,24 @@ mkdir -p build/plugins
 nvcc -std=c++17 -O3 -shared -Xcompiler -fPIC -gencode "arch=compute_$arch,code=sm_$arch" -Iplugins -Iplugins/include \
   plugins/cuda/capi.cu plugins/roi_align/roi_align.cu plugins/deform_conv/deform_conv.cu plugins/panoptic_paste/paste.cu \
   -o build/plugins/libedgeseg_cuda.so
+# Launch-geometry checks the host cannot make: DCNv2 with N·groups above gridDim.z's 65,535 must launch
+# (the kernel loops over the rest) and match torchvision on every image, the last ones included.
+"$py" - <<'PY'
+import ctypes, torch, torchvision
+lib = ctypes.CDLL("build/plugins/libedgeseg_cuda.so")
+n = 70000
+x = torch.randn(n, 2, 3, 3, device="cuda"); w = torch.randn(4, 1, 1, 1, device="cuda")
+off = torch.randn(n, 2, 3, 3, device="cuda") * 0.5; b = torch.randn(4, device="cuda")
+y = torch.empty(n, 4, 3, 3, device="cuda")
+P = ctypes.c_void_p
+rc = lib.es_cuda_deform_conv2d(0, P(x.data_ptr()), n, 2, 3, 3, P(w.data_ptr()), 4, 1, 1, P(off.data_ptr()), None,
+    P(b.data_ptr()), 1, 1, 0, 0, 1, 1, 2, 1, 3, 3, P(y.data_ptr()), None)
+torch.cuda.synchronize()
+ref = torchvision.ops.deform_conv2d(x, off, w, b)
+assert rc == 0, f"DCNv2 launch with N*groups = {2 * n} failed: cudaError {rc}"
+err = (y - ref).abs().max().item()
+assert err < 1e-4, f"DCNv2 with N*groups = {2 * n}: max error {err}"
+print(f"gpu_check: DCNv2 grid over 65,535 (N*groups = {2 * n}) ok, max error {err:.2e}")
+PY
 PYTHONPATH=.:benchmarks${PYTHONPATH:+:$PYTHONPATH} "$py" benchmarks/ops_bench.py --device cuda \
   --cuda-lib build/plugins/libedgeseg_cuda.so --warmup 5 --repeats 50 "$@"

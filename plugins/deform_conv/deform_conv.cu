@@ -2,6 +2,7 @@
 // with a tile of weights; the columns never touch global memory) and of the DCNv3 core.
 #include <cuda_fp16.h>
 
+#include "cuda/grid.h"
 #include "cuda/launchers.h"
 
 namespace edgeseg
@@ -19,74 +20,83 @@ constexpr int threads = 256; // each computes a 4×4 patch of the 64×64 tile
 
 template <typename T>
 __global__ void __launch_bounds__(tile::threads) deform_conv_kernel(T const* input, int cin, int h, int w,
-    T const* weight, int cout, T const* offset, T const* mask, T const* bias, DeformConvParams p, int ho, int wo, T* out)
+    T const* weight, int cout, T const* offset, T const* mask, T const* bias, DeformConvParams p, int n, int ho, int wo,
+    T* out)
 {
     __shared__ float ws[tile::K][tile::M];
     __shared__ float cs[tile::K][tile::N];
     int const groups = p.groups;
-    int const b = blockIdx.z / groups, g = blockIdx.z % groups;
     int const cpg = cin / groups, opg = cout / groups, kk = p.kh * p.kw;
     int const reduce = cpg * kk;
     int64_t const plane = static_cast<int64_t>(ho) * wo;
-    int const m0 = blockIdx.y * tile::M;
     int64_t const l0 = static_cast<int64_t>(blockIdx.x) * tile::N;
-    T const* img = input + static_cast<int64_t>(b) * cin * h * w;
-    T const* off = offset + static_cast<int64_t>(b) * 2 * p.offset_groups * kk * plane;
-    T const* msk = mask ? mask + static_cast<int64_t>(b) * p.offset_groups * kk * plane : nullptr;
-    int const tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
-    float acc[4][4] = {};
-    for (int r0 = 0; r0 < reduce; r0 += tile::K)
+    // gridDim.y and gridDim.z are capped at 65,535 (grid.h): walk the (image, group) pairs and the channel
+    // tiles beyond them with grid strides. The bounds are uniform over the block (__syncthreads is safe).
+    int64_t const pairs = static_cast<int64_t>(n) * groups;
+    for (int64_t bg = blockIdx.z; bg < pairs; bg += gridDim.z)
     {
-        for (int e = tid; e < tile::K * tile::M; e += tile::threads)
+        for (int64_t m0 = int64_t{blockIdx.y} * tile::M; m0 < opg; m0 += int64_t{gridDim.y} * tile::M)
         {
-            int const mm = e / tile::K, rk = e % tile::K;
-            int const o = m0 + mm, r = r0 + rk;
-            ws[rk][mm] = (o < opg && r < reduce) ? to_float(weight[(static_cast<int64_t>(g) * opg + o) * reduce + r]) : 0.f;
-        }
-        for (int e = tid; e < tile::K * tile::N; e += tile::threads)
-        {
-            int const rk = e / tile::N, nn = e % tile::N;
-            int const r = r0 + rk;
-            int64_t const l = l0 + nn;
-            float v = 0.f;
-            if (r < reduce && l < plane)
-                v = deform_column(img, cin, h, w, off, msk, ho, wo, g * cpg + r / kk, r % kk, static_cast<int>(l / wo),
-                    static_cast<int>(l % wo), p);
-            cs[rk][nn] = v;
-        }
-        __syncthreads();
-#pragma unroll
-        for (int rk = 0; rk < tile::K; ++rk)
-        {
-            float a[4], c[4];
-#pragma unroll
-            for (int i = 0; i < 4; ++i)
+            int const b = static_cast<int>(bg / groups), g = static_cast<int>(bg % groups);
+            T const* img = input + static_cast<int64_t>(b) * cin * h * w;
+            T const* off = offset + static_cast<int64_t>(b) * 2 * p.offset_groups * kk * plane;
+            T const* msk = mask ? mask + static_cast<int64_t>(b) * p.offset_groups * kk * plane : nullptr;
+            int const tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
+            float acc[4][4] = {};
+            for (int r0 = 0; r0 < reduce; r0 += tile::K)
             {
-                a[i] = ws[rk][ty * 4 + i];
-                c[i] = cs[rk][tx * 4 + i];
+                for (int e = tid; e < tile::K * tile::M; e += tile::threads)
+                {
+                    int const mm = e / tile::K, rk = e % tile::K;
+                    int const o = static_cast<int>(m0 + mm), r = r0 + rk;
+                    ws[rk][mm] = (o < opg && r < reduce) ? to_float(weight[(static_cast<int64_t>(g) * opg + o) * reduce + r]) : 0.f;
+                }
+                for (int e = tid; e < tile::K * tile::N; e += tile::threads)
+                {
+                    int const rk = e / tile::N, nn = e % tile::N;
+                    int const r = r0 + rk;
+                    int64_t const l = l0 + nn;
+                    float v = 0.f;
+                    if (r < reduce && l < plane)
+                        v = deform_column(img, cin, h, w, off, msk, ho, wo, g * cpg + r / kk, r % kk, static_cast<int>(l / wo),
+                            static_cast<int>(l % wo), p);
+                    cs[rk][nn] = v;
+                }
+                __syncthreads();
+#pragma unroll
+                for (int rk = 0; rk < tile::K; ++rk)
+                {
+                    float a[4], c[4];
+#pragma unroll
+                    for (int i = 0; i < 4; ++i)
+                    {
+                        a[i] = ws[rk][ty * 4 + i];
+                        c[i] = cs[rk][tx * 4 + i];
+                    }
+#pragma unroll
+                    for (int i = 0; i < 4; ++i)
+#pragma unroll
+                        for (int j = 0; j < 4; ++j)
+                            acc[i][j] += a[i] * c[j];
+                }
+                __syncthreads();
             }
 #pragma unroll
             for (int i = 0; i < 4; ++i)
+            {
+                int const o = static_cast<int>(m0 + ty * 4 + i);
+                if (o >= opg)
+                    continue;
+                int const oc = g * opg + o;
+                float const add = bias ? to_float(bias[oc]) : 0.f;
 #pragma unroll
                 for (int j = 0; j < 4; ++j)
-                    acc[i][j] += a[i] * c[j];
-        }
-        __syncthreads();
-    }
-#pragma unroll
-    for (int i = 0; i < 4; ++i)
-    {
-        int const o = m0 + ty * 4 + i;
-        if (o >= opg)
-            continue;
-        int const oc = g * opg + o;
-        float const add = bias ? to_float(bias[oc]) : 0.f;
-#pragma unroll
-        for (int j = 0; j < 4; ++j)
-        {
-            int64_t const l = l0 + tx * 4 + j;
-            if (l < plane)
-                out[(static_cast<int64_t>(b) * cout + oc) * plane + l] = static_cast<T>(acc[i][j] + add);
+                {
+                    int64_t const l = l0 + tx * 4 + j;
+                    if (l < plane)
+                        out[(static_cast<int64_t>(b) * cout + oc) * plane + l] = static_cast<T>(acc[i][j] + add);
+                }
+            }
         }
     }
 }
@@ -114,9 +124,9 @@ cudaError_t deform_conv2d(T const* input, int n, int cin, int h, int w, T const*
     int64_t const plane = static_cast<int64_t>(ho) * wo;
     if (n == 0 || plane == 0 || cout == 0)
         return cudaSuccess;
-    dim3 const grid(static_cast<unsigned>((plane + tile::N - 1) / tile::N),
-        static_cast<unsigned>((cout / p.groups + tile::M - 1) / tile::M), static_cast<unsigned>(n * p.groups));
-    deform_conv_kernel<<<grid, tile::threads, 0, stream>>>(input, cin, h, w, weight, cout, offset, mask, bias, p, ho, wo, out);
+    Grid3 const g = deform_conv_grid(n, p.groups, cout, plane, tile::M, tile::N);
+    deform_conv_kernel<<<dim3(g.x, g.y, g.z), tile::threads, 0, stream>>>(input, cin, h, w, weight, cout, offset, mask,
+        bias, p, n, ho, wo, out);
     return cudaGetLastError();
 }
 

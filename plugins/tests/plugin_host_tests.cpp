@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "cuda/grid.h"
 #include "plugins.h"
 
 using namespace nvinfer1;
@@ -535,6 +536,21 @@ void test_deform_output_size_is_the_convolution_formula()
     delete p;
 }
 
+// DCNv2's launch grid: gridDim.y and gridDim.z never above 65,535 (the kernel loops over the rest); once
+// gridDim.z was N·groups unchecked, an invalid launch at N·groups > 65,535.
+void test_deform_grid_is_within_cuda_limits()
+{
+    using edgeseg::cuda::deform_conv_grid;
+    auto const g = deform_conv_grid(70000, 1, 8, 1, 64, 64);
+    EXPECT(g.z == 65535 && g.y == 1 && g.x == 1);
+    auto const g2 = deform_conv_grid(4, 65536, 65536, 100, 64, 64);
+    EXPECT(g2.z == 65535 && g2.y == 1 && g2.x == 2);
+    auto const g3 = deform_conv_grid(1, 1, 64 * 70000, 4096, 64, 64);
+    EXPECT(g3.y == 65535 && g3.z == 1 && g3.x == 64);
+    auto const small = deform_conv_grid(2, 3, 96, 130, 64, 64);
+    EXPECT(small.x == 3 && small.y == 1 && small.z == 6);
+}
+
 int main()
 {
     test_creators();
@@ -545,6 +561,7 @@ int main()
     test_truncated_payloads();
     test_enqueue_validates_shapes();
     test_deform_output_size_is_the_convolution_formula();
+    test_deform_grid_is_within_cuda_limits();
     std::printf(failures ? "%d FAILED\n" : "all plugin host tests passed\n", failures);
     return failures ? 1 : 0;
 }
