@@ -3,11 +3,11 @@
 // dtype: 0 = float32, 1 = float16. Returns the cudaError_t of the launch (0 = success).
 #include <cuda_fp16.h>
 
+#include "cuda/dispatch.h"
 #include "cuda/launchers.h"
 
 using namespace edgeseg;
 
-#define ES_DISPATCH(dtype, call_float, call_half) ((dtype) == 1 ? (call_half) : (call_float))
 
 // rois and boxes are float32 whatever dtype is.
 extern "C" int es_cuda_roi_align(int dtype, void const* input, int n, int c, int h, int w, void const* rois,
@@ -16,9 +16,11 @@ extern "C" int es_cuda_roi_align(int dtype, void const* input, int n, int c, int
 {
     RoIAlignParams const p{out_h, out_w, sampling_ratio, spatial_scale, aligned};
     auto s = static_cast<cudaStream_t>(stream);
-    return ES_DISPATCH(dtype,
-        cuda::roi_align(static_cast<float const*>(input), n, c, h, w, static_cast<float const*>(rois), batch, k, p, static_cast<float*>(out), s),
-        cuda::roi_align(static_cast<__half const*>(input), n, c, h, w, static_cast<float const*>(rois), batch, k, p, static_cast<__half*>(out), s));
+    return cuda::with_feature_type(dtype == 1, [&](auto* tag) {
+        using T = cuda::feature_t<decltype(tag)>;
+        return cuda::roi_align(static_cast<T const*>(input), n, c, h, w, static_cast<float const*>(rois), batch, k, p,
+            static_cast<T*>(out), s);
+    });
 }
 
 extern "C" int es_cuda_deform_conv2d(int dtype, void const* input, int n, int cin, int h, int w, void const* weight,
@@ -27,11 +29,11 @@ extern "C" int es_cuda_deform_conv2d(int dtype, void const* input, int n, int ci
 {
     DeformConvParams const p{kh, kw, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups, offset_groups};
     auto s = static_cast<cudaStream_t>(stream);
-    using F = float const*;
-    using H = __half const*;
-    return ES_DISPATCH(dtype,
-        cuda::deform_conv2d(F(input), n, cin, h, w, F(weight), cout, F(offset), F(mask), F(bias), p, ho, wo, static_cast<float*>(out), s),
-        cuda::deform_conv2d(H(input), n, cin, h, w, H(weight), cout, H(offset), H(mask), H(bias), p, ho, wo, static_cast<__half*>(out), s));
+    return cuda::with_feature_type(dtype == 1, [&](auto* tag) {
+        using C = cuda::feature_t<decltype(tag)> const*;
+        return cuda::deform_conv2d(C(input), n, cin, h, w, C(weight), cout, C(offset), C(mask), C(bias), p, ho, wo,
+            static_cast<decltype(tag)>(out), s);
+    });
 }
 
 extern "C" int es_cuda_dcnv3(int dtype, void const* input, int n, int h, int w, int c, void const* offset,
@@ -40,20 +42,21 @@ extern "C" int es_cuda_dcnv3(int dtype, void const* input, int n, int h, int w, 
 {
     DCNv3Params const p{kh, kw, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, group, offset_scale};
     auto s = static_cast<cudaStream_t>(stream);
-    using F = float const*;
-    using H = __half const*;
-    return ES_DISPATCH(dtype,
-        cuda::dcnv3(F(input), n, h, w, c, F(offset), F(mask), p, ho, wo, static_cast<float*>(out), s),
-        cuda::dcnv3(H(input), n, h, w, c, H(offset), H(mask), p, ho, wo, static_cast<__half*>(out), s));
+    return cuda::with_feature_type(dtype == 1, [&](auto* tag) {
+        using C = cuda::feature_t<decltype(tag)> const*;
+        return cuda::dcnv3(C(input), n, h, w, c, C(offset), C(mask), p, ho, wo, static_cast<decltype(tag)>(out), s);
+    });
 }
 
 extern "C" int es_cuda_paste_masks(int dtype, void const* masks, int r, int mh, int mw, void const* boxes, int h, int w,
     float threshold, void* out, void* stream)
 {
     auto s = static_cast<cudaStream_t>(stream);
-    return ES_DISPATCH(dtype,
-        cuda::paste_masks(static_cast<float const*>(masks), r, mh, mw, static_cast<float const*>(boxes), h, w, threshold, static_cast<float*>(out), s),
-        cuda::paste_masks(static_cast<__half const*>(masks), r, mh, mw, static_cast<float const*>(boxes), h, w, threshold, static_cast<__half*>(out), s));
+    return cuda::with_feature_type(dtype == 1, [&](auto* tag) {
+        using T = cuda::feature_t<decltype(tag)>;
+        return cuda::paste_masks(static_cast<T const*>(masks), r, mh, mw, static_cast<float const*>(boxes), h, w,
+            threshold, static_cast<T*>(out), s);
+    });
 }
 
 extern "C" int es_cuda_panoptic_paste(int32_t const* semantic, int h, int w, float const* masks, float const* scores,

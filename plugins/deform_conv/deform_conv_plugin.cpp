@@ -2,6 +2,7 @@
 #include <cuda_fp16.h>
 
 #include "cuda/launchers.h"
+#include "cuda/dispatch.h"
 #include "plugins.h"
 
 namespace edgeseg
@@ -101,21 +102,12 @@ int32_t DeformConv2dPlugin::enqueue(PluginTensorDesc const* in, PluginTensorDesc
     void const* bias = has_bias ? inputs[3] : nullptr;
     void const* mask = has_mask ? inputs[4] : nullptr;
     int const ho = outDesc[0].dims.d[2], wo = outDesc[0].dims.d[3];
-    cudaError_t e;
-    if (in[0].type == DataType::kHALF)
-    {
-        using T = __half;
-        e = cuda::deform_conv2d(static_cast<T const*>(inputs[0]), x.d[0], cin, x.d[2], x.d[3],
+    cudaError_t const e = cuda::with_feature_type(in[0].type == DataType::kHALF, [&](auto* tag) {
+        using T = cuda::feature_t<decltype(tag)>;
+        return cuda::deform_conv2d(static_cast<T const*>(inputs[0]), x.d[0], cin, x.d[2], x.d[3],
             static_cast<T const*>(inputs[1]), w.d[0], static_cast<T const*>(inputs[2]), static_cast<T const*>(mask),
             static_cast<T const*>(bias), p, ho, wo, static_cast<T*>(outputs[0]), stream);
-    }
-    else
-    {
-        using T = float;
-        e = cuda::deform_conv2d(static_cast<T const*>(inputs[0]), x.d[0], cin, x.d[2], x.d[3],
-            static_cast<T const*>(inputs[1]), w.d[0], static_cast<T const*>(inputs[2]), static_cast<T const*>(mask),
-            static_cast<T const*>(bias), p, ho, wo, static_cast<T*>(outputs[0]), stream);
-    }
+    });
     return e == cudaSuccess ? 0 : -1;
 }
 
@@ -188,15 +180,12 @@ int32_t DCNv3Plugin::enqueue(PluginTensorDesc const* in, PluginTensorDesc const*
         return -1;
     auto const& x = in[0].dims;
     int const ho = outDesc[0].dims.d[1], wo = outDesc[0].dims.d[2];
-    cudaError_t e;
-    if (in[0].type == DataType::kHALF)
-        e = cuda::dcnv3(static_cast<__half const*>(inputs[0]), x.d[0], x.d[1], x.d[2], x.d[3],
-            static_cast<__half const*>(inputs[1]), static_cast<__half const*>(inputs[2]), mParams, ho, wo,
-            static_cast<__half*>(outputs[0]), stream);
-    else
-        e = cuda::dcnv3(static_cast<float const*>(inputs[0]), x.d[0], x.d[1], x.d[2], x.d[3],
-            static_cast<float const*>(inputs[1]), static_cast<float const*>(inputs[2]), mParams, ho, wo,
-            static_cast<float*>(outputs[0]), stream);
+    cudaError_t const e = cuda::with_feature_type(in[0].type == DataType::kHALF, [&](auto* tag) {
+        using T = cuda::feature_t<decltype(tag)>;
+        return cuda::dcnv3(static_cast<T const*>(inputs[0]), x.d[0], x.d[1], x.d[2], x.d[3],
+            static_cast<T const*>(inputs[1]), static_cast<T const*>(inputs[2]), mParams, ho, wo,
+            static_cast<T*>(outputs[0]), stream);
+    });
     return e == cudaSuccess ? 0 : -1;
 }
 

@@ -2,6 +2,7 @@
 #include <cuda_fp16.h>
 
 #include "cuda/launchers.h"
+#include "cuda/dispatch.h"
 #include "plugins.h"
 
 namespace edgeseg
@@ -71,13 +72,11 @@ int32_t PasteMasksPlugin::enqueue(PluginTensorDesc const* in, PluginTensorDesc c
         return -1;
     int const r = in[0].dims.d[0], mh = in[0].dims.d[1], mw = in[0].dims.d[2];
     int const h = outDesc[0].dims.d[1], w = outDesc[0].dims.d[2];
-    cudaError_t e;
-    if (in[0].type == DataType::kHALF)
-        e = cuda::paste_masks(static_cast<__half const*>(inputs[0]), r, mh, mw, static_cast<float const*>(inputs[1]), h,
-            w, mThreshold, static_cast<__half*>(outputs[0]), stream);
-    else
-        e = cuda::paste_masks(static_cast<float const*>(inputs[0]), r, mh, mw, static_cast<float const*>(inputs[1]), h, w,
-            mThreshold, static_cast<float*>(outputs[0]), stream);
+    cudaError_t const e = cuda::with_feature_type(in[0].type == DataType::kHALF, [&](auto* tag) {
+        using T = cuda::feature_t<decltype(tag)>;
+        return cuda::paste_masks(static_cast<T const*>(inputs[0]), r, mh, mw, static_cast<float const*>(inputs[1]), h, w,
+            mThreshold, static_cast<T*>(outputs[0]), stream);
+    });
     return e == cudaSuccess ? 0 : -1;
 }
 

@@ -3,6 +3,7 @@
 
 #include "common/plugin_base.h"
 #include "cuda/launchers.h"
+#include "cuda/dispatch.h"
 #include "plugins.h"
 
 #include <cmath>
@@ -90,15 +91,12 @@ int32_t RoIAlignPlugin::enqueue(PluginTensorDesc const* in, PluginTensorDesc con
         return -1;
     auto const& x = in[0].dims;
     int const k = static_cast<int>(in[1].dims.d[0]);
-    cudaError_t e;
-    if (in[0].type == DataType::kHALF)
-        e = cuda::roi_align(static_cast<__half const*>(inputs[0]), x.d[0], x.d[1], x.d[2], x.d[3],
+    cudaError_t const e = cuda::with_feature_type(in[0].type == DataType::kHALF, [&](auto* tag) {
+        using T = cuda::feature_t<decltype(tag)>;
+        return cuda::roi_align(static_cast<T const*>(inputs[0]), x.d[0], x.d[1], x.d[2], x.d[3],
             static_cast<float const*>(inputs[1]), static_cast<int32_t const*>(inputs[2]), k, mParams,
-            static_cast<__half*>(outputs[0]), stream);
-    else
-        e = cuda::roi_align(static_cast<float const*>(inputs[0]), x.d[0], x.d[1], x.d[2], x.d[3],
-            static_cast<float const*>(inputs[1]), static_cast<int32_t const*>(inputs[2]), k, mParams,
-            static_cast<float*>(outputs[0]), stream);
+            static_cast<T*>(outputs[0]), stream);
+    });
     return e == cudaSuccess ? 0 : -1;
 }
 
@@ -200,14 +198,11 @@ int32_t MultilevelRoIAlignPlugin::enqueue(PluginTensorDesc const* in, PluginTens
     }
     int const n = in[2].dims.d[0], c = in[2].dims.d[1], k = in[0].dims.d[0];
     auto const* batch = static_cast<int32_t const*>(inputs[1]);
-    cudaError_t e;
     auto const* rois = static_cast<float const*>(inputs[0]);
-    if (in[2].type == DataType::kHALF)
-        e = cuda::multilevel_roi_align(levels, n, c, rois, batch, k, mOutH, mOutW,
-            mSampling, mAligned, mCanonicalScale, mCanonicalLevel, mFirstLevel, static_cast<__half*>(outputs[0]), stream);
-    else
-        e = cuda::multilevel_roi_align(levels, n, c, rois, batch, k, mOutH, mOutW,
-            mSampling, mAligned, mCanonicalScale, mCanonicalLevel, mFirstLevel, static_cast<float*>(outputs[0]), stream);
+    cudaError_t const e = cuda::with_feature_type(in[2].type == DataType::kHALF, [&](auto* tag) {
+        return cuda::multilevel_roi_align(levels, n, c, rois, batch, k, mOutH, mOutW, mSampling, mAligned,
+            mCanonicalScale, mCanonicalLevel, mFirstLevel, static_cast<decltype(tag)>(outputs[0]), stream);
+    });
     return e == cudaSuccess ? 0 : -1;
 }
 

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "cuda/dispatch.h"
 #include "cuda/grid.h"
 #include "plugins.h"
 
@@ -551,6 +552,16 @@ void test_deform_grid_is_within_cuda_limits()
     EXPECT(small.x == 3 && small.y == 1 && small.z == 6);
 }
 
+// The one FP32/FP16 dispatch every enqueue and the CUDA C ABI use: kHALF picks __half, anything else float.
+void test_feature_type_dispatch()
+{
+    auto size = [](auto* tag) { return static_cast<int>(sizeof(edgeseg::cuda::feature_t<decltype(tag)>)); };
+    EXPECT(edgeseg::cuda::with_feature_type(true, size) == 2);
+    EXPECT(edgeseg::cuda::with_feature_type(false, size) == 4);
+    auto is_half = [](auto* tag) { return std::is_same<edgeseg::cuda::feature_t<decltype(tag)>, __half>::value; };
+    EXPECT(edgeseg::cuda::with_feature_type(true, is_half) && !edgeseg::cuda::with_feature_type(false, is_half));
+}
+
 int main()
 {
     test_creators();
@@ -562,6 +573,7 @@ int main()
     test_enqueue_validates_shapes();
     test_deform_output_size_is_the_convolution_formula();
     test_deform_grid_is_within_cuda_limits();
+    test_feature_type_dispatch();
     std::printf(failures ? "%d FAILED\n" : "all plugin host tests passed\n", failures);
     return failures ? 1 : 0;
 }
