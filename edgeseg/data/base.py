@@ -25,6 +25,8 @@ class DatasetInfo:
     std: tuple[float, ...]
     ignore_index: int = IGNORE_INDEX
     notes: dict = field(default_factory=dict)
+    # Panoptic split: the classes whose instances are counted one by one (things); every other class is stuff.
+    thing_classes: tuple[int, ...] = ()
 
     @property
     def num_classes(self) -> int:
@@ -52,6 +54,42 @@ class SegDataset(Dataset):
     def raw(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """The un-normalised image in [0, 1] (C×H×W float32) and its mask (H×W int64)."""
         return self.images[i], self.masks[i]
+
+    def panoptic(self, i: int) -> tuple[np.ndarray, list[dict]]:
+        """Image ``i``'s panoptic ground truth (un-transformed, like ``raw``): an H×W int32 segment-id map
+        (0 = void) and its segment table, dicts ``{id, category, is_thing, iscrowd, area}`` — the form
+        ``edgeseg.metrics.PanopticEvaluator`` reads.
+
+        Stuff classes give one segment per class present; thing classes (``info.thing_classes``) one per
+        instance of ``self.instances[i]``. Void: ``ignore_index`` pixels and thing pixels without an instance.
+        Ids run 1.. in that order: stuff by class, then things by instance id."""
+        mask = np.asarray(self.masks[i])
+        things = self.info.thing_classes
+        instances = getattr(self, "instances", None)
+        if things and instances is None:
+            raise DataError(f"{self.info.name} has thing classes but no instance ids", "panoptic ground truth needs instances")
+        ids = np.zeros(mask.shape, np.int32)
+        segments: list[dict] = []
+
+        def add(region: np.ndarray, category: int, is_thing: bool) -> None:
+            ids[region] = len(segments) + 1
+            segments.append({"id": len(segments) + 1, "category": int(category), "is_thing": int(is_thing),
+                             "iscrowd": 0, "area": int(region.sum())})
+
+        is_thing = np.isin(mask, things) if things else np.zeros(mask.shape, bool)
+        for c in np.unique(mask[~is_thing & (mask != self.info.ignore_index)]):
+            add(mask == c, int(c), False)
+        if things:
+            inst = np.asarray(instances[i])
+            if inst.shape != mask.shape:
+                raise DataError(f"{self.info.name} image {i}: instance ids {inst.shape} and mask {mask.shape} differ",
+                                "give one instance map per mask")
+            keep = is_thing & (inst > 0)
+            # One segment per (instance, class): an instance never spans two classes, but if it did it would split.
+            pairs = np.unique(np.stack([inst[keep], mask[keep]]), axis=1)
+            for k, c in pairs.T:
+                add((inst == k) & (mask == c), int(c), True)
+        return ids, segments
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         image = torch.from_numpy(np.ascontiguousarray(self.images[i], dtype=np.float32))

@@ -1,7 +1,8 @@
 """LiTS: 2-D slices of the one real CT volume (128³, HU) shipped by liver-ct-segmentation-package.
 
 Classes: background / liver / tumour; each tumour's connected component (8-connected, in its slice) is an
-instance (``SegDataset.instances``) for instance and panoptic work. Train and validation are contiguous slice ranges with a gap,
+instance (``SegDataset.instances``) for instance and panoptic work (``ds.panoptic(i)``: tumour components are
+things, background and liver stuff). Train and validation are contiguous slice ranges with a gap,
 so no validation slice neighbours a training slice. Extra training slices along the other two axes
 (``extra_axes=True``) are cropped to the training range, so they never see a validation voxel.
 """
@@ -25,13 +26,15 @@ INFO = DatasetInfo(
     mean=(0.45,),
     std=(0.30,),
     notes={"hu_window": list(HU_WINDOW), "train_slices": list(TRAIN_SLICES), "val_slices": list(VAL_SLICES)},
+    thing_classes=(TUMOUR,),  # panoptic: each tumour component a thing; background and liver stuff
 )
 
 
 def _info_with_context(context: int) -> DatasetInfo:
     n = 2 * context + 1
     return DatasetInfo(name=f"lits(context={context})", class_names=INFO.class_names, in_channels=n,
-                       mean=INFO.mean * n, std=INFO.std * n, notes={**INFO.notes, "context": context})
+                       mean=INFO.mean * n, std=INFO.std * n, notes={**INFO.notes, "context": context},
+                       thing_classes=INFO.thing_classes)
 
 
 def load_volume(hu_window: tuple[float, float] = HU_WINDOW) -> tuple[np.ndarray, np.ndarray]:

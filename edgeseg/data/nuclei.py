@@ -1,7 +1,8 @@
 """Nuclei: the real DSB-2018 fluorescence image (512², uint16) and its instance mask (125 nuclei)
 shipped by stardist, as a 2-class semantic set of crops. Train crops come from the left part of
 the image, validation crops from the right part, with a gap between them. Instance ids are kept
-(``SegDataset.instances``) for instance and panoptic work.
+(``SegDataset.instances``) for instance and panoptic work (``ds.panoptic(i)``: nuclei are things, the
+background is stuff; a nucleus cut by the crop's edge is one segment).
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ INFO = DatasetInfo(
     mean=(0.2,),
     std=(0.25,),
     notes={"train_columns": list(TRAIN_COLUMNS), "val_columns": list(VAL_COLUMNS)},
+    thing_classes=(1,),  # panoptic: each nucleus a thing, background stuff
 )
 
 

@@ -1,7 +1,8 @@
 """Deterministic procedural scenes: "stuff" regions (bands of texture) and "thing" instances
 (discs and boxes) with instance ids. Any size, any number of classes, same output for the same seed.
 
-Classes 0..n_stuff-1 are stuff, the rest are things; each class has its own colour and texture
+Classes 0..n_stuff-1 are stuff, the rest are things (``info.thing_classes``; ``ds.panoptic(i)`` gives the
+panoptic ground truth: one segment per stuff class present, one per visible thing instance); each class has its own colour and texture
 frequency, so the task is learnable but not trivial (noise, overlaps, random layouts).
 """
 from __future__ import annotations
@@ -19,6 +20,7 @@ def synthetic_info(num_classes: int) -> DatasetInfo:
         in_channels=3,
         mean=(0.5, 0.5, 0.5),
         std=(0.25, 0.25, 0.25),
+        thing_classes=tuple(range(n_stuff(num_classes), num_classes)),
     )
 
 
