@@ -95,3 +95,18 @@ def test_the_export_field_table_is_the_creators_fields(registry):
         creator = reg.get_creator(name, "1")
         listed = {f.name: kinds[f.type] for f in creator.field_names}
         assert listed == {k: kind for k, (kind, _) in fields.items()}, name
+
+
+def test_readme_loads_the_library_the_way_it_registers_and_targets_only_tensorrt10_jetsons():
+    """The library registers through getCreators only: trtexec loads it with --dynamicPlugins (and ships it
+    with --setPluginsToSerialize), never --staticPlugins; IPluginV3 on Jetson is JetPack 6 = Orin (sm_87)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "plugins"
+    readme = (root / "README.md").read_text()
+    assert "--staticPlugins=" not in readme
+    assert "--dynamicPlugins=build/plugins/libedgeseg_trt.so" in readme
+    assert "--setPluginsToSerialize=build/plugins/libedgeseg_trt.so" in readme
+    cmake = (root / "CMakeLists.txt").read_text()
+    archs = [line for line in cmake.splitlines() if "set(CMAKE_CUDA_ARCHITECTURES" in line]
+    assert archs and not any(a in line for line in archs for a in (" 53", " 72"))
