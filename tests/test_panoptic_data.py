@@ -85,3 +85,81 @@ def test_void_and_missing_instances():
     stuff_only = SegDataset(DatasetInfo("toy", ("a", "b", "c"), 1, (0.5,), (0.25,)), [np.zeros((1, 4, 4))], [mask])
     ids, segments = stuff_only.panoptic(0)  # no thing classes: one segment per class, no instances needed
     assert [s["category"] for s in segments] == [0, 1, 2] and (ids == 0).sum() == 1
+
+
+# --- coco-panoptic:<images dir>,<panoptic json>,<png dir> ---------------------------------------------------
+
+
+def _write_coco_panoptic(root, h=6, w=8):
+    """Two images; segment ids above 255 so that G and B carry bits."""
+    import json
+
+    from PIL import Image
+
+    (root / "img").mkdir()
+    (root / "png").mkdir()
+    cats = [{"id": 17, "name": "sky", "isthing": 0}, {"id": 3, "name": "car", "isthing": 1},
+            {"id": 40, "name": "person", "isthing": 1}]
+    ids_a = np.zeros((h, w), np.int64)
+    ids_a[:3] = 70000          # sky (stuff)
+    ids_a[3:, :3] = 300        # a car
+    ids_a[3:, 4:6] = 1000      # a person
+    ids_a[4:, 6:] = 65536 * 2 + 5  # a crowd of people
+    ids_b = np.full((h, w), 70000)  # (row 5 stays void)
+    ids_b[5] = 0
+    segs_a = [{"id": 70000, "category_id": 17, "iscrowd": 0}, {"id": 300, "category_id": 3, "iscrowd": 0},
+              {"id": 1000, "category_id": 40}, {"id": 65536 * 2 + 5, "category_id": 40, "iscrowd": 1}]
+    segs_b = [{"id": 70000, "category_id": 17, "iscrowd": 0}]
+    images, anns = [], []
+    for k, (ids, segs) in enumerate([(ids_a, segs_a), (ids_b, segs_b)], start=1):
+        Image.fromarray(np.full((h, w, 3), 40 * k, np.uint8)).save(root / "img" / f"{k}.jpg")
+        rgb = np.stack([ids % 256, ids // 256 % 256, ids // 65536], -1).astype(np.uint8)
+        Image.fromarray(rgb).save(root / "png" / f"{k}.png")
+        images.append({"id": k, "file_name": f"{k}.jpg", "width": w, "height": h})
+        anns.append({"image_id": k, "file_name": f"{k}.png", "segments_info": segs})
+    data = {"images": images, "annotations": anns, "categories": cats}
+    (root / "pan.json").write_text(json.dumps(data))
+    return data, ids_a
+
+
+def test_coco_panoptic_reader(tmp_path):
+    import json
+
+    data, ids_a = _write_coco_panoptic(tmp_path)
+    spec = f"coco-panoptic:{tmp_path / 'img'},{tmp_path / 'pan.json'},{tmp_path / 'png'}"
+    ds = get_dataset(spec, "val")
+    assert len(ds) == 2 and ds.info.class_names == ("car", "sky", "person")  # category id order
+    assert ds.info.thing_classes == (0, 2)
+    ids, segments = ds.panoptic(0)
+    assert ids.dtype == np.int32 and np.array_equal(ids, ids_a)  # R + 256·G + 256²·B
+    assert [(s["id"], s["category"], s["is_thing"], s["iscrowd"], s["area"]) for s in segments] == [
+        (70000, 1, 0, 0, 24), (300, 0, 1, 0, 9), (1000, 2, 1, 0, 6), (131077, 2, 1, 1, 4)]
+    mask = ds.masks[0]
+    assert (mask[:3] == 1).all() and (mask[3:, :3] == 0).all() and (mask[3:, 4:6] == 2).all()
+    assert (mask[4:, 6:] == IGNORE_INDEX).all() and (mask[3, 3] == IGNORE_INDEX)  # crowd and void
+    assert set(np.unique(ds.instances[0]).tolist()) == {0, 1, 2}  # car and person; the crowd is no instance
+    x, y = ds[1]
+    assert x.shape == (3, 6, 8) and (y[5] == IGNORE_INDEX).all()
+    # The file's ground truth scores perfectly against itself, crowd included.
+    ev = PanopticEvaluator(3, ds.info.thing_classes)
+    for i in range(len(ds)):
+        ev.add(*ds.panoptic(i), *ds.panoptic(i))
+    assert ev.scores().pq == 1.0
+
+    def refused(edit, match):
+        bad = json.loads(json.dumps(data))
+        edit(bad)
+        (tmp_path / "bad.json").write_text(json.dumps(bad))
+        with pytest.raises(DataError, match=match):
+            get_dataset(f"coco-panoptic:{tmp_path / 'img'},{tmp_path / 'bad.json'},{tmp_path / 'png'}")
+
+    refused(lambda d: d["annotations"][0]["segments_info"].pop(1), r"image 1 \(1.png\): the PNG has segment ids \[300\]")
+    refused(lambda d: d["annotations"][1]["segments_info"].append({"id": 5, "category_id": 3}), r"segments \[5\] are listed")
+    refused(lambda d: d["annotations"][0]["segments_info"][0].update(category_id=99), "unknown category 99")
+    refused(lambda d: d["annotations"][0]["segments_info"].append({"id": 300, "category_id": 3}), "300 is listed twice")
+    refused(lambda d: d["annotations"].pop(1), r"images \[2\] have no panoptic annotation")
+    refused(lambda d: d["annotations"][1].update(file_name="../pan.json"), "points outside")
+    refused(lambda d: d["categories"][0].pop("isthing"), "isthing")
+    refused(lambda d: d["images"][0].update(width=9), r"image 1 \(1.jpg\) is 8×6 but the JSON says 9×6")
+    with pytest.raises(DataError, match="does not name"):
+        get_dataset(f"coco-panoptic:{tmp_path / 'img'},{tmp_path / 'pan.json'}")

@@ -5,15 +5,17 @@ from edgeseg.data.base import IGNORE_INDEX, DatasetInfo, SegDataset, normalize
 from edgeseg.data.folder import load_image
 from edgeseg.errors import DataError
 
-DATASETS = ("lits", "nuclei", "synthetic", "folder:<path>", "coco:<images dir>,<instances.json>")
+DATASETS = ("lits", "nuclei", "synthetic", "folder:<path>", "coco:<images dir>,<instances.json>",
+            "coco-panoptic:<images dir>,<panoptic json>,<png dir>")
 
 
 def get_dataset(name: str, split: str = "train", transform=None, **kwargs) -> SegDataset:
     """``lits``, ``nuclei``, ``synthetic``, ``folder:<path>`` (or a path to an existing folder) or
-    ``coco:<images dir>,<instances.json>[,<val json>]``."""
+    ``coco:<images dir>,<instances.json>[,<val json>]`` or ``coco-panoptic:<images dir>,<panoptic json>,<png dir>``."""
     from pathlib import Path
 
     from edgeseg.data.coco import coco
+    from edgeseg.data.coco_panoptic import coco_panoptic
     from edgeseg.data.folder import folder
     from edgeseg.data.lits import lits
     from edgeseg.data.nuclei import nuclei
@@ -25,6 +27,8 @@ def get_dataset(name: str, split: str = "train", transform=None, **kwargs) -> Se
         return nuclei(split, transform=transform, **kwargs)
     if name == "synthetic":
         return synthetic(split, transform=transform, **kwargs)
+    if name.startswith("coco-panoptic:"):
+        return coco_panoptic(name.removeprefix("coco-panoptic:"), split, transform=transform, **kwargs)
     if name.startswith("coco:"):
         return coco(name.removeprefix("coco:"), split, transform=transform, **kwargs)
     if name.startswith("folder:") or Path(name).is_dir():
