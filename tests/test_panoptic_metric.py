@@ -286,3 +286,29 @@ def test_hand_cases_agree_with_torchmetrics(case):
     assert [int(t[0]) for t in (tm.true_positives, tm.false_positives, tm.false_negatives)] == [s.tp[1], s.fp[1], s.fn[1]]
     assert [s.per_class_pq[1], s.per_class_sq[1], s.per_class_rq[1]] == pytest.approx(per_class[0], abs=1e-6)
     assert [s.per_class_pq[0], s.per_class_sq[0], s.per_class_rq[0]] == pytest.approx(per_class[1], abs=1e-6)
+
+
+def test_scores_the_panoptic_paste_output():
+    """The model contract end to end: ops.panoptic_paste's id map and S×5 table go straight in."""
+    import torch
+
+    from edgeseg.ops import panoptic_paste
+
+    semantic = torch.full((8, 10), 3)  # classes 0, 1 things (panoptic_paste's convention), 2, 3 stuff
+    semantic[:, 6:] = 2
+    masks = torch.zeros(3, 8, 10)
+    masks[0, 1:5, 1:5] = 1  # a thing of class 0
+    masks[1, 5:8, 6:9] = 1  # a thing of class 1
+    masks[2, 0:2, 8:10] = 1  # below the score threshold: dropped
+    ids, table = panoptic_paste(semantic, masks, torch.tensor([0.9, 0.8, 0.1]), torch.tensor([0, 1, 1]),
+                                num_classes=4, num_thing_classes=2, min_stuff_area=1)
+    gt = np.full((8, 10), 1)
+    gt[:, 6:] = 2
+    gt[1:5, 1:5] = 3
+    gt[5:8, 6:8] = 4  # the class-1 thing's ground truth is 6 pixels; the prediction 9: IoU 6/9
+    gt_segs = [seg(1, 3), seg(2, 2), seg(3, 0), seg(4, 1)]
+    ev = PanopticEvaluator(4, [0, 1])
+    ev.add_batch(ids[None].numpy(), table[None].numpy(), [(gt, gt_segs)])
+    s = ev.scores()
+    assert (s.tp, s.fp, s.fn) == ([1, 1, 1, 1], [0, 0, 0, 0], [0, 0, 0, 0])
+    assert s.per_class_pq == pytest.approx([1.0, 6 / 9, 23 / 26, 1.0])  # class 2: 23 predicted of its 26

@@ -40,6 +40,8 @@ class SegDataset(Dataset):
     ``transform(image, mask)`` (see ``edgeseg.data.transforms``) runs before normalisation.
     """
 
+    instances: list[np.ndarray] | None = None  # per image H×W instance ids (0 = none), where the set has them
+
     def __init__(self, info: DatasetInfo, images: list[np.ndarray], masks: list[np.ndarray], transform=None):
         if len(images) != len(masks):
             raise DataError(f"{info.name}: {len(images)} images but {len(masks)} masks", "give one mask per image")
@@ -65,7 +67,7 @@ class SegDataset(Dataset):
         Ids run 1.. in that order: stuff by class, then things by instance id."""
         mask = np.asarray(self.masks[i])
         things = self.info.thing_classes
-        instances = getattr(self, "instances", None)
+        instances = self.instances
         if things and instances is None:
             raise DataError(f"{self.info.name} has thing classes but no instance ids", "panoptic ground truth needs instances")
         ids = np.zeros(mask.shape, np.int32)
@@ -79,7 +81,7 @@ class SegDataset(Dataset):
         is_thing = np.isin(mask, things) if things else np.zeros(mask.shape, bool)
         for c in np.unique(mask[~is_thing & (mask != self.info.ignore_index)]):
             add(mask == c, int(c), False)
-        if things:
+        if things and instances is not None:
             inst = np.asarray(instances[i])
             if inst.shape != mask.shape:
                 raise DataError(f"{self.info.name} image {i}: instance ids {inst.shape} and mask {mask.shape} differ",
