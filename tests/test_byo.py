@@ -26,6 +26,17 @@ def edgeseg(*args):
                           timeout=300)
 
 
+def edgeseg_here(capsys, *args):
+    """The CLI in this process (no interpreter start-up): (exit code, stdout)."""
+    from edgeseg.cli import main
+
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as e:  # parity exits 1 on FAIL
+        code = e.code
+    return code, capsys.readouterr().out
+
+
 def one_line_error(result, *words):
     assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
     lines = result.stderr.strip().splitlines()
@@ -140,15 +151,14 @@ def test_infer_writes_the_numpy_mask(byo):
     assert np.array_equal(labels, numpy_foreground(byo["model"], byo["images"][1]).astype(np.uint8))
 
 
-def test_parity_of_binary_outputs(byo):
-    r = edgeseg("parity", byo["model"], byo["model"])
-    assert r.returncode == 0 and "PASS" in r.stdout and "foreground agreement 100.000%" in r.stdout, r.stdout + r.stderr
-    r = edgeseg("parity", byo["model"], byo["model"], "--data", f"folder:{byo['root']}")
-    assert r.returncode == 0 and "PASS" in r.stdout and "foreground IoU" in r.stdout, r.stdout + r.stderr
+def test_parity_of_binary_outputs(byo, capsys):
+    code, out = edgeseg_here(capsys, "parity", byo["model"], byo["model"])
+    assert code == 0 and "PASS" in out and "foreground agreement 100.000%" in out, out
+    code, out = edgeseg_here(capsys, "parity", byo["model"], byo["model"], "--data", f"folder:{byo['root']}")
+    assert code == 0 and "PASS" in out and "foreground IoU" in out, out
     other = write_foreign(byo["dir"] / "other.onnx", Net(seed=1), BINARY_SIDECAR)
-    r = edgeseg("parity", byo["model"], other, "--data", f"folder:{byo['root']}")
-    assert r.returncode == 1 and "FAIL" in r.stdout and "foreground agreement" in r.stdout, r.stdout + r.stderr
-    assert "argmax" not in r.stdout
+    code, out = edgeseg_here(capsys, "parity", byo["model"], other, "--data", f"folder:{byo['root']}")
+    assert code == 1 and "FAIL: " in out and "foreground agreement" in out and "argmax" not in out, out
 
 
 def test_minimal_sidecar(tmp_path):
@@ -267,3 +277,25 @@ def test_calibration_refuses_the_scored_images_unless_asked(byo, tmp_path):
     (tmp_path / "m.onnx.json").write_text(json.dumps({**BINARY_SIDECAR, "config": {"dataset": f"folder:{byo['root']}"}}))
     one_line_error(edgeseg("quantize", path, "--out", tmp_path / "q.onnx"), "no train/ split", "--calib-data")
     assert not (tmp_path / "q.onnx").exists()
+
+
+def test_multilabel_decision():
+    """Each channel thresholded; a pixel takes its most probable channel above the threshold, else background."""
+    from edgeseg.export.metadata import ModelMeta
+    from edgeseg.runtime.prepost import decide
+
+    meta = ModelMeta(model="m", class_names=["bg", "a", "b"], output_kind="sigmoid_multilabel", threshold=0.5)
+    assert meta.output_channels == 2
+    scores = np.array([[0.2, 0.7, 0.6, 0.9], [0.1, 0.9, 0.3, 0.95]], np.float32).reshape(1, 2, 1, 4)
+    assert decide(scores, meta).tolist() == [[[0, 2, 1, 2]]]
+
+
+def test_pixel_scale_one_takes_0_to_255():
+    from edgeseg.export.metadata import ModelMeta
+    from edgeseg.runtime import preprocess
+
+    image = np.random.default_rng(5).integers(0, 256, (3, 32, 32)).astype(np.float32) / 255.0
+    raw = ModelMeta.validated({**BINARY_SIDECAR, "pixel_scale": 1, "mean": [127.5] * 3, "std": [127.5] * 3}, "test")
+    unit = ModelMeta.validated({**BINARY_SIDECAR, "pixel_scale": 0.0039216}, "test")  # rounded 1/255 is 1/255
+    assert np.allclose(preprocess(image, raw)[0], preprocess(image, unit)[0], atol=1e-6)
+    assert np.allclose(preprocess(image, unit)[0][0], (image[::-1] - 0.5) / 0.5)

@@ -133,8 +133,10 @@ def _check_meta(meta: ModelMeta, source: str, error: type[EdgeSegError]) -> None
         raise bad("channel_order", f"must be one of {', '.join(CHANNEL_ORDERS)}")
     if meta.channel_order == "BGR" and meta.in_channels != 3:
         raise bad("channel_order", f"BGR needs 3 input channels, the model takes {meta.in_channels}")
-    if not is_number(meta.pixel_scale) or not any(math.isclose(meta.pixel_scale, v, rel_tol=1e-6) for v in PIXEL_SCALES):
+    scale = [v for v in PIXEL_SCALES if is_number(meta.pixel_scale) and math.isclose(meta.pixel_scale, v, rel_tol=1e-4)]
+    if not scale:
         raise bad("pixel_scale", "must be 1/255 (pixels to [0, 1] before mean/std) or 1 (pixels stay 0..255)")
+    meta.pixel_scale = scale[0]  # a sidecar's 0.0039216 is 1/255
     short_string("input_name", meta.input_name)
     if meta.input_layout not in LAYOUTS:
         raise bad("input_layout", f"must be one of {', '.join(LAYOUTS)}")
