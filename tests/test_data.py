@@ -208,6 +208,9 @@ def test_coco_instances_polygons_and_rle(tmp_path):
     _, mask = ds.raw(1)
     assert ((ds.instances[1] > 0) == (disc == 1)).all() and (mask[disc == 1] == 1).all()
     assert (mask[(crowd == 1) & (disc == 0)] == 255).all()  # a crowd region is ignored, not an instance
+    assert ds.info.thing_classes == (1, 2)  # panoptic view: every instance category is a thing
+    ids0, segments = ds.panoptic(0)
+    assert sorted(s["category"] for s in segments if s["is_thing"]) == [1, 2] and ids0.shape == (30, 40)
 
 
 @pytest.mark.parametrize("case,match", [

@@ -37,7 +37,8 @@ def coco(spec: str, split: str = "train", transform=None, max_pixels: int | None
     records, categories = _read_annotations(ann_path, images_dir)
     label_of = {cid: i + 1 for i, cid in enumerate(sorted(categories))}
     info = DatasetInfo(name=f"coco:{ann_path.name}", class_names=("background",) + tuple(categories[c] for c in sorted(categories)),
-                       in_channels=3, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+                       in_channels=3, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                       thing_classes=tuple(range(1, len(categories) + 1)))  # instance annotations: every category a thing
     images, masks, instances = [], [], []
     for image, anns in records:
         h, w = image["height"], image["width"]
