@@ -76,6 +76,7 @@ def quantize_int8(src: str | Path, dst: str | Path, calibration: list[np.ndarray
         # Fold batch norm into convolutions first so each conv gets one Q/DQ pair.
         quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
         out = Path(tmp) / "int8.onnx"
+        calibration_errors: tuple[type[BaseException], ...] = (ValueError, *ort_errors())
         methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                    "percentile": CalibrationMethod.Percentile}
         try:
@@ -89,7 +90,7 @@ def quantize_int8(src: str | Path, dst: str | Path, calibration: list[np.ndarray
                 # TensorRT takes symmetric (zero-point 0) INT8 only.
                 extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
             )
-        except (ValueError, *ort_errors()) as e:
+        except calibration_errors as e:
             raise _calibration_error(e, method, calibration, _graph_inputs(proto)) from None
         quantized = surgery.strip_output_qdq(onnx.load(str(out)))
         return _finish(quantized, meta, "int8", dst, {"calibration": method, "calibration_batches": len(calibration),
@@ -122,7 +123,7 @@ def _per_channel_opset(proto: onnx.ModelProto, src) -> tuple[onnx.ModelProto, bo
         return proto, False
 
 
-def _calibration_error(e: Exception, method: str, calibration: list[np.ndarray], inputs: list[str]) -> EdgeSegError:
+def _calibration_error(e: BaseException, method: str, calibration: list[np.ndarray], inputs: list[str]) -> EdgeSegError:
     """Say what went wrong in calibration; suggest another method only where the method was the cause."""
     first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
     if any(m in first.lower() for m in ("missing from input feed", "invalid input name")):  # ORT's words for a wrong name
@@ -170,15 +171,14 @@ def _check_parity(reference, candidate, meta: ModelMeta, dst) -> None:
     from edgeseg.parity import compare, random_batches
     from edgeseg.runtime import open_session
 
-    fixed = getattr(meta, "input_size", None)  # a fixed-size graph runs at its size only
     d = meta.size_divisor
-    size = tuple(fixed) if fixed else (max(4 * d, 128) // d * d,) * 2  # the size export traces at
-    report = compare(open_session(reference), open_session(candidate), random_batches(meta, [size]), meta.precision)
+    side = max(4 * d, 128) // d * d  # the size export traces at (random_batches takes a fixed-size graph's own)
+    report = compare(open_session(reference), open_session(candidate), random_batches(meta, [(side, side)]), meta.precision)
     if not report.passed:
         raise EdgeSegError(f"the {meta.precision} graph loads but fails its parity check against {reference} on a random "
-                           f"{size[0]}×{size[1]} input ({report.summary()}); nothing was written to {dst}",
-                           "keep the FP32 graph for this model (or build FP16 in TensorRT, which keeps "
-                           "overflowing layers in FP32), and report the model")
+                           f"input ({report.summary()}); nothing was written to {dst}",
+                           "keep the FP32 graph for this model, or let TensorRT build FP16 from the FP32 graph; "
+                           "report it if it is an edgeseg export")
 
 
 def _check_ort_loads(proto: onnx.ModelProto, precision: str, dst) -> None:

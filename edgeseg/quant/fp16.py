@@ -3,10 +3,11 @@ exported.
 
 Islands start at convolutions, GEMMs and batch norms and grow forward through ops in ``FP16_OPS`` whose
 "T" inputs (those the op's ONNX schema types like its data, never Resize's roi/scales or Pad's pads) are
-all FP16 network data or constants. Their T outputs become FP16. A Cast is inserted, once per tensor, wherever an FP32 value enters an FP16 node or an FP16 value
-reaches a node outside the islands or a graph output; initialisers used only inside islands are stored
-in FP16 (half the file). So graph inputs and outputs keep their types, and post-processing that must stay
-FP32 (box decoding, NMS, RoIAlign, top-k, index arithmetic, custom ops) does, whatever the graph.
+all FP16 network data or constants. Their T outputs become FP16. A Cast is inserted, once per tensor,
+wherever an FP32 value enters an FP16 node or an FP16 value reaches a node outside the islands or a graph
+output; initialisers used only inside islands are stored in FP16 (half the file). So graph inputs and
+outputs keep their types, and post-processing that must stay FP32 (box decoding, NMS, RoIAlign, top-k,
+index arithmetic, custom ops) does, whatever the graph.
 """
 from __future__ import annotations
 
@@ -136,8 +137,8 @@ def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
                 if name in fp16_tensors:
                     n.input[i] = cast(name, TensorProto.FLOAT)
         new_nodes.append(n)
-    for public, inner in renamed.items():
-        new_nodes.append(helper.make_node("Cast", [inner], [public], to=TensorProto.FLOAT, name=f"{public}_cast"))
+    for public, produced in renamed.items():
+        new_nodes.append(helper.make_node("Cast", [produced], [public], to=TensorProto.FLOAT, name=f"{public}_cast"))
 
     out = onnx.ModelProto()
     out.CopyFrom(model)
