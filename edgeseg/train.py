@@ -80,7 +80,8 @@ class _TrainView(Dataset):
 
 def instance_targets(masks: torch.Tensor) -> list[dict]:
     """Per image of a B×H×W batch of id·256 + class masks: torchvision's detection targets (``boxes``
-    x1 y1 x2 y2 around each instance's pixels, ``labels`` its majority class, ``masks`` K×H×W uint8)."""
+    x1 y1 x2 y2 around each instance's pixels, ``labels`` its majority class, ``masks`` K×H×W uint8) and,
+    for panoptic models' semantic branch, ``semantic``: the H×W class map (IGNORE_INDEX kept)."""
     targets = []
     for m in masks:
         ids, classes = m // _ID_STRIDE, m % _ID_STRIDE
@@ -95,7 +96,8 @@ def instance_targets(masks: torch.Tensor) -> list[dict]:
             binary.append(inside.to(torch.uint8))
         targets.append({"boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
                         "labels": torch.tensor(labels, dtype=torch.int64),
-                        "masks": torch.stack(binary) if binary else torch.zeros(0, *m.shape, dtype=torch.uint8)})
+                        "masks": torch.stack(binary) if binary else torch.zeros(0, *m.shape, dtype=torch.uint8),
+                        "semantic": classes})
     return targets
 
 
@@ -123,7 +125,8 @@ def train(cfg: TrainConfig, checkpoint: str | Path, resume: bool = False, progre
     ds = get_dataset(cfg.dataset, "train", **cfg.dataset_args)
     info = ds.info
     model = create(cfg.model, num_classes=info.num_classes, in_channels=info.in_channels, **cfg.model_args)
-    instance = model_task(cfg.model) == "instance"
+    task = model_task(cfg.model)
+    instance = task in ("instance", "panoptic")  # both learn from per-instance targets
     if instance and getattr(ds, "instances", None) is None:
         raise EdgeSegError(f"data set '{cfg.dataset}' has no instance ids to train {cfg.model} on",
                            "use an instance data set: nuclei, lits, synthetic or coco:<images>,<json>")
@@ -173,7 +176,7 @@ def train(cfg: TrainConfig, checkpoint: str | Path, resume: bool = False, progre
             "std": list(info.std), "ignore_index": info.ignore_index, "size_divisor": model.size_divisor,
             "config": {"dataset": cfg.dataset, "dataset_args": _plain(cfg.dataset_args)}}
     if instance:
-        meta.update(task="instance", max_detections=model.max_detections)
+        meta.update(task=task, max_detections=model.max_detections)
 
     def fraction_done() -> float:
         by_iter = state["iteration"] / total_iters
@@ -189,7 +192,7 @@ def train(cfg: TrainConfig, checkpoint: str | Path, resume: bool = False, progre
             warm = min(1.0, 0.001 + 0.999 * state["iteration"] / cfg.warmup_iters) if cfg.warmup_iters > 0 else 1.0
             for group in opt.param_groups:
                 group["lr"] = warm * lr * (1 - min(fraction_done(), 1.0)) ** cfg.poly_power
-            if instance:  # torchvision's RPN and RoI-head losses (objectness, boxes, classes, masks)
+            if instance:  # the model's own losses (Mask R-CNN: torchvision's RPN and RoI-head losses)
                 loss = sum(model(image, instance_targets(mask)).values())
             else:
                 logits = model(image)["logits"]
