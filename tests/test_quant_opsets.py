@@ -164,3 +164,50 @@ def test_calibration_error_says_what_went_wrong(tmp_path):
         quantize_int8(path, tmp_path / "q.onnx", [np.zeros((1, 5, 32, 32), np.float32)], "minmax")
     assert "minmax calibration failed on 1×5×32×32 batches" in str(e.value) and "--method" not in e.value.fix
     assert not (tmp_path / "q.onnx").exists()
+
+
+def _graph(path, opset: int, nodes, initializers):
+    """A hand-written ONNX at ``opset``: 1×3×H×W ``input`` -> 1×2×H×W ``logits``, with a sidecar."""
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(0)
+    inits = [onnx.numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), k)
+             for k, s in (("w1", (2, 3, 3, 3)), ("w2", (2, 2, 3, 3)))]
+    inits += [onnx.numpy_helper.from_array(np.asarray(v), k) for k, v in initializers.items()]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, "h", "w"])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 2, "h", "w"])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=7), str(path))
+    (path.parent / (path.name + ".json")).write_text(json.dumps({"model": "hand", "class_names": ["a", "b"]}))
+
+
+@pytest.mark.parametrize("opset", [9, 11])
+def test_fp16_keeps_non_data_operands_in_their_own_types(opset, tmp_path):
+    """Which operands turn FP16 comes from the op schemas: Upsample's and Resize's scales/roi and Pad's pads keep
+    their types, Pad's constant value and Clip's bounds (inputs from opset 11) follow the data."""
+    from onnx import TensorProto, helper
+
+    path = tmp_path / "hand.onnx"
+    conv1 = helper.make_node("Conv", ["input", "w1"], ["c"], pads=[1, 1, 1, 1])
+    if opset == 9:  # Pad and Clip take attributes here; Upsample has its scales as an input
+        nodes = [conv1, helper.make_node("Conv", ["c", "w2"], ["d"], pads=[1, 1, 1, 1], strides=[2, 2]),
+                 helper.make_node("Clip", ["d"], ["k"], min=0.0, max=6.0),
+                 helper.make_node("Upsample", ["k", "scales"], ["logits"], mode="linear")]
+        inits = {"scales": np.array([1, 1, 2, 2], np.float32)}
+    else:
+        nodes = [conv1, helper.make_node("Pad", ["c", "pads", "value"], ["p"]),
+                 helper.make_node("Conv", ["p", "w2"], ["d"], strides=[2, 2]),
+                 helper.make_node("Clip", ["d", "lo", "hi"], ["k"]),
+                 helper.make_node("Resize", ["k", "roi", "scales"], ["logits"], mode="linear")]
+        inits = {"pads": np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64), "value": np.array(0.5, np.float32),
+                 "lo": np.array(0.0, np.float32), "hi": np.array(6.0, np.float32),
+                 "roi": np.array([], np.float32), "scales": np.array([1, 1, 2, 2], np.float32)}
+    _graph(path, opset, nodes, inits)
+    convert_fp16(path, tmp_path / "h.onnx")  # verified there: it loads and passes the FP16 parity row
+    converted = onnx.load(str(tmp_path / "h.onnx"))
+    # the whole chain runs in FP16: one Cast in (the FP32 input), one out (the FP32 output)
+    assert [n.op_type for n in converted.graph.node].count("Cast") == 2
+    types = {t.name: t.data_type for t in converted.graph.initializer}
+    assert types["w1"] == types["w2"] == TensorProto.FLOAT16 and types["scales"] == TensorProto.FLOAT
+    if opset == 11:
+        assert types["roi"] == TensorProto.FLOAT and types["pads"] == TensorProto.INT64
+        assert types["value"] == types["lo"] == types["hi"] == TensorProto.FLOAT16
