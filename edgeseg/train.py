@@ -124,8 +124,14 @@ def train(cfg: TrainConfig, checkpoint: str | Path, resume: bool = False, progre
     torch.manual_seed(cfg.seed)
     ds = get_dataset(cfg.dataset, "train", **cfg.dataset_args)
     info = ds.info
-    model = create(cfg.model, num_classes=info.num_classes, in_channels=info.in_channels, **cfg.model_args)
     task = model_task(cfg.model)
+    model_args = dict(cfg.model_args)
+    if task == "panoptic":  # which classes are things is the data set's to say
+        if not info.thing_classes:
+            raise EdgeSegError(f"data set '{cfg.dataset}' names no thing classes to train {cfg.model} on",
+                               "use a data set with things and stuff: nuclei, lits, synthetic, coco-panoptic:...")
+        model_args.setdefault("thing_classes", list(info.thing_classes))
+    model = create(cfg.model, num_classes=info.num_classes, in_channels=info.in_channels, **model_args)
     instance = task in ("instance", "panoptic")  # both learn from per-instance targets
     if instance and getattr(ds, "instances", None) is None:
         raise EdgeSegError(f"data set '{cfg.dataset}' has no instance ids to train {cfg.model} on",
