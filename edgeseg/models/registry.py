@@ -36,6 +36,9 @@ ARG_RANGES: dict[str, tuple] = {
     "box_batch_size_per_image": (int, 1, 4096),
     "mask_channels": (int, 1, 1024),
     "representation_size": (int, 1, 4096),
+    # panoptic models' semantic branch and merge (panoptic_fpn.py)
+    "semantic_channels": (int, 1, 1024),
+    "min_stuff_area": (int, 0, 1 << 24),
 }
 
 
