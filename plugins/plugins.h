@@ -11,10 +11,12 @@ namespace plugin
 {
 
 // The members every plugin declares the same way; the class body adds its parameters.
-#define EDGESEG_PLUGIN_BODY(Class, Name, Outputs)                                                                       \
+// Node: the node's entry in node_spec.h (its name and fields, generated from plugins/spec/nodes.json).
+#define EDGESEG_PLUGIN_BODY(Class, Node, Outputs)                                                                       \
 public:                                                                                                                \
-    static constexpr char const* kName = Name;                                                                         \
-    static std::vector<FieldSpec> const& specs();                                                                      \
+    using F = spec::Node;                                                                                              \
+    static constexpr char const* kName = F::kName;                                                                     \
+    static std::vector<FieldSpec> const& specs() { return node_fields<F>(); }                                          \
     static bool check(Fields const& f, std::string& error);                                                           \
     explicit Class(Fields const& f);                                                                                   \
     IPluginV3* clone() noexcept override                                                                               \
@@ -35,14 +37,14 @@ protected:                                                                      
 
 class RoIAlignPlugin : public PluginBase
 {
-    EDGESEG_PLUGIN_BODY(RoIAlignPlugin, "EdgeSegRoIAlign", 1)
+    EDGESEG_PLUGIN_BODY(RoIAlignPlugin, RoIAlignNode, 1)
 private:
     RoIAlignParams mParams;
 };
 
 class MultilevelRoIAlignPlugin : public PluginBase
 {
-    EDGESEG_PLUGIN_BODY(MultilevelRoIAlignPlugin, "EdgeSegMultilevelRoIAlign", 1)
+    EDGESEG_PLUGIN_BODY(MultilevelRoIAlignPlugin, MultilevelRoIAlignNode, 1)
 private:
     int32_t mOutH, mOutW, mSampling, mAligned;
     std::vector<float> mScales;
@@ -52,28 +54,28 @@ private:
 
 class DeformConv2dPlugin : public PluginBase
 {
-    EDGESEG_PLUGIN_BODY(DeformConv2dPlugin, "EdgeSegDeformConv2d", 1)
+    EDGESEG_PLUGIN_BODY(DeformConv2dPlugin, DeformConv2dNode, 1)
 private:
     DeformConvParams mParams; // kh, kw come from the weight's shape at enqueue
 };
 
 class DCNv3Plugin : public PluginBase
 {
-    EDGESEG_PLUGIN_BODY(DCNv3Plugin, "EdgeSegDCNv3", 1)
+    EDGESEG_PLUGIN_BODY(DCNv3Plugin, DCNv3Node, 1)
 private:
     DCNv3Params mParams;
 };
 
 class PasteMasksPlugin : public PluginBase
 {
-    EDGESEG_PLUGIN_BODY(PasteMasksPlugin, "EdgeSegPasteMasks", 1)
+    EDGESEG_PLUGIN_BODY(PasteMasksPlugin, PasteMasksNode, 1)
 private:
     float mThreshold;
 };
 
 class PanopticPastePlugin : public PluginBase
 {
-    EDGESEG_PLUGIN_BODY(PanopticPastePlugin, "EdgeSegPanopticPaste", 2)
+    EDGESEG_PLUGIN_BODY(PanopticPastePlugin, PanopticPasteNode, 2)
 private:
     int32_t mNumClasses, mNumThingClasses, mMinStuffArea;
     float mOverlapThreshold, mScoreThreshold;

@@ -189,10 +189,19 @@ _ONNX_TYPE = {np.dtype(np.float32): 1, np.dtype(np.int32): 6, np.dtype(np.float6
               np.dtype(np.float16): 10}
 
 
+def _spec_fields() -> dict[str, dict[str, dict]]:
+    """plugins/spec/nodes.json, the node spec: op -> field -> its entry (default, required, ...)."""
+    spec = json.loads((ROOT / "plugins" / "spec" / "nodes.json").read_text())
+    return {op: {f["name"]: f for f in node["fields"]} for op, node in spec["nodes"].items()}
+
+
+SPEC_FIELDS = _spec_fields()
+
+
 def _expected_shapes(c: Case) -> list[tuple[int, ...]]:
-    """The node spec's output shapes for the inputs and attributes given (the custom ops' defaults)."""
+    """The node spec's output shapes for the inputs and attributes given (absent fields: the spec's defaults)."""
     a = {n: x for n, x in c.inputs}
-    at = c.attrs
+    at = {name: f["default"] for name, f in SPEC_FIELDS[c.op].items() if not f.get("required")} | c.attrs
     pair = lambda name, d: tuple(at.get(name, d))  # noqa: E731
     if c.op in ("EdgeSegRoIAlign", "EdgeSegMultilevelRoIAlign"):
         ch = a["x"].shape[1] if c.op == "EdgeSegRoIAlign" else a["f0"].shape[1]
@@ -257,6 +266,8 @@ def _run_case(ort, onnx, lib: str, c: Case, known: set[str] = frozenset()) -> st
         if not type(e).__module__.startswith("onnxruntime"):
             raise AssertionError(f"{c.describe()}: raised {type(e).__module__}.{type(e).__name__}: {e}") from None
         return "refused"
+    missing = [name for name, f in SPEC_FIELDS[c.op].items() if f.get("required") and name not in c.attrs]
+    assert not missing, f"{c.describe()}: ran without the required attribute(s) {missing}"
     want = _expected_shapes(c)
     got = [tuple(o.shape) for o in outs]
     assert got == want, f"{c.describe()}: ran with output shapes {got}, the node spec says {want}"

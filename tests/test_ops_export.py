@@ -44,8 +44,9 @@ class DeformNet(nn.Module):
         self.with_mask = with_mask
         self.offset = nn.Conv2d(4, 2 * 2 * 9 + 2 * 9, 3, padding=1)
         nn.init.normal_(self.offset.weight, std=0.3)
-        self.weight = nn.Parameter(torch.randn(6, 2, 3, 3))
-        self.bias = nn.Parameter(torch.randn(6))
+        # Cout = Cin = 4 (groups 2): the output has one channel per class the test metadata names.
+        self.weight = nn.Parameter(torch.randn(4, 2, 3, 3))
+        self.bias = nn.Parameter(torch.randn(4))
 
     def forward(self, x):
         o = self.offset(x)

@@ -6,21 +6,15 @@ import subprocess
 import numpy as np
 import pytest
 
+from edgeseg.export.plugins import PLUGIN_SPEC
 from edgeseg.ops.native import plugin_dir
 
 LIB = plugin_dir() / "libedgeseg_trt.so"
 HOST_TESTS = plugin_dir() / "plugin_host_tests"
 needs_lib = pytest.mark.skipif(not LIB.is_file(), reason=f"{LIB} not built (scripts/build_plugins.sh needs nvcc)")
 
-EXPECTED_FIELDS = {
-    "EdgeSegRoIAlign": ["output_height", "output_width", "sampling_ratio", "spatial_scale", "aligned"],
-    "EdgeSegMultilevelRoIAlign": ["output_height", "output_width", "sampling_ratio", "aligned", "spatial_scales",
-                                  "canonical_scale", "canonical_level", "first_level"],
-    "EdgeSegDeformConv2d": ["stride", "padding", "dilation", "groups", "offset_groups"],
-    "EdgeSegDCNv3": ["kernel", "stride", "padding", "dilation", "group", "offset_scale"],
-    "EdgeSegPasteMasks": ["threshold"],
-    "EdgeSegPanopticPaste": ["num_classes", "num_thing_classes", "overlap_threshold", "min_stuff_area", "score_threshold"],
-}
+# The creators' field names, in order, from the one node spec (plugins/spec/nodes.json via PLUGIN_SPEC).
+EXPECTED_FIELDS = {op: list(fields) for op, fields in PLUGIN_SPEC.items()}
 
 
 @pytest.fixture(scope="module")

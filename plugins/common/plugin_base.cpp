@@ -117,11 +117,15 @@ bool parse_fields(char const* plugin, std::vector<FieldSpec> const& specs, Plugi
         }
     }
     for (size_t k = 0; k < specs.size(); ++k)
+    {
         if (specs[k].required && !seen[k])
         {
             error = std::string(plugin) + ": required field '" + specs[k].name + "' is missing";
             return false;
         }
+        if (!seen[k])
+            out.values[k] = specs[k].defaults;
+    }
     return true;
 }
 

@@ -23,7 +23,9 @@ constexpr char const* kNamespace = "";
 
 void report_error(std::string const& message); // to TensorRT's logger, and kept for edgeseg_plugin_last_error()
 
-// One field: name, type (kINT32 or kFLOAT32), element count (min..max) and the range of each value.
+// One field: name, type (kINT32 or kFLOAT32), element count (min..max), the range of each value, and
+// required or the default values an absent field gets. Built from the node spec (node_spec.h), never
+// written by hand.
 struct FieldSpec
 {
     char const* name;
@@ -31,9 +33,26 @@ struct FieldSpec
     int32_t min_length, max_length;
     double lo, hi;
     bool required;
+    std::vector<double> defaults;
 };
 
-// Parsed values of one collection, by spec index. Validation fills `error` and returns false.
+// The creator's field list of a node of node_spec.h (spec::RoIAlignNode, ...), in the spec's order.
+template <class Node>
+std::vector<FieldSpec> const& node_fields()
+{
+    static std::vector<FieldSpec> const s = [] {
+        std::vector<FieldSpec> v;
+        for (spec::FieldDef const& d : Node::kFields)
+            v.push_back({d.name, d.type == spec::FieldType::kInt32 ? PluginFieldType::kINT32 : PluginFieldType::kFLOAT32,
+                d.min_count, d.max_count, d.range.lo, d.range.hi, d.required,
+                std::vector<double>(d.defaults, d.defaults + d.n_defaults)});
+        return v;
+    }();
+    return s;
+}
+
+// Parsed values of one collection, by spec index (a node's Field enum); an absent optional field holds its
+// default. Validation fills `error` and returns false.
 struct Fields
 {
     std::vector<std::vector<double>> values;

@@ -1,6 +1,7 @@
 // ONNX Runtime custom ops (domain "edgeseg") for the tensorrt-flavour graphs: the plugin nodes run on
 // the CPU through the same launchers as impl="native", so graph surgery is tested on every machine.
-// Attributes are read with the names, defaults and meanings of the TensorRT plugin creators' fields;
+// Attributes are read with the names, defaults and meanings of the TensorRT plugin creators' fields (both
+// from node_spec.h, generated from plugins/spec/nodes.json; a required field left out is refused);
 // an attribute of the wrong type or length is refused (never silently replaced by its default), and
 // shapes and ranges are checked by the launchers' validation (edgeseg/validate.h) before any output
 // is allocated. Every refusal reaches ONNX Runtime as an error status naming the op and the input.
@@ -15,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "edgeseg/node_spec.h"
 #include "edgeseg_cpu.h"
 
 namespace
@@ -89,6 +91,44 @@ std::vector<int> pair_attr(OrtKernelInfo const* info, char const* op, char const
         if (x < INT32_MIN || x > INT32_MAX)
             throw Refused(std::string(op) + ": attribute '" + name + "' value " + std::to_string(x) + " does not fit int32");
     return {static_cast<int>(v[0]), static_cast<int>(v[1])};
+}
+
+// The attribute of node-spec field `d` (node_spec.h, generated from plugins/spec/nodes.json): the spec's
+// name, type, count and default, as the TensorRT creator reads it; a required field left out is refused.
+using edgeseg::spec::FieldDef;
+
+void require_attr(OrtKernelInfo const* info, char const* op, FieldDef const& d)
+{
+    if (d.required && !has_attr(Ort::ConstKernelInfo(info), d.name))
+        throw Refused(std::string(op) + ": attribute '" + d.name + "' is required");
+}
+
+int int_attr(OrtKernelInfo const* info, char const* op, FieldDef const& d)
+{
+    require_attr(info, op, d);
+    return int_attr(info, op, d.name, static_cast<int>(d.defaults[0]));
+}
+
+float float_attr(OrtKernelInfo const* info, char const* op, FieldDef const& d)
+{
+    require_attr(info, op, d);
+    return float_attr(info, op, d.name, static_cast<float>(d.defaults[0]));
+}
+
+std::vector<int> pair_attr(OrtKernelInfo const* info, char const* op, FieldDef const& d)
+{
+    require_attr(info, op, d);
+    return pair_attr(info, op, d.name, {static_cast<int64_t>(d.defaults[0]), static_cast<int64_t>(d.defaults[1])});
+}
+
+std::vector<float> floats_attr(OrtKernelInfo const* info, char const* op, FieldDef const& d)
+{
+    require_attr(info, op, d);
+    std::vector<float> fallback;
+    for (int i = 0; i < d.n_defaults; ++i)
+        fallback.push_back(static_cast<float>(d.defaults[i]));
+    return read_attr(info, op, d.name, "a list of floats", fallback,
+        [&](Ort::ConstKernelInfo i) { return i.GetAttributes<float>(d.name); });
 }
 
 // Every input of the node is given (a name, not ""), `count` of them (at least, for a variadic op).
@@ -176,12 +216,13 @@ void run_one(Tensor<T>& y, Launch&& launch)
 struct RoIAlign
 {
     bool inputs_given; // first: members initialise in declaration order
-    static constexpr char const* kOp = "EdgeSegRoIAlign";
+    using F = edgeseg::spec::RoIAlignNode;
+    static constexpr char const* kOp = F::kName;
     RoIAlign(OrtApi const*, OrtKernelInfo const* info)
         : inputs_given(require_inputs(info, kOp, 3)),
-          out_h(int_attr(info, kOp, "output_height", 1)), out_w(int_attr(info, kOp, "output_width", 1)),
-          sampling(int_attr(info, kOp, "sampling_ratio", -1)), aligned(int_attr(info, kOp, "aligned", 0)),
-          scale(float_attr(info, kOp, "spatial_scale", 1.f))
+          out_h(int_attr(info, kOp, F::kFields[F::output_height])), out_w(int_attr(info, kOp, F::kFields[F::output_width])),
+          sampling(int_attr(info, kOp, F::kFields[F::sampling_ratio])), aligned(int_attr(info, kOp, F::kFields[F::aligned])),
+          scale(float_attr(info, kOp, F::kFields[F::spatial_scale]))
     {
     }
     Ort::Status Compute(Tensor<float> const& x, Tensor<float> const& rois, Tensor<int32_t> const& batch, Tensor<float>& y)
@@ -200,15 +241,16 @@ struct RoIAlign
 struct MultilevelRoIAlign
 {
     bool inputs_given; // first: members initialise in declaration order
-    static constexpr char const* kOp = "EdgeSegMultilevelRoIAlign";
+    using F = edgeseg::spec::MultilevelRoIAlignNode;
+    static constexpr char const* kOp = F::kName;
     MultilevelRoIAlign(OrtApi const*, OrtKernelInfo const* info)
         : inputs_given(require_inputs(info, kOp, 3, true)),
-          out_h(int_attr(info, kOp, "output_height", 1)), out_w(int_attr(info, kOp, "output_width", 1)),
-          sampling(int_attr(info, kOp, "sampling_ratio", -1)), aligned(int_attr(info, kOp, "aligned", 0)),
-          scales(read_attr(info, kOp, "spatial_scales", "a list of floats", std::vector<float>{},
-              [](Ort::ConstKernelInfo i) { return i.GetAttributes<float>("spatial_scales"); })),
-          canonical_scale(float_attr(info, kOp, "canonical_scale", 224.f)),
-          canonical_level(int_attr(info, kOp, "canonical_level", 4)), first_level(int_attr(info, kOp, "first_level", 2))
+          out_h(int_attr(info, kOp, F::kFields[F::output_height])), out_w(int_attr(info, kOp, F::kFields[F::output_width])),
+          sampling(int_attr(info, kOp, F::kFields[F::sampling_ratio])), aligned(int_attr(info, kOp, F::kFields[F::aligned])),
+          scales(floats_attr(info, kOp, F::kFields[F::spatial_scales])),
+          canonical_scale(float_attr(info, kOp, F::kFields[F::canonical_scale])),
+          canonical_level(int_attr(info, kOp, F::kFields[F::canonical_level])),
+          first_level(int_attr(info, kOp, F::kFields[F::first_level]))
     {
     }
     // The variadic features are read from the context: ONNX Runtime does not make them one type, and the
@@ -254,12 +296,13 @@ struct MultilevelRoIAlign
 struct DeformConv2d
 {
     bool inputs_given; // first: members initialise in declaration order
-    static constexpr char const* kOp = "EdgeSegDeformConv2d";
+    using F = edgeseg::spec::DeformConv2dNode;
+    static constexpr char const* kOp = F::kName;
     DeformConv2d(OrtApi const*, OrtKernelInfo const* info)
         : inputs_given(require_inputs(info, kOp, 5)),
-          stride(pair_attr(info, kOp, "stride", {1, 1})), padding(pair_attr(info, kOp, "padding", {0, 0})),
-          dilation(pair_attr(info, kOp, "dilation", {1, 1})), groups(int_attr(info, kOp, "groups", 1)),
-          offset_groups(int_attr(info, kOp, "offset_groups", 1))
+          stride(pair_attr(info, kOp, F::kFields[F::stride])), padding(pair_attr(info, kOp, F::kFields[F::padding])),
+          dilation(pair_attr(info, kOp, F::kFields[F::dilation])), groups(int_attr(info, kOp, F::kFields[F::groups])),
+          offset_groups(int_attr(info, kOp, F::kFields[F::offset_groups]))
     {
     }
     // bias and mask: optional (absent, or a tensor with no elements).
@@ -281,12 +324,13 @@ struct DeformConv2d
 struct DCNv3
 {
     bool inputs_given; // first: members initialise in declaration order
-    static constexpr char const* kOp = "EdgeSegDCNv3";
+    using F = edgeseg::spec::DCNv3Node;
+    static constexpr char const* kOp = F::kName;
     DCNv3(OrtApi const*, OrtKernelInfo const* info)
         : inputs_given(require_inputs(info, kOp, 3)),
-          kernel(pair_attr(info, kOp, "kernel", {3, 3})), stride(pair_attr(info, kOp, "stride", {1, 1})),
-          padding(pair_attr(info, kOp, "padding", {0, 0})), dilation(pair_attr(info, kOp, "dilation", {1, 1})),
-          group(int_attr(info, kOp, "group", 1)), offset_scale(float_attr(info, kOp, "offset_scale", 1.f))
+          kernel(pair_attr(info, kOp, F::kFields[F::kernel])), stride(pair_attr(info, kOp, F::kFields[F::stride])),
+          padding(pair_attr(info, kOp, F::kFields[F::padding])), dilation(pair_attr(info, kOp, F::kFields[F::dilation])),
+          group(int_attr(info, kOp, F::kFields[F::group])), offset_scale(float_attr(info, kOp, F::kFields[F::offset_scale]))
     {
     }
     Ort::Status Compute(Tensor<float> const& x, Tensor<float> const& offset, Tensor<float> const& mask, Tensor<float>& y)
@@ -307,10 +351,11 @@ struct DCNv3
 struct PasteMasks
 {
     bool inputs_given; // first: members initialise in declaration order
-    static constexpr char const* kOp = "EdgeSegPasteMasks";
+    using F = edgeseg::spec::PasteMasksNode;
+    static constexpr char const* kOp = F::kName;
     PasteMasks(OrtApi const*, OrtKernelInfo const* info)
         : inputs_given(require_inputs(info, kOp, 3)),
-          threshold(float_attr(info, kOp, "threshold", .5f))
+          threshold(float_attr(info, kOp, F::kFields[F::threshold]))
     {
     }
     Ort::Status Compute(Tensor<float> const& masks, Tensor<float> const& boxes, Tensor<float> const& image, Tensor<float>& y)
@@ -327,12 +372,14 @@ struct PasteMasks
 struct PanopticPaste
 {
     bool inputs_given; // first: members initialise in declaration order
-    static constexpr char const* kOp = "EdgeSegPanopticPaste";
+    using F = edgeseg::spec::PanopticPasteNode;
+    static constexpr char const* kOp = F::kName;
     PanopticPaste(OrtApi const*, OrtKernelInfo const* info)
         : inputs_given(require_inputs(info, kOp, 4)),
-          num_classes(int_attr(info, kOp, "num_classes", 1)), num_thing_classes(int_attr(info, kOp, "num_thing_classes", 0)),
-          min_stuff_area(int_attr(info, kOp, "min_stuff_area", 4096)),
-          overlap(float_attr(info, kOp, "overlap_threshold", .5f)), score(float_attr(info, kOp, "score_threshold", .5f))
+          num_classes(int_attr(info, kOp, F::kFields[F::num_classes])),
+          num_thing_classes(int_attr(info, kOp, F::kFields[F::num_thing_classes])),
+          min_stuff_area(int_attr(info, kOp, F::kFields[F::min_stuff_area])),
+          overlap(float_attr(info, kOp, F::kFields[F::overlap_threshold])), score(float_attr(info, kOp, F::kFields[F::score_threshold]))
     {
     }
     Ort::Status Compute(Tensor<int32_t> const& semantic, Tensor<float> const& masks, Tensor<float> const& scores,

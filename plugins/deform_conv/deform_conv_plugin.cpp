@@ -10,33 +10,11 @@ namespace edgeseg
 namespace plugin
 {
 
-namespace
-{
-FieldSpec pair_spec(char const* name, Range r, bool required)
-{
-    return {name, PluginFieldType::kINT32, 2, 2, r.lo, r.hi, required};
-}
-
-int32_t get_or(Fields const& f, size_t k, size_t at, int32_t fallback)
-{
-    return f.values[k].empty() ? fallback : f.i(k, at);
-}
-} // namespace
-
-std::vector<FieldSpec> const& DeformConv2dPlugin::specs()
-{
-    static std::vector<FieldSpec> const s{pair_spec("stride", spec::kStride, false),
-        pair_spec("padding", spec::kPadding, false), pair_spec("dilation", spec::kDilation, false),
-        {"groups", PluginFieldType::kINT32, 1, 1, spec::kGroups.lo, spec::kGroups.hi, false},
-        {"offset_groups", PluginFieldType::kINT32, 1, 1, spec::kGroups.lo, spec::kGroups.hi, false}};
-    return s;
-}
-
 bool DeformConv2dPlugin::check(Fields const&, std::string&) { return true; }
 
 DeformConv2dPlugin::DeformConv2dPlugin(Fields const& f)
-    : mParams{0, 0, get_or(f, 0, 0, 1), get_or(f, 0, 1, 1), get_or(f, 1, 0, 0), get_or(f, 1, 1, 0), get_or(f, 2, 0, 1),
-        get_or(f, 2, 1, 1), get_or(f, 3, 0, 1), get_or(f, 4, 0, 1)}
+    : mParams{0, 0, f.i(F::stride, 0), f.i(F::stride, 1), f.i(F::padding, 0), f.i(F::padding, 1), f.i(F::dilation, 0),
+        f.i(F::dilation, 1), f.i(F::groups), f.i(F::offset_groups)}
 {
 }
 
@@ -111,21 +89,11 @@ int32_t DeformConv2dPlugin::enqueue(PluginTensorDesc const* in, PluginTensorDesc
     return e == cudaSuccess ? 0 : -1;
 }
 
-std::vector<FieldSpec> const& DCNv3Plugin::specs()
-{
-    static std::vector<FieldSpec> const s{pair_spec("kernel", spec::kDCNv3Kernel, true),
-        pair_spec("stride", spec::kStride, false), pair_spec("padding", spec::kPadding, false),
-        pair_spec("dilation", spec::kDilation, false),
-        {"group", PluginFieldType::kINT32, 1, 1, spec::kDCNv3Group.lo, spec::kDCNv3Group.hi, false},
-        {"offset_scale", PluginFieldType::kFLOAT32, 1, 1, spec::kOffsetScale.lo, spec::kOffsetScale.hi, false}};
-    return s;
-}
-
 bool DCNv3Plugin::check(Fields const&, std::string&) { return true; }
 
 DCNv3Plugin::DCNv3Plugin(Fields const& f)
-    : mParams{f.i(0, 0), f.i(0, 1), get_or(f, 1, 0, 1), get_or(f, 1, 1, 1), get_or(f, 2, 0, 0), get_or(f, 2, 1, 0),
-        get_or(f, 3, 0, 1), get_or(f, 3, 1, 1), get_or(f, 4, 0, 1), f.values[5].empty() ? 1.f : f.f(5)}
+    : mParams{f.i(F::kernel, 0), f.i(F::kernel, 1), f.i(F::stride, 0), f.i(F::stride, 1), f.i(F::padding, 0),
+        f.i(F::padding, 1), f.i(F::dilation, 0), f.i(F::dilation, 1), f.i(F::group), f.f(F::offset_scale)}
 {
 }
 

@@ -10,16 +10,10 @@ namespace edgeseg
 namespace plugin
 {
 
-std::vector<FieldSpec> const& PasteMasksPlugin::specs()
-{
-    static std::vector<FieldSpec> const s{{"threshold", PluginFieldType::kFLOAT32, 1, 1, spec::kPasteThreshold.lo, spec::kPasteThreshold.hi, false}};
-    return s;
-}
-
 bool PasteMasksPlugin::check(Fields const&, std::string&) { return true; }
 
 PasteMasksPlugin::PasteMasksPlugin(Fields const& f)
-    : mThreshold(f.values[0].empty() ? .5f : f.f(0))
+    : mThreshold(f.f(F::threshold))
 {
 }
 
@@ -80,20 +74,9 @@ int32_t PasteMasksPlugin::enqueue(PluginTensorDesc const* in, PluginTensorDesc c
     return e == cudaSuccess ? 0 : -1;
 }
 
-std::vector<FieldSpec> const& PanopticPastePlugin::specs()
-{
-    static std::vector<FieldSpec> const s{
-        {"num_classes", PluginFieldType::kINT32, 1, 1, spec::kNumClasses.lo, spec::kNumClasses.hi, true},
-        {"num_thing_classes", PluginFieldType::kINT32, 1, 1, spec::kNumThingClasses.lo, spec::kNumThingClasses.hi, true},
-        {"overlap_threshold", PluginFieldType::kFLOAT32, 1, 1, spec::kOverlapThreshold.lo, spec::kOverlapThreshold.hi, false},
-        {"min_stuff_area", PluginFieldType::kINT32, 1, 1, spec::kMinStuffArea.lo, spec::kMinStuffArea.hi, false},
-        {"score_threshold", PluginFieldType::kFLOAT32, 1, 1, spec::kScoreThreshold.lo, spec::kScoreThreshold.hi, false}};
-    return s;
-}
-
 bool PanopticPastePlugin::check(Fields const& f, std::string& error)
 {
-    if (f.i(1) > f.i(0))
+    if (f.i(F::num_thing_classes) > f.i(F::num_classes))
     {
         error = "EdgeSegPanopticPaste: num_thing_classes exceeds num_classes";
         return false;
@@ -102,11 +85,11 @@ bool PanopticPastePlugin::check(Fields const& f, std::string& error)
 }
 
 PanopticPastePlugin::PanopticPastePlugin(Fields const& f)
-    : mNumClasses(f.i(0))
-    , mNumThingClasses(f.i(1))
-    , mMinStuffArea(f.values[3].empty() ? 4096 : f.i(3))
-    , mOverlapThreshold(f.values[2].empty() ? .5f : f.f(2))
-    , mScoreThreshold(f.values[4].empty() ? .5f : f.f(4))
+    : mNumClasses(f.i(F::num_classes))
+    , mNumThingClasses(f.i(F::num_thing_classes))
+    , mMinStuffArea(f.i(F::min_stuff_area))
+    , mOverlapThreshold(f.f(F::overlap_threshold))
+    , mScoreThreshold(f.f(F::score_threshold))
 {
 }
 

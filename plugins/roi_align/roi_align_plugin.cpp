@@ -13,24 +13,8 @@ namespace edgeseg
 namespace plugin
 {
 
-namespace
-{
-FieldSpec const kOutH{"output_height", PluginFieldType::kINT32, 1, 1, spec::kOutputSize.lo, spec::kOutputSize.hi, true};
-FieldSpec const kOutW{"output_width", PluginFieldType::kINT32, 1, 1, spec::kOutputSize.lo, spec::kOutputSize.hi, true};
-FieldSpec const kSampling{"sampling_ratio", PluginFieldType::kINT32, 1, 1, spec::kSamplingRatio.lo, spec::kSamplingRatio.hi, false};
-FieldSpec const kAligned{"aligned", PluginFieldType::kINT32, 1, 1, spec::kAligned.lo, spec::kAligned.hi, false};
-} // namespace
-
-std::vector<FieldSpec> const& RoIAlignPlugin::specs()
-{
-    static std::vector<FieldSpec> const s{kOutH, kOutW, kSampling,
-        {"spatial_scale", PluginFieldType::kFLOAT32, 1, 1, spec::kSpatialScale.lo, spec::kSpatialScale.hi, false}, kAligned};
-    return s;
-}
-
 RoIAlignPlugin::RoIAlignPlugin(Fields const& f)
-    : mParams{f.i(0), f.i(1), f.values[2].empty() ? -1 : f.i(2), f.values[3].empty() ? 1.f : f.f(3),
-        f.values[4].empty() ? 0 : f.i(4)}
+    : mParams{f.i(F::output_height), f.i(F::output_width), f.i(F::sampling_ratio), f.f(F::spatial_scale), f.i(F::aligned)}
 {
 }
 
@@ -100,25 +84,15 @@ int32_t RoIAlignPlugin::enqueue(PluginTensorDesc const* in, PluginTensorDesc con
     return e == cudaSuccess ? 0 : -1;
 }
 
-std::vector<FieldSpec> const& MultilevelRoIAlignPlugin::specs()
-{
-    static std::vector<FieldSpec> const s{kOutH, kOutW, kSampling, kAligned,
-        {"spatial_scales", PluginFieldType::kFLOAT32, 1, kMaxLevels, spec::kLevelScale.lo, spec::kLevelScale.hi, true},
-        {"canonical_scale", PluginFieldType::kFLOAT32, 1, 1, spec::kCanonicalScale.lo, spec::kCanonicalScale.hi, false},
-        {"canonical_level", PluginFieldType::kINT32, 1, 1, spec::kLevel.lo, spec::kLevel.hi, false},
-        {"first_level", PluginFieldType::kINT32, 1, 1, spec::kLevel.lo, spec::kLevel.hi, true}};
-    return s;
-}
-
 MultilevelRoIAlignPlugin::MultilevelRoIAlignPlugin(Fields const& f)
-    : mOutH(f.i(0))
-    , mOutW(f.i(1))
-    , mSampling(f.values[2].empty() ? -1 : f.i(2))
-    , mAligned(f.values[3].empty() ? 0 : f.i(3))
-    , mScales(f.values[4].begin(), f.values[4].end())
-    , mCanonicalScale(f.values[5].empty() ? 224.f : f.f(5))
-    , mCanonicalLevel(f.values[6].empty() ? 4 : f.i(6))
-    , mFirstLevel(f.i(7))
+    : mOutH(f.i(F::output_height))
+    , mOutW(f.i(F::output_width))
+    , mSampling(f.i(F::sampling_ratio))
+    , mAligned(f.i(F::aligned))
+    , mScales(f.values[F::spatial_scales].begin(), f.values[F::spatial_scales].end())
+    , mCanonicalScale(f.f(F::canonical_scale))
+    , mCanonicalLevel(f.i(F::canonical_level))
+    , mFirstLevel(f.i(F::first_level))
 {
 }
 

@@ -562,6 +562,83 @@ void test_feature_type_dispatch()
     EXPECT(edgeseg::cuda::with_feature_type(true, is_half) && !edgeseg::cuda::with_feature_type(false, is_half));
 }
 
+// The creators follow the node spec (node_spec.h, generated from plugins/spec/nodes.json) field by field:
+// the field list's names, types and order; a plugin made from the required fields alone serializes every
+// optional field at the spec's default; and each required field left out is refused, naming it.
+template <class Node>
+void check_node_against_spec()
+{
+    IPluginCreatorV3One* c = creator(Node::kName);
+    EXPECT(c != nullptr);
+    if (!c)
+        return;
+    PluginFieldCollection const* names = c->getFieldNames();
+    EXPECT(names->nbFields == Node::kFieldCount);
+    for (int k = 0; k < Node::kFieldCount && k < names->nbFields; ++k)
+    {
+        auto const& d = Node::kFields[k];
+        EXPECT(std::strcmp(names->fields[k].name, d.name) == 0);
+        EXPECT(names->fields[k].type
+            == (d.type == edgeseg::spec::FieldType::kInt32 ? PluginFieldType::kINT32 : PluginFieldType::kFLOAT32));
+    }
+    FieldSet required;
+    for (auto const& d : Node::kFields)
+        if (d.required && d.type == edgeseg::spec::FieldType::kInt32)
+            required.i(d.name, std::vector<int32_t>(d.min_count, static_cast<int32_t>(d.range.lo)));
+        else if (d.required)
+            required.f(d.name, std::vector<float>(d.min_count, static_cast<float>(d.range.hi)));
+    IPluginV3* p = create(Node::kName, required);
+    EXPECT(p != nullptr);
+    if (p)
+    {
+        auto const* fc = cap<IPluginV3OneRuntime>(p, PluginCapabilityType::kRUNTIME)->getFieldsToSerialize();
+        EXPECT(fc->nbFields == Node::kFieldCount);
+        for (int k = 0; k < Node::kFieldCount && k < fc->nbFields; ++k)
+        {
+            auto const& d = Node::kFields[k];
+            EXPECT(std::strcmp(fc->fields[k].name, d.name) == 0);
+            if (d.required)
+                continue;
+            EXPECT(fc->fields[k].length == d.n_defaults);
+            for (int i = 0; i < d.n_defaults && i < fc->fields[k].length; ++i)
+            {
+                double const v = fc->fields[k].type == PluginFieldType::kINT32
+                    ? static_cast<int32_t const*>(fc->fields[k].data)[i]
+                    : static_cast<double>(static_cast<float const*>(fc->fields[k].data)[i]);
+                if (v != static_cast<double>(static_cast<float>(d.defaults[i])))
+                    std::printf("  %s field '%s' serializes %g, the spec's default is %g\n", Node::kName, d.name, v, d.defaults[i]);
+                EXPECT(v == static_cast<double>(static_cast<float>(d.defaults[i])));
+            }
+        }
+        delete p;
+    }
+    for (auto const& left_out : Node::kFields)
+    {
+        if (!left_out.required)
+            continue;
+        FieldSet fs;
+        for (auto const& d : Node::kFields)
+            if (d.required && &d != &left_out && d.type == edgeseg::spec::FieldType::kInt32)
+                fs.i(d.name, std::vector<int32_t>(d.min_count, static_cast<int32_t>(d.range.lo)));
+            else if (d.required && &d != &left_out)
+                fs.f(d.name, std::vector<float>(d.min_count, static_cast<float>(d.range.hi)));
+        IPluginV3* q = create(Node::kName, fs);
+        EXPECT(q == nullptr && std::string(edgeseg_plugin_last_error()).find(left_out.name) != std::string::npos);
+        delete q;
+    }
+}
+
+void test_creators_follow_the_node_spec()
+{
+    using namespace edgeseg::spec;
+    check_node_against_spec<RoIAlignNode>();
+    check_node_against_spec<MultilevelRoIAlignNode>();
+    check_node_against_spec<DeformConv2dNode>();
+    check_node_against_spec<DCNv3Node>();
+    check_node_against_spec<PasteMasksNode>();
+    check_node_against_spec<PanopticPasteNode>();
+}
+
 int main()
 {
     test_creators();
@@ -574,6 +651,7 @@ int main()
     test_deform_output_size_is_the_convolution_formula();
     test_deform_grid_is_within_cuda_limits();
     test_feature_type_dispatch();
+    test_creators_follow_the_node_spec();
     std::printf(failures ? "%d FAILED\n" : "all plugin host tests passed\n", failures);
     return failures ? 1 : 0;
 }

@@ -11,6 +11,7 @@
 #include <string>
 
 #include "edgeseg/deform_conv.h"
+#include "edgeseg/node_spec.h"
 #include "edgeseg/roi_align.h"
 
 namespace edgeseg
@@ -22,34 +23,10 @@ constexpr int kMaxRank = 8;
 constexpr int64_t kMaxElements = (int64_t{1} << 31) - 1;
 constexpr int kMaxLevels = 8; // feature levels of the multi-level RoIAlign
 
-// The node spec's attribute ranges (inclusive). The TensorRT creators' FieldSpecs use these constants.
-struct Range
-{
-    double lo, hi;
-};
-namespace spec
-{
-constexpr Range kOutputSize{1, 1024};       // RoIAlign output_height / output_width
-constexpr Range kSamplingRatio{-1, 64};     // <= 0: adaptive (capped at kMaxRoISamples, see roi_align.h)
-constexpr Range kAligned{0, 1};
-constexpr Range kSpatialScale{1e-6, 1e4};   // single-level RoIAlign
-constexpr Range kLevelScale{1e-6, 1.0};     // multi-level RoIAlign spatial_scales
-constexpr Range kCanonicalScale{1e-3, 1e5};
-constexpr Range kLevel{0, 16};              // canonical_level, first_level
-constexpr Range kStride{1, 64};
-constexpr Range kPadding{0, 1024};
-constexpr Range kDilation{1, 64};
-constexpr Range kGroups{1, 65536};          // DeformConv2d groups and offset_groups
-constexpr Range kDCNv3Kernel{1, 15};
-constexpr Range kDCNv3Group{1, 4096};
-constexpr Range kOffsetScale{1e-6, 1e3};
-constexpr Range kPasteThreshold{-1.0, 1.0}; // < 0: soft masks
-constexpr Range kNumClasses{1, 65535};
-constexpr Range kNumThingClasses{0, 65535};
-constexpr Range kOverlapThreshold{0.0, 1.0};
-constexpr Range kMinStuffArea{0, 2147483647.0};
-constexpr Range kScoreThreshold{0.0, 1.0};
-} // namespace spec
+// The node spec's attribute ranges (Range, spec::k*) and fields come from node_spec.h, generated from
+// plugins/spec/nodes.json; the TensorRT creators and the ONNX Runtime ops read the same header.
+static_assert(spec::MultilevelRoIAlignNode::kFields[spec::MultilevelRoIAlignNode::spatial_scales].max_count == kMaxLevels,
+    "nodes.json: spatial_scales holds at most kMaxLevels values");
 
 struct Shape
 {
