@@ -1,6 +1,7 @@
 """DeepLabV3+ (Chen et al.): an atrous backbone (output stride 16 or 8), Atrous Spatial Pyramid
 Pooling (1×1 conv, three 3×3 atrous convs, image-level pooling) and a decoder that fuses the
-×4-upsampled ASPP output with stride-4 low-level features. Backbones: ResNet-18/50, MobileNetV3-Large.
+×4-upsampled ASPP output with stride-4 low-level features. Backbones: ResNet-18/50, MobileNetV3-Large, and
+any multi-scale backbone of ``edgeseg.models.backbones`` (InternImage: its stride-4 and last features).
 """
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models import mobilenet_v3_large, resnet18, resnet50
 
+from edgeseg.models.backbones import internimage
 from edgeseg.models.common import conv_bn_relu, set_output_stride
 from edgeseg.models.registry import register
 
@@ -61,6 +63,20 @@ class MobileNetV3Backbone(nn.Module):
         return low, self.high(low)
 
 
+class MultiScaleBackbone(nn.Module):
+    """A backbone returning features at strides 4…32 (``out_channels``), seen as DeepLabV3+ takes one:
+    (the stride-4 features, the last features)."""
+
+    def __init__(self, body: nn.Module):
+        super().__init__()
+        self.body = body
+        self.low_channels, self.high_channels = body.out_channels[0], body.out_channels[-1]
+
+    def forward(self, x):
+        feats = self.body(x)
+        return feats[0], feats[-1]
+
+
 class DeepLabV3Plus(nn.Module):
     def __init__(self, backbone: nn.Module, num_classes: int, output_stride: int, aspp_channels: int = 256):
         super().__init__()
@@ -94,3 +110,17 @@ def _deeplab(num_classes: int, in_channels: int, backbone: str, output_stride: i
 for _b in ("resnet18", "resnet50", "mobilenetv3"):
     for _os in (16, 8):
         register(f"deeplabv3plus_{_b}_os{_os}", backbone=_b, output_stride=_os)(_deeplab)
+
+
+def _deeplab_internimage(num_classes: int, in_channels: int, config: str, output_stride: int = 16,
+                         drop_path: float | None = None) -> DeepLabV3Plus:
+    """DeepLabV3+ on InternImage (DCNv3 stages); ``drop_path``: the backbone's stochastic depth rate
+    (default: the configuration's, 0.2 for -T)."""
+    if output_stride not in ASPP_RATES:
+        raise ValueError(f"output_stride must be 8 or 16, got {output_stride}")
+    body = internimage(config, in_channels, output_stride, drop_path)
+    return DeepLabV3Plus(MultiScaleBackbone(body), num_classes, output_stride)
+
+
+register("deeplabv3plus_internimage_t", config="t", output_stride=16)(_deeplab_internimage)
+register("deeplabv3plus_internimage_cpu", config="cpu", output_stride=16)(_deeplab_internimage)

@@ -25,6 +25,7 @@ ARG_RANGES: dict[str, tuple] = {
     "fc_channels": (int, 1, 4096),
     "width_mult": (float, 0.0625, 2.0),
     "dropout": (float, 0.0, 1.0),
+    "drop_path": (float, 0.0, 1.0),    # stochastic depth rate of a backbone's last block (InternImage)
     "batch_norm": (bool,),
     "head": (str, ("v1", "v2", "v2p")),
     "max_detections": (int, 1, 1000),  # instance models: D, the fixed number of detection slots
