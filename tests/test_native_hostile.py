@@ -266,6 +266,13 @@ def test_ort_deform_conv_sizes_output_by_the_convolution_formula():
     feed["o"] = np.zeros((1, 18, 6, 6), np.float32)
     (y,) = s.run(None, feed)  # empty bias and mask: absent (the one definition the plugin and surgery share)
     assert y.shape == (1, 3, 6, 6)
+    # Any rank: a 4-D mask and a 2-D bias with no elements are absent too, and give the same result.
+    s4 = ort_session(node, [vi("x", F, 4), vi("w", F, 4), vi("o", F, 4), vi("b", F, None), vi("m", F, None)],
+                     [vi("y", F, 4)])
+    (y4,) = s4.run(None, {**feed, "b": np.zeros((3, 0), np.float32), "m": np.zeros((1, 0, 6, 6), np.float32)})
+    np.testing.assert_array_equal(y4, y)
+    with pytest.raises(Exception, match="bias"):  # a scalar has one element: present, and not Cout
+        s4.run(None, {**feed, "b": np.zeros((), np.float32)})
 
 
 def test_ort_multilevel_features_of_another_type_are_refused():

@@ -515,6 +515,39 @@ void test_enqueue_validates_shapes()
         {run_desc({3, 28, 28}), run_desc({3, 4}), run_desc({1, 3, 64, 64})}, {run_desc({3, 32, 64})}, "output"));
 }
 
+// Absent bias or mask = an input with no elements, of any rank (the one definition, validate.h's
+// optional_input): enqueue then hands the launcher a null pointer. A tensor with elements is present and
+// must have exactly its shape; a scalar (rank 0) has one element, so it is present (and refused).
+void test_deform_absent_bias_and_mask_are_empty_of_any_rank()
+{
+    using edgeseg::make_shape;
+    auto run = [](edgeseg::Shape bias, edgeseg::Shape mask, bool& has_bias, bool& has_mask) {
+        edgeseg::DeformConvParams p{0, 0, 1, 1, 0, 0, 1, 1, 1, 1};
+        edgeseg::Shape out;
+        return edgeseg::validate_deform_conv2d(make_shape({1, 4, 8, 8}), make_shape({6, 4, 3, 3}),
+            make_shape({1, 18, 6, 6}), bias, mask, p, out, has_bias, has_mask);
+    };
+    bool b = true, m = true;
+    for (auto const& empty : {make_shape({0}), make_shape({1, 0, 6, 6}), make_shape({0, 9}), make_shape({6, 0})})
+    {
+        b = m = true;
+        EXPECT(run(empty, empty, b, m).ok && !b && !m);
+    }
+    EXPECT(run(make_shape({6}), make_shape({1, 9, 6, 6}), b, m).ok && b && m);
+    EXPECT(!run(make_shape({}), make_shape({0}), b, m).ok);            // a scalar bias is not "absent"
+    EXPECT(!run(make_shape({0}), make_shape({9, 6, 6}), b, m).ok);     // a mask without N: refused
+    // The build-time shape check takes any rank for bias and mask (TensorRT gives them as they are).
+    Builder bld;
+    DimsExprs out[1];
+    FieldSet fs;
+    IPluginV3* p = create("EdgeSegDeformConv2d", fs);
+    DimsExprs in[5] = {dims(bld, {1, 4, 8, 8}), dims(bld, {6, 4, 3, 3}), dims(bld, {1, 18, 6, 6}), dims(bld, {0, 6}),
+        dims(bld, {1, 0, 6, 6})};
+    EXPECT(p && cap<IPluginV3OneBuild>(p, PluginCapabilityType::kBUILD)->getOutputShapes(in, 5, nullptr, 0, out, 1, bld) == 0);
+    EXPECT((values(out[0]) == std::vector<int64_t>{1, 6, 6, 6}));
+    delete p;
+}
+
 void test_deform_output_size_is_the_convolution_formula()
 {
     Builder b;
@@ -649,6 +682,7 @@ int main()
     test_truncated_payloads();
     test_enqueue_validates_shapes();
     test_deform_output_size_is_the_convolution_formula();
+    test_deform_absent_bias_and_mask_are_empty_of_any_rank();
     test_deform_grid_is_within_cuda_limits();
     test_feature_type_dispatch();
     test_creators_follow_the_node_spec();
