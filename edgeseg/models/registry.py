@@ -40,15 +40,34 @@ ARG_RANGES: dict[str, tuple] = {
     # panoptic models' semantic branch and merge (panoptic_fpn.py)
     "semantic_channels": (int, 1, 1024),
     "min_stuff_area": (int, 0, 1 << 24),
+    # LPSNet (detection/lpsnet.py)
+    "thing_classes": (list, int, 0, 1023),   # panoptic models: the data set's thing class indices
+    "fpn_channels": (int, 1, 1024),
+    "head_convs": (int, 0, 8),
+    "object_size": (int, 1, 4096),           # FCOS's first level range: max(l, t, r, b) <= object_size on P3
+    "candidates_per_level": (int, 1, 6000),
+    "score_threshold": (float, 0.0, 1.0),
+    "nms_threshold": (float, 0.0, 1.0),
+    "paste_score_threshold": (float, 0.0, 1.0),
+    "overlap_threshold": (float, 0.0, 1.0),
+    "semantic_loss_weight": (float, 0.0, 100.0),
 }
 
 
-def check_arg(model: str, key: str, value) -> None:
-    """Refuse a builder argument of the wrong type or out of its range, naming it and the range."""
-    spec = ARG_RANGES.get(key)
+def check_arg(model: str, key: str, value, spec: tuple | None = None) -> None:
+    """Refuse a builder argument of the wrong type or out of its range, naming it and the range
+    (``spec``: the range to check instead of ``ARG_RANGES[key]``; a list's items are checked so)."""
+    spec = spec or ARG_RANGES.get(key)
     if spec is None:
         raise ModelError(f"model '{model}': argument '{key}' has no declared range", "report this as an edgeseg bug")
     kind = spec[0]
+    if kind is list:  # (list, item type, low, high): a non-empty list of at most 1024 items, each checked
+        if not isinstance(value, (list, tuple)) or not 1 <= len(value) <= 1024:
+            raise ModelError(f"model '{model}': argument {key}={value!r:.40} is not a list of 1..1024 items",
+                             f"give {key} as a list of {spec[1].__name__}")
+        for item in value:
+            check_arg(model, key, item, spec[1:])
+        return
     if kind is bool:
         ok = isinstance(value, bool)
     elif kind is int:
