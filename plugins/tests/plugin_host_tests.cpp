@@ -5,6 +5,7 @@
 
 #include <cstdio>
 #include <cstring>
+#include <limits>
 #include <memory>
 #include <random>
 #include <string>
@@ -12,6 +13,7 @@
 
 #include "cuda/dispatch.h"
 #include "cuda/grid.h"
+#include "edgeseg/paste.h"
 #include "plugins.h"
 
 using namespace nvinfer1;
@@ -672,6 +674,45 @@ void test_creators_follow_the_node_spec()
     check_node_against_spec<PanopticPasteNode>();
 }
 
+// The panoptic paste order as the CUDA kernel builds it (each instance's rank = how many come before it,
+// order[rank] = instance): a permutation for any scores — NaN (ranked as −inf, ties by index), ±inf and
+// duplicates included — so no order slot is left unset and none written twice.
+void test_panoptic_order_is_a_permutation_with_nan_scores()
+{
+    float const nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+    std::vector<std::vector<float>> cases{{nan, 0.9f, nan, 0.9f, -inf, inf, 0.f, nan, -inf},
+        {nan, nan, nan}, {0.5f, 0.5f, 0.5f, 0.5f}, {-0.f, 0.f, nan}};
+    std::mt19937 rng(3);
+    for (int t = 0; t < 50; ++t)
+    {
+        std::vector<float> v(1 + rng() % 40);
+        for (auto& x : v)
+            x = std::vector<float>{nan, inf, -inf, 0.5f, 0.25f, 1.f, 0.f}[rng() % 7];
+        cases.push_back(v);
+    }
+    for (auto const& scores : cases)
+    {
+        int const r = static_cast<int>(scores.size());
+        std::vector<int> order(r, -1);
+        bool twice = false;
+        for (int j = 0; j < r; ++j)
+        {
+            int rank = 0;
+            for (int i = 0; i < r; ++i)
+                rank += edgeseg::panoptic_before(scores[i], i, scores[j], j);
+            twice |= rank >= r || order[rank] != -1;
+            if (rank < r)
+                order[rank] = j;
+        }
+        EXPECT(!twice);
+        for (int k = 0; k < r; ++k)
+            EXPECT(order[k] != -1);
+        for (int k = 1; k < r; ++k) // NaN ranks as −inf: after it only NaN or −inf, by index
+            if (scores[order[k - 1]] != scores[order[k - 1]])
+                EXPECT(edgeseg::panoptic_key(scores[order[k]]) == -inf && order[k] > order[k - 1]);
+    }
+}
+
 int main()
 {
     test_creators();
@@ -683,6 +724,7 @@ int main()
     test_enqueue_validates_shapes();
     test_deform_output_size_is_the_convolution_formula();
     test_deform_absent_bias_and_mask_are_empty_of_any_rank();
+    test_panoptic_order_is_a_permutation_with_nan_scores();
     test_deform_grid_is_within_cuda_limits();
     test_feature_type_dispatch();
     test_creators_follow_the_node_spec();
