@@ -13,6 +13,7 @@ from edgeseg.errors import EdgeSegError
 from edgeseg.export import surgery
 from edgeseg.export.metadata import ModelMeta, load_onnx, read_metadata, write_metadata
 from edgeseg.io import atomic_path
+from edgeseg.quant.fp16 import default_opset
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 PER_CHANNEL_OPSET = 13  # DequantizeLinear's axis (per-channel scales) exists from opset 13
@@ -68,7 +69,7 @@ def quantize_int8(src: str | Path, dst: str | Path, calibration: list[np.ndarray
     proto = load_onnx(src)
     meta = read_metadata(proto, src)
     check_quantizable(proto, meta, src)
-    if per_channel and _opset(proto) < PER_CHANNEL_OPSET:
+    if per_channel and default_opset(proto) < PER_CHANNEL_OPSET:
         proto, per_channel = _per_channel_opset(proto, src)
     with tempfile.TemporaryDirectory() as tmp:
         fp32, pre = Path(tmp) / "fp32.onnx", Path(tmp) / "pre.onnx"
@@ -103,10 +104,6 @@ def _graph_inputs(proto: onnx.ModelProto) -> list[str]:
     return [i.name for i in proto.graph.input if i.name not in initializers]
 
 
-def _opset(proto: onnx.ModelProto) -> int:
-    return next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
-
-
 def _per_channel_opset(proto: onnx.ModelProto, src) -> tuple[onnx.ModelProto, bool]:
     """An opset < 13 graph for per-channel INT8: the graph converted to opset 13, or, where ONNX cannot
     convert it, the graph as it is with per-tensor scales (said in one line)."""
@@ -117,7 +114,7 @@ def _per_channel_opset(proto: onnx.ModelProto, src) -> tuple[onnx.ModelProto, bo
         onnx.checker.check_model(converted)
         return converted, True
     except Exception as e:  # the converter raises bare RuntimeErrors and checker errors alike
-        warnings.warn(f"{src} is opset {_opset(proto)} and could not be converted to opset {PER_CHANNEL_OPSET} "
+        warnings.warn(f"{src} is opset {default_opset(proto)} and could not be converted to opset {PER_CHANNEL_OPSET} "
                       f"({(str(e).strip().splitlines() or [type(e).__name__])[0][:120]}): using per-tensor INT8 scales",
                       stacklevel=3)
         return proto, False

@@ -27,6 +27,11 @@ FP16_OPS = frozenset({
 _HEAVY = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "BatchNormalization"})
 
 
+def default_opset(model: onnx.ModelProto) -> int:
+    """The graph's version of the default (ai.onnx) domain."""
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
 def _t_inputs(node: onnx.NodeProto, opset: int) -> list[int]:
     """Indices of the inputs typed by the same type variable as the data (input 0), the ones that must
     turn FP16 with it. Operands of another type keep theirs: Resize's roi and scales, Upsample's scales,
@@ -56,7 +61,7 @@ def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy of ``model`` (FP32, inference shapes available) with its network in FP16."""
     inferred = onnx.shape_inference.infer_shapes(model)
     graph = inferred.graph
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    opset = default_opset(model)
     dtype: dict[str, int] = {}
     for v in list(graph.input) + list(graph.value_info) + list(graph.output):
         dtype[v.name] = v.type.tensor_type.elem_type
