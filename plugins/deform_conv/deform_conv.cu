@@ -17,14 +17,19 @@ constexpr int N = 64;  // output pixels per block
 constexpr int K = 16;  // reduction step (input channel × kernel point)
 constexpr int threads = 256; // each computes a 4×4 patch of the 64×64 tile
 } // namespace tile
+constexpr int kWsPad = 4;     // floats of padding per weight-tile row (see deform_conv_kernel)
 
 template <typename T>
 __global__ void __launch_bounds__(tile::threads) deform_conv_kernel(T const* input, int cin, int h, int w,
     T const* weight, int cout, T const* offset, T const* mask, T const* bias, DeformConvParams p, int n, int ho, int wo,
     T* out)
 {
-    __shared__ float ws[tile::K][tile::M];
-    __shared__ float cs[tile::K][tile::N];
+    // Shared-memory banks: the weight tile is stored transposed (consecutive threads walk rk, the global
+    // layout's contiguous axis), so its rows are padded by 4 floats: rows rk and rk + 1 start 4 banks
+    // apart, a warp's store is at most 2-way conflicted (was 16-way at a row of 64). Rows stay 16-byte
+    // aligned, so both tiles are read as float4: a quarter-warp's 8 float4 reads hit 32 distinct banks.
+    __shared__ __align__(16) float ws[tile::K][tile::M + kWsPad];
+    __shared__ __align__(16) float cs[tile::K][tile::N];
     int const groups = p.groups;
     int const cpg = cin / groups, opg = cout / groups, kk = p.kh * p.kw;
     int const reduce = cpg * kk;
@@ -66,13 +71,9 @@ __global__ void __launch_bounds__(tile::threads) deform_conv_kernel(T const* inp
 #pragma unroll
                 for (int rk = 0; rk < tile::K; ++rk)
                 {
-                    float a[4], c[4];
-#pragma unroll
-                    for (int i = 0; i < 4; ++i)
-                    {
-                        a[i] = ws[rk][ty * 4 + i];
-                        c[i] = cs[rk][tx * 4 + i];
-                    }
+                    float4 const a4 = *reinterpret_cast<float4 const*>(&ws[rk][ty * 4]);
+                    float4 const c4 = *reinterpret_cast<float4 const*>(&cs[rk][tx * 4]);
+                    float const a[4] = {a4.x, a4.y, a4.z, a4.w}, c[4] = {c4.x, c4.y, c4.z, c4.w};
 #pragma unroll
                     for (int i = 0; i < 4; ++i)
 #pragma unroll
