@@ -84,7 +84,9 @@ def export_onnx(model: nn.Module, path: str | Path, *, meta: ModelMeta | None = 
             meta.class_names = [f"class_{i}" for i in range(outputs[meta.logits_output].shape[1])]
         wrapped = _TupleOutputs(model, keys).eval()
         with export_flavour(flavour):
-            proto = _run_exporter(wrapped, sample, meta.input_name, names, opset, dynamic, exporter)
+            # Panoptic models merge image by image (the merge op takes one image): their batch is the sample's.
+            batch_axis = dynamic and getattr(model, "task", "semantic") != "panoptic"
+            proto = _run_exporter(wrapped, sample, meta.input_name, names, opset, dynamic, exporter, batch_axis)
     finally:
         model.train(was_training)
     proto = surgery.rename_io(surgery.clean(proto), meta.input_name, names)
@@ -103,12 +105,13 @@ def export_onnx(model: nn.Module, path: str | Path, *, meta: ModelMeta | None = 
     return meta
 
 
-def _run_exporter(wrapped, sample, input_name, names, opset, dynamic, exporter) -> onnx.ModelProto:
+def _run_exporter(wrapped, sample, input_name, names, opset, dynamic, exporter, batch_axis=True) -> onnx.ModelProto:
     if exporter not in ("dynamo", "legacy"):
         raise ExportError(f"unknown exporter '{exporter}'", "use 'dynamo' or 'legacy'")
+    axes = [0, 2, 3] if batch_axis else [2, 3]
     if exporter == "dynamo":
         auto = torch.export.Dim.AUTO
-        shapes = {"x": {0: auto, 2: auto, 3: auto}} if dynamic else None
+        shapes = {"x": {a: auto for a in axes}} if dynamic else None
         try:
             with warnings.catch_warnings(), _quiet_exporter():
                 warnings.simplefilter("ignore")
@@ -121,15 +124,15 @@ def _run_exporter(wrapped, sample, input_name, names, opset, dynamic, exporter) 
             warnings.warn(f"dynamo export failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); using the legacy exporter")
     import io
 
-    axes = {input_name: {0: "batch", 2: "height", 3: "width"}} if dynamic else None
-    if axes:
-        axes.update({n: {0: "batch"} for n in names})
+    dynamic_axes = {input_name: {a: {0: "batch", 2: "height", 3: "width"}[a] for a in axes}} if dynamic else None
+    if dynamic_axes and batch_axis:
+        dynamic_axes.update({n: {0: "batch"} for n in names})
     buf = io.BytesIO()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(wrapped, (sample,), buf, dynamo=False, opset_version=opset, input_names=[input_name],
-                              output_names=names, dynamic_axes=axes, do_constant_folding=True)
+                              output_names=names, dynamic_axes=dynamic_axes, do_constant_folding=True)
     except Exception as e:
         raise ExportError(f"both ONNX exporters failed: {type(e).__name__}: {str(e).splitlines()[0][:300]}",
                           "make forward traceable (no Python-side state, tensor outputs only)") from None

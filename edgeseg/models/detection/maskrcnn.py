@@ -88,9 +88,10 @@ class MaskRCNN(nn.Module):
             return self.losses(x, targets)
         return self.detect(x)
 
-    def losses(self, x: Tensor, targets: list[dict]) -> dict[str, Tensor]:
+    def losses(self, x: Tensor, targets: list[dict], features: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
+        """``features``: the backbone's, where a subclass has computed them already."""
         images = ImageList(x, [(int(x.shape[-2]), int(x.shape[-1]))] * x.shape[0])
-        features = self.net.backbone(x)
+        features = self.net.backbone(x) if features is None else features
         proposals, rpn_losses = self.net.rpn(images, features, targets)
         _, head_losses = self.net.roi_heads(features, proposals, images.image_sizes, targets)
         return {**rpn_losses, **head_losses}
@@ -137,10 +138,10 @@ class MaskRCNN(nn.Module):
         best, proposals = _topk(scores, rpn._post_nms_top_n["testing"], boxes)
         return proposals, best > _INVALID
 
-    def detect(self, x: Tensor) -> dict[str, Tensor]:
+    def detect(self, x: Tensor, features: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
         n = x.shape[0]
         image = (x.shape[-2], x.shape[-1])
-        features = self.net.backbone(x)
+        features = self.net.backbone(x) if features is None else features
         proposals, proposal_ok = self._proposals(features, image)
         heads = self.net.roi_heads
         fpn = [features[k] for k in list(features)[:4]]  # P2–P5: the levels RoIAlign pools from

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from edgeseg import ops
+from edgeseg.errors import ModelError
 
 PANOPTIC_OUTPUTS = ("panoptic", "segments", "semantic_logits")
 
@@ -21,7 +22,8 @@ def thing_first_order(num_classes: int, thing_classes: tuple[int, ...] | list[in
     """The class order panoptic_paste works in (thing classes first, then stuff): position -> class index."""
     things = sorted(set(int(c) for c in thing_classes))
     if not things or not all(0 <= c < num_classes for c in things) or len(things) == num_classes:
-        raise ValueError(f"thing classes {list(thing_classes)} must be a non-empty proper subset of 0..{num_classes - 1}")
+        raise ModelError(f"thing classes {list(thing_classes)} must be a non-empty proper subset of 0..{num_classes - 1}",
+                         "name the data set's thing classes (its other classes are stuff)")
     return things + [c for c in range(num_classes) if c not in things]
 
 
