@@ -87,7 +87,8 @@ class PyramidPooling(nn.Module):
 
 
 def _norm(channels: int) -> nn.GroupNorm:
-    return nn.GroupNorm(math.gcd(32, channels), channels)
+    """GroupNorm, 32 groups where the width allows, never one channel a group (P7 may be 1×1)."""
+    return nn.GroupNorm(max(1, math.gcd(32, channels // 2)), channels)
 
 
 class DeformBlock(nn.Module):
