@@ -1,9 +1,7 @@
 """Bring your own ONNX: a foreign model (legacy exporter, opset 12, BGR, mean/std 0.5, one sigmoid channel,
 threshold 0.3) with a sidecar, on a binary-mask folder, checked against this file's own numpy arithmetic."""
 import json
-import os
 import subprocess
-import sys
 
 import numpy as np
 import onnxruntime as ort
@@ -20,21 +18,16 @@ SIZES = [(32, 32), (64, 32), (32, 64), (64, 64)]
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the legacy exporter is the point here
 
 
-def edgeseg(*args):
-    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
-    return subprocess.run([sys.executable, "-m", "edgeseg", *map(str, args)], capture_output=True, text=True, env=env,
-                          timeout=300)
-
-
 def edgeseg_here(capsys, *args):
-    """The CLI in this process (no interpreter start-up): (exit code, stdout)."""
+    """The CLI's main in this process (no interpreter start-up, so fast), answering like subprocess.run."""
     from edgeseg.cli import main
 
     try:
         code = main([str(a) for a in args])
     except SystemExit as e:  # parity exits 1 on FAIL
         code = e.code
-    return code, capsys.readouterr().out
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, out.out, out.err)
 
 
 def one_line_error(result, *words):
@@ -122,7 +115,7 @@ def test_binary_folder_reads_0_255_and_1_bit_masks(byo):
         assert np.array_equal(ds.raw(i)[1], mask.astype(np.int64))
 
 
-def test_eval_equals_numpy_foreground_iou(byo):
+def test_eval_equals_numpy_foreground_iou(byo, capsys):
     from edgeseg.data import get_dataset
     from edgeseg.evaluate import evaluate
     from edgeseg.runtime import open_session
@@ -136,29 +129,30 @@ def test_eval_equals_numpy_foreground_iou(byo):
     assert 0.05 < iou < 0.95  # neither all background nor all foreground
     scores = evaluate(open_session(byo["model"]), get_dataset(f"folder:{byo['root']}", "val"), progress=False)
     assert scores.per_class_iou[1] == iou
-    r = edgeseg("eval", byo["model"], "--data", f"folder:{byo['root']}")
+    r = edgeseg_here(capsys, "eval", byo["model"], "--data", f"folder:{byo['root']}")
     assert r.returncode == 0, r.stderr
     assert f"scoring {len(SIZES)} image(s) of {byo['root'] / 'images'}" in r.stdout
     assert f"foreground           IoU {iou:.4f}" in r.stdout, r.stdout
 
 
-def test_infer_writes_the_numpy_mask(byo):
+def test_infer_writes_the_numpy_mask(byo, capsys):
     out = byo["dir"] / "infer"
     image = byo["root"] / "images" / "im1.png"
-    r = edgeseg("infer", byo["model"], image, "--out-dir", out)
+    r = edgeseg_here(capsys, "infer", byo["model"], image, "--out-dir", out)
     assert r.returncode == 0, r.stderr
     labels = np.asarray(Image.open(out / "im1_labels.png"))
     assert np.array_equal(labels, numpy_foreground(byo["model"], byo["images"][1]).astype(np.uint8))
 
 
 def test_parity_of_binary_outputs(byo, capsys):
-    code, out = edgeseg_here(capsys, "parity", byo["model"], byo["model"])
-    assert code == 0 and "PASS" in out and "foreground agreement 100.000%" in out, out
-    code, out = edgeseg_here(capsys, "parity", byo["model"], byo["model"], "--data", f"folder:{byo['root']}")
-    assert code == 0 and "PASS" in out and "foreground IoU" in out, out
+    r = edgeseg_here(capsys, "parity", byo["model"], byo["model"])
+    assert r.returncode == 0 and "PASS" in r.stdout and "foreground agreement 100.000%" in r.stdout, r.stdout
+    r = edgeseg_here(capsys, "parity", byo["model"], byo["model"], "--data", f"folder:{byo['root']}")
+    assert r.returncode == 0 and "PASS" in r.stdout and "foreground IoU" in r.stdout, r.stdout
     other = write_foreign(byo["dir"] / "other.onnx", Net(seed=1), BINARY_SIDECAR)
-    code, out = edgeseg_here(capsys, "parity", byo["model"], other, "--data", f"folder:{byo['root']}")
-    assert code == 1 and "FAIL: " in out and "foreground agreement" in out and "argmax" not in out, out
+    r = edgeseg_here(capsys, "parity", byo["model"], other, "--data", f"folder:{byo['root']}")
+    assert r.returncode == 1 and "FAIL: " in r.stdout and "foreground agreement" in r.stdout, r.stdout
+    assert "argmax" not in r.stdout
 
 
 def test_minimal_sidecar(tmp_path):
@@ -187,7 +181,7 @@ def test_sidecar_refuses_each_invalid_new_field(tmp_path, field, value):
         read_sidecar(sidecar)
 
 
-def test_class_names_that_do_not_fit_the_output(byo, tmp_path):
+def test_class_names_that_do_not_fit_the_output(byo, tmp_path, capsys):
     sidecar = tmp_path / "m.onnx.json"
     sidecar.write_text(json.dumps({**BINARY_SIDECAR, "class_names": ["bg", "a", "b"]}))
     with pytest.raises(OnnxFileError, match="'class_names'.*2 classes"):
@@ -196,7 +190,7 @@ def test_class_names_that_do_not_fit_the_output(byo, tmp_path):
     path = tmp_path / "m.onnx"
     path.write_bytes(byo["model"].read_bytes())
     sidecar.write_text(json.dumps({"model": "m", "class_names": ["bg", "fg"]}))
-    one_line_error(edgeseg("infer", path, byo["root"] / "images" / "im0.png", "--out-dir", tmp_path / "o"),
+    one_line_error(edgeseg_here(capsys, "infer", path, byo["root"] / "images" / "im0.png", "--out-dir", tmp_path / "o"),
                    "'class_names'", "1")
     # a dynamic channel dim: refused at the first run
     from edgeseg.export.metadata import ModelMeta
@@ -271,11 +265,11 @@ def test_export_with_a_six_channel_sample(tmp_path):
     assert meta.in_channels == 6 and len(meta.mean) == 6 and len(meta.std) == 6
 
 
-def test_calibration_refuses_the_scored_images_unless_asked(byo, tmp_path):
+def test_calibration_refuses_the_scored_images_unless_asked(byo, tmp_path, capsys):
     path = tmp_path / "m.onnx"
     path.write_bytes(byo["model"].read_bytes())
     (tmp_path / "m.onnx.json").write_text(json.dumps({**BINARY_SIDECAR, "config": {"dataset": f"folder:{byo['root']}"}}))
-    one_line_error(edgeseg("quantize", path, "--out", tmp_path / "q.onnx"), "no train/ split", "--calib-data")
+    one_line_error(edgeseg_here(capsys, "quantize", path, "--out", tmp_path / "q.onnx"), "no train/ split", "--calib-data")
     assert not (tmp_path / "q.onnx").exists()
 
 
