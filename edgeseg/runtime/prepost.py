@@ -62,8 +62,10 @@ def preprocess(image: np.ndarray, meta: ModelMeta) -> tuple[np.ndarray, tuple[in
     ph, pw = ih - ch, iw - cw
     if ph or pw:
         # letterbox: the mean colour (0 after normalisation); divisor padding: mirrored content, as in training crops
-        mode = "constant" if meta.input_size is not None else "reflect" if ph < ch and pw < cw else "edge"
-        x = np.pad(x, ((0, 0), (0, ph), (0, pw)), mode=mode)
+        if meta.input_size is not None:
+            x = np.pad(x, ((0, 0), (0, ph), (0, pw)), mode="constant")
+        else:
+            x = np.pad(x, ((0, 0), (0, ph), (0, pw)), mode="reflect" if ph < ch and pw < cw else "edge")
     if meta.input_layout == "NHWC":
         x = x.transpose(1, 2, 0)
     return np.ascontiguousarray(x[None]), (h, w)
