@@ -16,4 +16,4 @@ if [ ! -f "$stubs/.patched" ]; then
     "$stubs/tensorrt_bindings/tensorrt.pyi"
   touch "$stubs/.patched"
 fi
-MYPYPATH="$stubs" exec .venv/bin/mypy edgeseg/runtime/tensorrt_backend.py "$@"
+MYPYPATH="$stubs" exec .venv/bin/mypy edgeseg/runtime/tensorrt_backend.py edgeseg/runtime/tensorrt/ "$@"
