@@ -5,6 +5,8 @@ any multi-scale backbone of ``edgeseg.models.backbones`` (InternImage: its strid
 """
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -38,7 +40,7 @@ class ResNetBackbone(nn.Module):
             net.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
         self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
         self.layer1, self.high = net.layer1, nn.Sequential(net.layer2, net.layer3, net.layer4)
-        set_output_stride([b for layer in self.high for b in layer], 4, output_stride)
+        set_output_stride([b for layer in self.high for b in cast(nn.Sequential, layer)], 4, output_stride)
         expansion = 4 if depth == 50 else 1
         self.low_channels, self.high_channels = 64 * expansion, 512 * expansion
 
@@ -70,7 +72,8 @@ class MultiScaleBackbone(nn.Module):
     def __init__(self, body: nn.Module):
         super().__init__()
         self.body = body
-        self.low_channels, self.high_channels = body.out_channels[0], body.out_channels[-1]
+        channels = cast(list[int], body.out_channels)
+        self.low_channels, self.high_channels = channels[0], channels[-1]
 
     def forward(self, x):
         feats = self.body(x)
@@ -81,8 +84,8 @@ class DeepLabV3Plus(nn.Module):
     def __init__(self, backbone: nn.Module, num_classes: int, output_stride: int, aspp_channels: int = 256):
         super().__init__()
         self.backbone = backbone
-        self.aspp = ASPP(backbone.high_channels, aspp_channels, ASPP_RATES[output_stride])
-        self.low_proj = conv_bn_relu(backbone.low_channels, 48, 1)
+        self.aspp = ASPP(cast(int, backbone.high_channels), aspp_channels, ASPP_RATES[output_stride])
+        self.low_proj = conv_bn_relu(cast(int, backbone.low_channels), 48, 1)
         self.decoder = nn.Sequential(conv_bn_relu(aspp_channels + 48, 256), conv_bn_relu(256, 256))
         self.classifier = nn.Conv2d(256, num_classes, 1)
         self.size_divisor = 32
