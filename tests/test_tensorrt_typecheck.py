@@ -16,8 +16,8 @@ def test_tensorrt_backend_typechecks_against_the_tensorrt_api(tmp_path):
     r = subprocess.run([str(ROOT / "scripts" / "typecheck_tensorrt.sh")], capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
     # The check has teeth: a call of a method TensorRT does not have is caught.
-    bad = tmp_path / "tensorrt_backend_bad.py"
-    src = (ROOT / "edgeseg" / "runtime" / "tensorrt_backend.py").read_text()
+    bad = tmp_path / "tensorrt_session_bad.py"
+    src = (ROOT / "edgeseg" / "runtime" / "tensorrt" / "session.py").read_text()
     assert "self.context.set_input_shape(" in src
     bad.write_text(src.replace("self.context.set_input_shape(", "self.context.set_input_shapes("))
     r = subprocess.run([str(ROOT / ".venv" / "bin" / "mypy"), "--config-file", str(ROOT / "pyproject.toml"), str(bad)],

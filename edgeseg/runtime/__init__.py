@@ -24,7 +24,8 @@ def meta_from_checkpoint_dict(config: dict, meta: dict) -> ModelMeta:
 
 def open_session(target: str | Path | nn.Module, backend: str = "onnxruntime", meta: ModelMeta | None = None,
                  **options) -> Session:
-    """``target``: an ONNX file (onnxruntime), a checkpoint or nn.Module (torch), an engine (tensorrt)."""
+    """``target``: an ONNX file (onnxruntime), a checkpoint or nn.Module (torch), an engine or an ONNX file
+    (tensorrt: the ONNX is built at ``precision=`` through the engine cache)."""
     if backend == "onnxruntime":
         from edgeseg.runtime.onnxruntime_backend import OnnxRuntimeSession
 
@@ -43,7 +44,7 @@ def open_session(target: str | Path | nn.Module, backend: str = "onnxruntime", m
         model, payload = load_checkpoint(target)
         return TorchSession(model, meta or meta_from_checkpoint_dict(payload["config"], payload["meta"]), **options)
     if backend == "tensorrt":
-        from edgeseg.runtime.tensorrt_backend import TensorRTSession
+        from edgeseg.runtime.tensorrt.session import TensorRTSession  # an engine, or an .onnx + precision= (cached)
 
         return TensorRTSession(target, **options)
     raise BackendError(f"unknown backend '{backend}'", f"use one of: {', '.join(BACKENDS)}")

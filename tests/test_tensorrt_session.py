@@ -1,0 +1,77 @@
+"""The TensorRT session: what can be decided without a GPU (compatibility of an engine with this TensorRT and
+GPU, sidecar checks, the message when TensorRT is missing). Running an engine needs a GPU: skipped here."""
+import json
+
+import numpy as np
+import pytest
+
+from edgeseg.errors import BackendError
+from edgeseg.runtime import open_session
+from edgeseg.runtime.tensorrt.session import check_engine_compatible, read_engine_sidecar
+
+try:
+    import tensorrt  # noqa: F401
+    HAVE_TRT = True
+except ImportError:
+    HAVE_TRT = False
+
+BUILT = {"tensorrt_version": "10.3.0.30", "gpu": "Orin", "compute_capability": [8, 7]}
+
+
+def test_engine_for_this_tensorrt_and_gpu_is_accepted():
+    check_engine_compatible(BUILT, "m.engine", "10.3.0.30", "Orin", (8, 7))
+
+
+@pytest.mark.parametrize("here, words", [
+    (("10.16.1.11", "Orin", (8, 7)), "built with TensorRT 10.3.0.30, this is TensorRT 10.16.1.11"),
+    (("10.3.0.30", "NVIDIA H200", (9, 0)), r"built for Orin \(sm_87\), this GPU is NVIDIA H200 \(sm_90\)"),
+    (("10.3.0.30", "Orin", (8, 6)), "sm_87"),
+])
+def test_engine_from_another_version_or_gpu_is_refused_in_one_line(here, words):
+    with pytest.raises(BackendError, match=words) as e:
+        check_engine_compatible(BUILT, "m.engine", *here)
+    assert "\n" not in str(e.value) and "edgeseg build MODEL.onnx --out m.engine" in str(e.value)
+
+
+def test_version_and_hardware_compatible_engines():
+    portable = {**BUILT, "version_compatible": True, "hardware_compatible": True}
+    check_engine_compatible(portable, "m.engine", "10.16.1.11", "NVIDIA H200", (9, 0))  # newer 10.x, other Ampere+ GPU
+    with pytest.raises(BackendError, match="built with TensorRT"):
+        check_engine_compatible(portable, "m.engine", "10.2.0.0", "Orin", (8, 7))  # older runtime
+    with pytest.raises(BackendError, match="built with TensorRT"):
+        check_engine_compatible(portable, "m.engine", "11.0.0.1", "Orin", (8, 7))  # another major
+    with pytest.raises(BackendError, match="from Ampere"):
+        check_engine_compatible(portable, "m.engine", "10.3.0.30", "Tesla T4", (7, 5))
+
+
+def test_sidecar_must_be_a_small_json_object(tmp_path):
+    for content, words in [(b"[1, 2]", "not a JSON object"), (b"{nope", "not valid JSON"),
+                           (b"[" * 100_000, "not valid JSON"), (b" " * ((1 << 20) + 1), "over")]:
+        p = tmp_path / "m.engine.json"
+        p.write_bytes(content)
+        with pytest.raises(BackendError, match=words):
+            read_engine_sidecar(p)
+    p.write_text(json.dumps(BUILT))
+    assert read_engine_sidecar(p) == BUILT
+
+
+@pytest.mark.skipif(HAVE_TRT, reason="TensorRT is installed here: the GPU check covers the session")
+def test_without_tensorrt_the_session_says_what_is_missing(tmp_path):
+    onnx = tmp_path / "m.onnx"
+    onnx.write_bytes(b"not read: TensorRT is checked first")
+    for target in (onnx, tmp_path / "m.engine"):
+        with pytest.raises(BackendError, match=r"TensorRT \(the full builder and runtime\) is not installed -- pip install"):
+            open_session(target, "tensorrt", precision="fp16")
+
+
+@pytest.mark.skipif(not HAVE_TRT, reason="needs full TensorRT, pycuda and an NVIDIA GPU (none here: "
+                    "scripts/gpu_check.sh runs it on a GPU machine)")
+def test_engine_runs_with_engine_dtypes_on_a_gpu(tmp_path):
+    from edgeseg.export import export_onnx
+    from edgeseg.models import create
+
+    path = tmp_path / "m.onnx"
+    meta = export_onnx(create("fcn8s_resnet18", num_classes=3).eval(), path)
+    with open_session(path, "tensorrt", precision="fp16", cache_folder=tmp_path / "cache") as s:
+        out = s.run(np.zeros((1, 3, 256, 256), np.float32))
+        assert out[meta.logits_output].shape == (1, 3, 256, 256) and out[meta.logits_output].dtype == np.float32
