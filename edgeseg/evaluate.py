@@ -58,3 +58,40 @@ def evaluate_instances(session: Session, dataset, limit: int | None = None, prog
         labels = np.array([np.bincount(mask[g].ravel()).argmax() for g in gt], np.int64)
         ev.add(gt, labels, found)
     return ev.scores()
+
+
+def thing_classes_of(meta: ModelMeta) -> list[int]:
+    """A panoptic model's thing classes, as its config records them (the rest are stuff)."""
+    from edgeseg.errors import OnnxFileError
+
+    things = meta.config.get("thing_classes")
+    if not (isinstance(things, list) and things and all(isinstance(c, int) and 0 <= c < meta.num_classes for c in things)):
+        raise OnnxFileError(f"panoptic model '{meta.model}' records no valid thing_classes in its config",
+                            "re-export it with edgeseg (the config carries the model's thing classes)")
+    return things
+
+
+def evaluate_panoptic(session: Session, dataset, limit: int | None = None, progress: bool = True) -> dict:
+    """PQ/SQ/RQ (``edgeseg.metrics.panoptic``) of a panoptic model against the data set's panoptic ground truth,
+    and the mIoU of its semantic head beside them (as the papers report): ``{"panoptic": PanopticScores,
+    "semantic": SemanticScores}``."""
+    from edgeseg.errors import DataError
+    from edgeseg.metrics.panoptic import PanopticEvaluator
+
+    meta = session.meta
+    if dataset.info.in_channels != meta.in_channels:
+        raise DataError(f"data set '{dataset.info.name}' has {dataset.info.in_channels}-channel images but the model takes "
+                        f"{meta.in_channels}", "evaluate on the data set the model was trained for")
+    if getattr(dataset, "instances", None) is None or not dataset.info.thing_classes:
+        raise DataError(f"data set '{dataset.info.name}' has no panoptic ground truth",
+                        "evaluate a panoptic model on nuclei, lits, synthetic or coco-panoptic:<images>,<json>,<pngs>")
+    ev = PanopticEvaluator(meta.num_classes, thing_classes_of(meta), meta.class_names)
+    cm = ConfusionMatrix(meta.num_classes, meta.ignore_index)
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    for i in tqdm(range(n), desc=f"eval {meta.model} [{session.backend} {session.precision}]", disable=not progress, leave=False):
+        image, mask = dataset.raw(i)
+        x, (h, w) = preprocess(image, meta)
+        out = session.run(x)
+        ev.add_batch(out["panoptic"][:1], out["segments"][:1], [dataset.panoptic(i)])  # cropped to the image
+        cm.update(out["semantic_logits"][0, :, :h, :w].argmax(0), mask)
+    return {"panoptic": ev.scores(), "semantic": cm.scores()}

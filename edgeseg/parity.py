@@ -33,6 +33,9 @@ class ParityReport:
     pixels: int = 0
     failures: list[str] = field(default_factory=list)
     kind: str = "logits"
+    # panoptic models
+    id_agreement: float = 1.0
+    pq_vs_reference: float | None = None
     # instance models
     detections: int = 0
     matched: int = 0
@@ -51,6 +54,10 @@ class ParityReport:
         return self.miou_reference - self.miou_candidate
 
     def summary(self) -> str:
+        if self.kind == "panoptic":
+            pq = "n/a (no segments)" if self.pq_vs_reference is None else f"{self.pq_vs_reference:.4f}"
+            return (f"{self.precision}: segment ids agree on {100 * self.id_agreement:.3f}% of pixels, PQ vs reference {pq}, "
+                    + ("PASS" if self.passed else "FAIL: " + "; ".join(self.failures)))
         if self.kind == "instance":
             if self.detections == 0:  # e.g. an untrained detector on random inputs: nothing but shapes to compare
                 return f"{self.precision}: no detections on the check inputs (shapes only), " + (
@@ -81,6 +88,8 @@ def compare(reference: Session, candidate: Session, batches: Iterable[tuple[np.n
     precision = precision or candidate.precision
     if reference.meta.task == "instance":
         return compare_instances(reference, candidate, (b for b, _ in batches), precision)
+    if reference.meta.task == "panoptic":
+        return compare_panoptic(reference, candidate, (b for b, _ in batches), precision)
     meta = reference.meta
     kind = "logits" if meta.output_kind == "softmax" else "binary"  # sigmoid outputs: by thresholded foreground
     tol = tolerance(precision, kind)
@@ -182,6 +191,39 @@ def compare_instances(reference: Session, candidate: Session, batches: Iterable[
         report.failures.append(f"score |Δ| {report.max_score_delta:.3g} > {tol.max_score_delta:.3g}")
     if report.mask_agreement < tol.min_mask_agreement:
         report.failures.append(f"mask agreement {100 * report.mask_agreement:.2f}% < {100 * tol.min_mask_agreement:.1f}%")
+    return report
+
+
+def compare_panoptic(reference: Session, candidate: Session, batches: Iterable[np.ndarray], precision: str) -> ParityReport:
+    """Segment-id maps compared pixel by pixel, and the candidate's segments scored (PQ) with the reference's
+    as ground truth, against the panoptic row of the tolerance table."""
+    from edgeseg.evaluate import thing_classes_of
+    from edgeseg.metrics.panoptic import PanopticEvaluator
+
+    tol = tolerance(precision, "panoptic")
+    report = ParityReport(precision, kind="panoptic")
+    meta = reference.meta
+    ev = PanopticEvaluator(meta.num_classes, thing_classes_of(meta))
+    agree = 0
+    for batch in batches:
+        ref, out = reference.run(batch), candidate.run(batch)
+        if ref["panoptic"].shape != out["panoptic"].shape:
+            report.failures.append(f"panoptic shape {out['panoptic'].shape} != reference {ref['panoptic'].shape}")
+            return report
+        agree += int((ref["panoptic"] == out["panoptic"]).sum())
+        report.pixels += ref["panoptic"].size
+        for i in range(batch.shape[0]):
+            ev.add(out["panoptic"][i], out["segments"][i], ref["panoptic"][i], ref["segments"][i])
+    if not report.pixels:
+        report.failures.append("no batches were compared")
+        return report
+    report.id_agreement = agree / report.pixels
+    scores = ev.scores()
+    report.pq_vs_reference = scores.pq if scores.classes else None
+    if report.id_agreement < tol.min_id_agreement:
+        report.failures.append(f"segment ids agree on {100 * report.id_agreement:.3f}% < {100 * tol.min_id_agreement:.1f}%")
+    if report.pq_vs_reference is not None and report.pq_vs_reference < tol.min_pq_vs_reference:
+        report.failures.append(f"PQ vs reference {report.pq_vs_reference:.4f} < {tol.min_pq_vs_reference}")
     return report
 
 

@@ -57,6 +57,20 @@ TOLERANCES[("fp16", "instance")] = InstanceTolerance(0.90, 1e-2, 0.97, 0.95, 0.0
 TOLERANCES[("int8", "instance")] = InstanceTolerance(0.80, 0.1, 0.85, 0.80, 0.015)
 
 
+@dataclass(frozen=True)
+class PanopticTolerance:
+    """Panoptic outputs: the id maps pixel by pixel, and the candidate's segments scored as predictions of the
+    reference's (PQ against the reference: 1.0 when every segment matches at IoU > 0.5 with IoU 1)."""
+    min_id_agreement: float      # pixels whose segment id (and so segment) is the same
+    min_pq_vs_reference: float   # PQ of the candidate with the reference as ground truth
+    max_pq_drop: float           # PQ, points/100, with ground truth
+
+
+TOLERANCES[("fp32", "panoptic")] = PanopticTolerance(0.995, 0.99, 0.001)
+TOLERANCES[("fp16", "panoptic")] = PanopticTolerance(0.98, 0.95, 0.005)
+TOLERANCES[("int8", "panoptic")] = PanopticTolerance(0.90, 0.80, 0.02)
+
+
 def tolerance(precision: str, kind: str = "logits"):
     try:
         return TOLERANCES[(precision, kind)]

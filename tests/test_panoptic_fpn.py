@@ -85,6 +85,12 @@ def test_panoptic_fpn_trains_through_edgeseg_train(tmp_path):
     assert session.meta.task == "panoptic"
     out = session.run(np.zeros((1, 1, 64, 64), np.float32))  # nuclei: grey images
     assert out["panoptic"].shape == (1, 64, 64)
+    from edgeseg.data import get_dataset
+    from edgeseg.evaluate import evaluate_panoptic
+
+    scores = evaluate_panoptic(session, get_dataset("nuclei", "val"), limit=2, progress=False)
+    assert scores["panoptic"].images == 2 and 0.0 <= scores["panoptic"].pq <= 1.0
+    assert 0.0 <= scores["semantic"].miou <= 1.0
 
 
 @pytest.mark.parametrize("flavour", ["portable", "tensorrt"])
@@ -94,12 +100,13 @@ def test_panoptic_fpn_exports_and_merges_in_the_graph(flavour, tmp_path):
         pytest.skip("libedgeseg_ort.so not built (scripts/build_plugins.sh could not fetch ONNX Runtime's headers)")
     import onnx
 
-    from edgeseg.export import export_onnx
+    import edgeseg
     from edgeseg.runtime import open_session
 
     model = small()
-    meta = export_onnx(model, tmp_path / "p.onnx", flavour=flavour, sample=torch.randn(1, 3, 96, 128))
-    assert meta.task == "panoptic"
+    report = edgeseg.export_onnx(model, tmp_path / "p.onnx", flavour=flavour, sample=torch.randn(1, 3, 96, 128))
+    assert report.passed and report.kind == "panoptic", report.summary()  # the built-in check: ids and PQ vs PyTorch
+    assert report.meta.task == "panoptic" and report.id_agreement == 1.0
     ops = {n.op_type for n in onnx.load(tmp_path / "p.onnx").graph.node}
     assert ("EdgeSegPanopticPaste" in ops) == (flavour == "tensorrt")
     session = open_session(tmp_path / "p.onnx")
