@@ -77,9 +77,18 @@ def cmd_train(a) -> None:
 
 
 def cmd_eval(a) -> None:
-    from edgeseg.evaluate import dataset_for, evaluate, evaluate_instances
+    from edgeseg.evaluate import dataset_for, evaluate, evaluate_instances, evaluate_panoptic
 
     session = _open(a.model, a.backend, a.plugins)
+    if session.meta.task == "panoptic":
+        scores = evaluate_panoptic(session, dataset_for(session.meta, a.data, a.split), limit=a.limit)
+        pq, sem = scores["panoptic"], scores["semantic"]
+        print(f"{session.meta.model} [{session.backend} {session.precision}] on {a.data}/{a.split}:")
+        print("  " + pq.line("panoptic"))
+        print(f"  semantic head mIoU {sem.miou:.4f}")
+        for c, name in enumerate(session.meta.class_names):
+            print(f"  {name:20s} PQ {pq.per_class_pq[c]:.4f} SQ {pq.per_class_sq[c]:.4f} RQ {pq.per_class_rq[c]:.4f}")
+        return
     if session.meta.task == "instance":
         ap = evaluate_instances(session, dataset_for(session.meta, a.data, a.split), limit=a.limit)
         print(f"{session.meta.model} [{session.backend} {session.precision}] on {a.data}/{a.split}:")
