@@ -205,7 +205,9 @@ def assign_locations(points: Tensor, ranges: Tensor, boxes: Tensor, masks: Tenso
 
 class LPSNet(nn.Module):
     task = "panoptic"
-    size_divisor = 32  # C5 is 1/32; P6/P7 come from stride-2 convolutions, which take any size
+    # C5 is 1/32 and P6/P7 come from stride-2 convolutions, which take any size; 64 because an export traced
+    # where P7 is 1×1 (input <= 128) fixes that size in the graph, and the default export sample is 4 × this.
+    size_divisor = 64
 
     def __init__(self, depth: int, num_classes: int, in_channels: int, thing_classes: list[int],
                  max_detections: int = 100, fpn_channels: int = 256, head_convs: int = 4, semantic_channels: int = 128,
