@@ -118,11 +118,10 @@ def cmd_export(a) -> None:
     check_writable_folder(out)
     meta = None
     if Path(a.model).is_file():
-        from edgeseg.models.checkpoint import load_checkpoint, load_foreign_checkpoint
+        from edgeseg.models.checkpoint import load_model_file
 
-        model = load_foreign_checkpoint(a.model)  # a torchvision Mask R-CNN state dict, or None
-        if model is None:
-            model, payload = load_checkpoint(a.model)
+        model, payload = load_model_file(a.model)  # edgeseg's own, or a torchvision Mask R-CNN state dict
+        if payload is not None:
             meta = meta_from_checkpoint_dict(payload["config"], payload["meta"])
     elif a.model in list_models(task=None):
         torch.manual_seed(0)
@@ -161,8 +160,21 @@ def cmd_quantize(a) -> None:
                                "into train/ and val/")
         step = max(1, len(ds) // a.calib_images)
         batches = [preprocess(ds.raw(i)[0], meta)[0] for i in range(0, len(ds), step)][: a.calib_images]
-        quantize_int8(a.model, out, batches, a.method, per_channel=not a.per_tensor, reduce_range=not a.full_range)
+        full_range = a.full_range or a.target == "tensorrt"  # TensorRT runs 8-bit weights; 7 bits lose levels
+        quantize_int8(a.model, out, batches, a.method, per_channel=not a.per_tensor, reduce_range=not full_range)
     print(f"wrote {out}")
+
+
+def cmd_build(a) -> None:
+    from edgeseg.runtime.tensorrt.build import build_engine, parse_shapes
+
+    shapes = parse_shapes(a.shapes) if a.shapes else None  # checked before TensorRT is looked for
+    out = a.out or str(Path(a.model).with_suffix("")) + f"_{a.precision}.engine"
+    build_engine(a.model, out, a.precision, shapes=shapes, workspace_mb=a.workspace, timing_cache=a.timing_cache,
+                 builder_optimization_level=a.builder_optimization_level, version_compatible=a.version_compatible,
+                 hardware_compatible=a.hardware_compatible, dla_core=a.dla_core,
+                 plugins=tuple(a.plugins.split(",")) if a.plugins else ())
+    print(f"wrote {out} (+ {Path(out).name}.json)")
 
 
 def cmd_infer(a) -> None:
@@ -339,7 +351,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--per-tensor", action="store_true", help="per-tensor instead of per-channel weight scales")
     s.add_argument("--full-range", action="store_true",
                    help="8-bit weights (TensorRT, VNNI or ARM targets); the default 7 bits avoids AVX2 saturation in ORT")
+    s.add_argument("--target", choices=("onnxruntime", "tensorrt"), default="onnxruntime",
+                   help="tensorrt: 8-bit weights (as --full-range), which 'edgeseg build --precision int8' requires")
     s.set_defaults(fn=cmd_quantize)
+
+    s = sub.add_parser("build", help="ONNX -> TensorRT engine (+ sidecar); needs TensorRT and an NVIDIA GPU")
+    s.add_argument("model", help="an edgeseg ONNX (INT8: the Q/DQ file of 'edgeseg quantize --target tensorrt')")
+    s.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp16")
+    s.add_argument("--out", help="engine path (default MODEL_<precision>.engine)")
+    s.add_argument("--shapes", help="trtexec style NAME:DIMS or NAME:MIN:OPT:MAX, e.g. input:1x3x256x256:1x3x512x512:4x3x1024x1024 "
+                   "(default: from the metadata, sides 256/512/1024 aligned to size_divisor)")
+    s.add_argument("--workspace", type=int, default=2048, metavar="MIB", help="builder workspace in MiB")
+    s.add_argument("--timing-cache", metavar="FILE", help="read (if present) and update this timing cache")
+    s.add_argument("--builder-optimization-level", type=int, metavar="N", help="0..5 (TensorRT's default 3)")
+    s.add_argument("--version-compatible", action="store_true", help="runs on later TensorRT 10.x (lean runtime in the plan)")
+    s.add_argument("--hardware-compatible", action="store_true", help="runs on any Ampere or newer GPU")
+    s.add_argument("--dla-core", type=int, metavar="N", help="Jetson DLA core (FP16/INT8), GPU fallback for the rest")
+    s.add_argument("--plugins", metavar="LIB[,LIB]", help="plugin libraries (default: edgeseg's own for tensorrt-flavour graphs)")
+    s.set_defaults(fn=cmd_build)
 
     s = sub.add_parser("infer", help="image(s) -> label PNG + colour overlay")
     s.add_argument("model")
