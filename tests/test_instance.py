@@ -254,19 +254,20 @@ def test_torchvision_state_dict_is_recognised(tmp_path):
     """`edgeseg export w.pth`: a torchvision state dict (bare or under "model") is read as its variant;
     anything else is refused with one line."""
     from edgeseg.errors import ModelError
-    from edgeseg.models.checkpoint import load_foreign_checkpoint
+    from edgeseg.models.checkpoint import load_model_file
 
     torch.manual_seed(0)
     net = torchvision.models.detection.maskrcnn_resnet50_fpn_v2(weights=None, weights_backbone=None, num_classes=91).eval()
     torch.save({"model": net.state_dict(), "epoch": 3}, tmp_path / "w.pth")
-    model = load_foreign_checkpoint(tmp_path / "w.pth")
+    model, payload = load_model_file(tmp_path / "w.pth")
+    assert payload is None  # not edgeseg's own: no config/meta payload
     assert model.edgeseg_config["name"] == "maskrcnn_resnet50_fpn_v2" and model.max_detections == 100
     assert model.class_names[1] == "person" and len(model.class_names) == 91  # torchvision's COCO names
     for a, b in zip(model.net.state_dict().values(), net.state_dict().values()):
         assert torch.equal(a, b)
     torch.save({"roi_heads.box_predictor.cls_score.weight": torch.zeros(3, 8)}, tmp_path / "bad.pth")
     with pytest.raises(ModelError, match="do not fit torchvision's maskrcnn_resnet50_fpn"):
-        load_foreign_checkpoint(tmp_path / "bad.pth")
+        load_model_file(tmp_path / "bad.pth")
     torch.save({"weights": torch.zeros(3)}, tmp_path / "other.pth")
     with pytest.raises(ModelError, match="not an edgeseg checkpoint"):
-        load_foreign_checkpoint(tmp_path / "other.pth")
+        load_model_file(tmp_path / "other.pth")

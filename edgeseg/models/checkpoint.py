@@ -42,25 +42,25 @@ def _load_payload(path: Path):
         raise ModelError(f"{path} is not a readable checkpoint ({type(e).__name__})", _FIX) from None
 
 
-def load_foreign_checkpoint(path: str | Path) -> nn.Module | None:
-    """A model from a checkpoint edgeseg did not write (today: a torchvision Mask R-CNN state dict), or None
-    where the file is edgeseg's own (or unreadable: ``load_checkpoint`` then says why)."""
+def load_model_file(path: str | Path) -> tuple[nn.Module, dict | None]:
+    """The model of any checkpoint edgeseg reads, the file read once: its own (with the checked payload:
+    config, meta, state) or a torchvision Mask R-CNN state dict (payload None)."""
     path = Path(path)
-    try:
-        payload = _load_payload(path)
-    except ModelError:
-        return None
-    if not isinstance(payload, dict) or "format" in payload:
-        return None
-    from edgeseg.models.detection import load_torchvision_checkpoint
+    payload = _load_payload(path)
+    if isinstance(payload, dict) and "format" not in payload:
+        from edgeseg.models.detection import load_torchvision_checkpoint
 
-    return load_torchvision_checkpoint(path, payload)
+        return load_torchvision_checkpoint(path, payload), None
+    return _build(path, _checked(path, payload)), payload
 
 
 def read_checkpoint(path: str | Path) -> dict:
     """The checkpoint's payload, its structure and config checked (nothing is built)."""
     path = Path(path)
-    payload = _load_payload(path)
+    return _checked(path, _load_payload(path))
+
+
+def _checked(path: Path, payload) -> dict:
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ModelError(f"{path} is not an edgeseg checkpoint (no '{FORMAT}' format tag)", _FIX)
     for key in ("config", "meta", "state_dict"):
@@ -94,6 +94,10 @@ def model_size(config: dict) -> int:
 def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict]:
     """The model with its weights loaded (eval mode), and the whole checkpoint (config, meta, state)."""
     payload = read_checkpoint(path)
+    return _build(Path(path), payload), payload
+
+
+def _build(path: Path, payload: dict) -> nn.Module:
     expected = model_size(payload["config"])
     present = sum(t.numel() for t in payload["state_dict"].values())
     if expected != present:
@@ -106,4 +110,4 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict]:
     except RuntimeError as e:
         raise ModelError(f"{path}: weights do not fit the model ({str(e).splitlines()[0][:200]})",
                          "the checkpoint was written by another edgeseg version; retrain or re-save it") from None
-    return model.eval(), payload
+    return model.eval()
