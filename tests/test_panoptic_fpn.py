@@ -91,6 +91,22 @@ def test_panoptic_fpn_trains_through_edgeseg_train(tmp_path):
     scores = evaluate_panoptic(session, get_dataset("nuclei", "val"), limit=2, progress=False)
     assert scores["panoptic"].images == 2 and 0.0 <= scores["panoptic"].pq <= 1.0
     assert 0.0 <= scores["semantic"].miou <= 1.0
+    # infer writes COCO panoptic's PNG (id = R + 256·G + 256²·B) and JSON, at the image's size (padding undone)
+    import json
+
+    from PIL import Image
+
+    from edgeseg.cli import main
+    image = (np.asarray(get_dataset("nuclei", "val").raw(0)[0][0, :50, :70]) * 255).astype(np.uint8)
+    Image.fromarray(image).save(tmp_path / "a.png")
+    assert main(["infer", str(tmp_path / "p.pt"), str(tmp_path / "a.png"), "--backend", "torch",
+                 "--out-dir", str(tmp_path / "out")]) == 0
+    rgb = np.asarray(Image.open(tmp_path / "out" / "a_panoptic.png")).astype(np.int64)
+    ids = rgb[..., 0] + 256 * rgb[..., 1] + 65536 * rgb[..., 2]
+    info = json.loads((tmp_path / "out" / "a_panoptic.json").read_text())
+    assert ids.shape == (50, 70) and info["file_name"] == "a_panoptic.png"
+    assert {s["id"] for s in info["segments_info"]} == set(np.unique(ids).tolist()) - {0}
+    assert all(s["area"] == int((ids == s["id"]).sum()) for s in info["segments_info"])
 
 
 @pytest.mark.parametrize("flavour", ["portable", "tensorrt"])
