@@ -193,6 +193,9 @@ def cmd_infer(a) -> None:
         if meta.task == "instance":
             _write_instances(path, image, session.run(x), size, meta, out_dir)
             continue
+        if meta.task == "panoptic":
+            _write_panoptic(path, image, session.run(x), size, meta, out_dir)
+            continue
         labels = labels_from_outputs(session.run(x), meta, size)[0]
         stem = Path(path).stem
         save_png(out_dir / f"{stem}_labels.png", labels)
@@ -232,6 +235,42 @@ def _write_instances(path, image, out: dict, size: tuple[int, int], meta, out_di
         counts[r["category"]] = counts.get(r["category"], 0) + 1
     listed = ", ".join(f"{n} {c}" for c, n in sorted(counts.items())) or "no detections"
     print(f"{path}: {listed} -> {out_dir / (stem + '_instances.png')}")
+
+
+def _write_panoptic(path, image, out: dict, size: tuple[int, int], meta, out_dir: Path) -> None:
+    """A panoptic model's answer for one image, as COCO panoptic writes it: the id PNG (id = R + 256·G +
+    256²·B), its JSON (segments_info with category, area, box, score) and a colour overlay."""
+    import json
+
+    import numpy as np
+
+    from edgeseg.io import write_text_atomic
+    from edgeseg.metrics.panoptic import segments_from_table
+    from edgeseg.viz import overlay, save_png
+
+    h, w = size
+    ids = out["panoptic"][0, :h, :w].astype(np.int64)  # preprocess's padding undone
+    stem = Path(path).stem
+    save_png(out_dir / f"{stem}_panoptic.png", np.stack([ids % 256, ids // 256 % 256, ids // 65536], -1).astype(np.uint8))
+    segments, names = [], []
+    for seg in segments_from_table(out["segments"][0]):
+        ys, xs = np.nonzero(ids == seg["id"])
+        if not len(ys):  # its pixels were all in the padding
+            continue
+        name = meta.class_names[seg["category"]] if 0 <= seg["category"] < len(meta.class_names) else str(seg["category"])
+        names.append(name)
+        segments.append({"id": int(seg["id"]), "category_id": int(seg["category"]), "category": name,
+                         "isthing": int(bool(seg.get("is_thing"))), "iscrowd": 0, "area": int(len(ys)),
+                         "bbox": [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)],
+                         "score": float(seg.get("score", 1.0))})
+    write_text_atomic(out_dir / f"{stem}_panoptic.json", json.dumps(
+        {"image_id": stem, "file_name": f"{stem}_panoptic.png", "segments_info": segments}))
+    save_png(out_dir / f"{stem}_overlay.png", overlay(image, ids, int(ids.max()) + 1))  # a colour per segment
+    counts: dict[str, int] = {}
+    for n in names:
+        counts[n] = counts.get(n, 0) + 1
+    listed = ", ".join(f"{k} {c}" for c, k in sorted(counts.items())) or "no segments"
+    print(f"{path}: {listed} -> {out_dir / (stem + '_panoptic.png')}")
 
 
 def cmd_parity(a) -> None:
