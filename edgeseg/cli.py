@@ -177,6 +177,15 @@ def cmd_build(a) -> None:
     print(f"wrote {out} (+ {Path(out).name}.json)")
 
 
+def cmd_triton(a) -> None:
+    from edgeseg.deploy.triton import write_triton_repository
+
+    folder = write_triton_repository(a.model, a.repo, name=a.name, version=a.version, max_batch_size=a.max_batch_size,
+                                     instances=a.instances, kind=a.kind, dynamic_batching=not a.no_dynamic_batching,
+                                     max_queue_delay_us=a.max_queue_delay_us)
+    print(f"wrote {folder} (config.pbtxt, {a.version}/, edgeseg.json)")
+
+
 def cmd_infer(a) -> None:
     from edgeseg.data import load_image
     from edgeseg.io import check_writable_folder
@@ -408,6 +417,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dla-core", type=int, metavar="N", help="Jetson DLA core (FP16/INT8), GPU fallback for the rest")
     s.add_argument("--plugins", metavar="LIB[,LIB]", help="plugin libraries (default: edgeseg's own for tensorrt-flavour graphs)")
     s.set_defaults(fn=cmd_build)
+
+    s = sub.add_parser("triton", help="ONNX or engine -> Triton Inference Server model repository")
+    s.add_argument("model", help="an edgeseg .onnx (ONNX Runtime backend) or an engine from 'edgeseg build' (TensorRT)")
+    s.add_argument("--repo", required=True, help="the model repository folder")
+    s.add_argument("--name", help="model name (default: the file's stem)")
+    s.add_argument("--version", type=int, default=1)
+    s.add_argument("--max-batch-size", type=int, help="default: 8 (an engine: its profile's max), 0 for fixed-batch graphs")
+    s.add_argument("--instances", type=int, default=1, help="instance count")
+    s.add_argument("--kind", choices=("gpu", "cpu"), default="gpu")
+    s.add_argument("--no-dynamic-batching", action="store_true")
+    s.add_argument("--max-queue-delay-us", type=int, default=100)
+    s.set_defaults(fn=cmd_triton)
 
     s = sub.add_parser("infer", help="image(s) -> label PNG + colour overlay")
     s.add_argument("model")

@@ -208,6 +208,25 @@ def graph_input_dims(proto) -> dict[str, list[int | None]]:
     return out
 
 
+def graph_io(proto) -> dict[str, dict]:
+    """Each graph input and output: ``{"kind": "input"|"output", "dtype": numpy name, "dims": [int or -1]}``.
+    TensorRT keeps the ONNX graph's I/O types, so an engine's sidecar records these for its consumers
+    (e.g. a Triton config), which cannot ask TensorRT without a GPU."""
+    import onnx
+
+    initializers = {t.name for t in proto.graph.initializer}
+    out: dict[str, dict] = {}
+    for kind, values in (("input", proto.graph.input), ("output", proto.graph.output)):
+        for v in values:
+            if v.name in initializers:
+                continue
+            t = v.type.tensor_type
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name if t.elem_type else "unknown"
+            dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else -1 for d in t.shape.dim]
+            out[v.name] = {"kind": kind, "dtype": dtype, "dims": dims}
+    return out
+
+
 def _align_up(value: int, divisor: int) -> int:
     return -(-value // divisor) * divisor
 
@@ -337,6 +356,7 @@ def build_engine(onnx_path: str | Path, out: str | Path, precision: str = "fp16"
     if builder_optimization_level is not None and not 0 <= builder_optimization_level <= 5:
         raise BackendError(f"builder optimization level {builder_optimization_level} is outside 0..5", "use 0..5 (default 3)")
     libraries = build_plugin_libraries(proto, plugins)
+    io = graph_io(proto)
     del proto
 
     require_tensorrt()
@@ -397,6 +417,6 @@ def build_engine(onnx_path: str | Path, out: str | Path, precision: str = "fp16"
     sidecar = {**asdict(meta), "precision": precision, "tensorrt_version": trt.__version__, "gpu": gpu_name,
                "compute_capability": list(capability), "shapes": [asdict(p) for p in profiles],
                "version_compatible": version_compatible, "hardware_compatible": hardware_compatible,
-               "dla_core": dla_core, "plugin_libraries": plugin_record(libraries)}
+               "dla_core": dla_core, "io": io, "plugin_libraries": plugin_record(libraries)}
     write_text_atomic(str(out) + ".json", json.dumps(sidecar, indent=2))
     return Path(out)

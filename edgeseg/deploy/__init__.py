@@ -1,0 +1,1 @@
+"""Serving and device deployment: Triton model repositories (triton.py)."""
