@@ -75,3 +75,48 @@ def test_engine_runs_with_engine_dtypes_on_a_gpu(tmp_path):
     with open_session(path, "tensorrt", precision="fp16", cache_folder=tmp_path / "cache") as s:
         out = s.run(np.zeros((1, 3, 256, 256), np.float32))
         assert out[meta.logits_output].shape == (1, 3, 256, 256) and out[meta.logits_output].dtype == np.float32
+
+
+def test_plugin_library_is_loaded_once_per_process_into_a_real_registry(tmp_path):
+    """tensorrt_lean's plugin registry (the same IPluginRegistry as full TensorRT's, usable without a GPU) and the
+    real libedgeseg_trt.so, in a fresh process: a second load is skipped, a rebuilt library at the same path is
+    refused."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from edgeseg.ops.native import plugin_dir
+
+    lib = plugin_dir() / "libedgeseg_trt.so"
+    try:
+        import tensorrt_lean  # noqa: F401
+    except ImportError:
+        pytest.skip("tensorrt_lean is not installed (pip install -e '.[dev]')")
+    if not lib.is_file():
+        pytest.skip(f"{lib} is not built (scripts/build_plugins.sh)")
+    copy = tmp_path / "libedgeseg_trt.so"
+    shutil.copy(lib, copy)
+    code = f"""
+import tensorrt_lean as trt
+from edgeseg.errors import BackendError
+from edgeseg.runtime.tensorrt.build import register_libraries
+registry = trt.get_plugin_registry()
+assert register_libraries(registry, [{str(copy)!r}]) == [__import__("pathlib").Path({str(copy)!r}).resolve()]
+names = [c.name for c in registry.all_creators]
+assert "EdgeSegRoIAlign" in names, names
+assert register_libraries(registry, [{str(copy)!r}]) == []
+assert [c.name for c in registry.all_creators] == names
+with open({str(copy)!r}, "ab") as f:
+    f.write(b"rebuilt")
+try:
+    register_libraries(registry, [{str(copy)!r}])
+except BackendError as e:
+    assert "changed since this process loaded it" in str(e)
+else:
+    raise AssertionError("a changed library was not refused")
+print("ok")
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "EDGESEG_PLUGIN_DIR": str(plugin_dir())})
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stdout + r.stderr

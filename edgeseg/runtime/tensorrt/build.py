@@ -129,6 +129,7 @@ def build_plugin_libraries(proto, explicit: Sequence[str | Path] = ()) -> list[P
 _plugins_lock = threading.Lock()
 _loaded_plugins: dict[str, str] = {}  # resolved path -> sha256, once per process
 _builtin_plugins = False
+_plugin_logger = None  # TensorRT keeps the logger it was given: it must outlive the process's plugins
 
 
 def load_plugins(libraries: Sequence[str | Path], logger=None) -> None:
@@ -137,26 +138,35 @@ def load_plugins(libraries: Sequence[str | Path], logger=None) -> None:
     other content (rebuilt meanwhile) is refused: the process still holds the old one."""
     import tensorrt as trt
 
-    global _builtin_plugins
+    global _builtin_plugins, _plugin_logger
     with _plugins_lock:
         if not _builtin_plugins:
-            trt.init_libnvinfer_plugins(logger or trt.Logger(trt.Logger.WARNING), "")
+            _plugin_logger = logger or trt.Logger(trt.Logger.WARNING)
+            trt.init_libnvinfer_plugins(_plugin_logger, "")
             _builtin_plugins = True
-        registry = trt.get_plugin_registry()
-        for lib in libraries:
-            path = Path(lib).resolve()
-            if not path.is_file():
-                raise BackendError(f"plugin library not found: {path}", "build it with scripts/build_plugins.sh")
-            digest = sha256_file(path)
-            if str(path) in _loaded_plugins:
-                if _loaded_plugins[str(path)] != digest:
-                    raise BackendError(f"the plugin library {path} changed since this process loaded it",
-                                       "restart the process to load the new build")
-                continue
-            if registry.load_library(str(path)) is None:
-                raise BackendError(f"TensorRT could not load the plugin library {path}",
-                                   "rebuild it against this TensorRT version (scripts/build_plugins.sh, TENSORRT_INCLUDE_DIR)")
-            _loaded_plugins[str(path)] = digest
+        register_libraries(trt.get_plugin_registry(), libraries)
+
+
+def register_libraries(registry, libraries: Sequence[str | Path]) -> list[Path]:
+    """Load each library into ``registry`` (TensorRT's, or tensorrt_lean's: the same IPluginRegistry) unless this
+    process loaded it before; returns the ones loaded now. Call under ``_plugins_lock`` or from one thread."""
+    loaded = []
+    for lib in libraries:
+        path = Path(lib).resolve()
+        if not path.is_file():
+            raise BackendError(f"plugin library not found: {path}", "build it with scripts/build_plugins.sh")
+        digest = sha256_file(path)
+        if str(path) in _loaded_plugins:
+            if _loaded_plugins[str(path)] != digest:
+                raise BackendError(f"the plugin library {path} changed since this process loaded it",
+                                   "restart the process to load the new build")
+            continue
+        if registry.load_library(str(path)) is None:
+            raise BackendError(f"TensorRT could not load the plugin library {path}",
+                               "rebuild it against this TensorRT version (scripts/build_plugins.sh, TENSORRT_INCLUDE_DIR)")
+        _loaded_plugins[str(path)] = digest
+        loaded.append(path)
+    return loaded
 
 
 # ---------------------------------------------------------------- shapes

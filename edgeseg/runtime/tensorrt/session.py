@@ -84,14 +84,16 @@ def _version(text: str) -> tuple[int, ...]:
         return (1 << 30,)  # unparseable: never "older"
 
 
-def engine_for_onnx(onnx_path: str | Path, precision: str, cuda, shapes: list[ShapeProfile] | None = None,
+def engine_for_onnx(onnx_path: str | Path, precision: str | None, cuda, shapes: list[ShapeProfile] | None = None,
                     plugins: tuple[str, ...] = (), cache_folder: str | Path | None = None, **build_options) -> Path:
-    """The cached engine of ``onnx_path`` at ``precision`` for this TensorRT and GPU, built if absent."""
+    """The cached engine of ``onnx_path`` at ``precision`` (default: the ONNX file's own, so an FP16 or Q/DQ INT8
+    file builds an FP16 or INT8 engine) for this TensorRT and GPU, built if absent."""
     import tensorrt as trt
 
     onnx_path = Path(onnx_path)
     proto = load_onnx(onnx_path, load_weights=False)
     meta = read_metadata(proto, onnx_path)
+    precision = precision or meta.precision
     check_precision(meta, precision, onnx_path, build_options.get("dla_core"))
     if shapes is None:
         shapes = [derive_profile(meta, graph_input_dims(proto)[meta.input_name])]
@@ -150,7 +152,7 @@ class CudaGraph:
 class TensorRTSession:
     backend = "tensorrt"
 
-    def __init__(self, target: str | Path, precision: str = "fp16", plugin_libraries: tuple[str, ...] = (),
+    def __init__(self, target: str | Path, precision: str | None = None, plugin_libraries: tuple[str, ...] = (),
                  shapes: list[ShapeProfile] | None = None, cache_folder: str | Path | None = None,
                  cuda_graph: bool = False, warmup: int = 1, **build_options: Any):
         require_tensorrt()
