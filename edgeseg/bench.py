@@ -112,57 +112,134 @@ def build_variants(model, meta, variants, workdir: Path, calibration: list[np.nd
     return sessions, files
 
 
-def bench_model(model, meta, variants, size: tuple[int, int], batch_size: int, workdir: Path,
-                calibration: list[np.ndarray], calib_method: str = "minmax", dataset=None, warmup: int = 2,
-                repeats: int = 10, progress: bool = True, exporter: str = "dynamo", batch: np.ndarray | None = None) -> list[dict]:
-    """One row per variant. ``batch`` (default: random normal at ``size``) is what is timed; pass a real image
-    for detectors, whose cost depends on what they find. Agreement with PyTorch: argmax agreement
-    (semantic) or matched-mask agreement (instance, ``parity.compare_instances``); accuracy on ``dataset``:
-    mIoU (semantic) or mask AP (instance)."""
-    from edgeseg.evaluate import evaluate, evaluate_instances
-    from edgeseg.parity import compare_instances
+def tensorrt_missing() -> str | None:
+    """Why TensorRT variants cannot run here (one line), or None when TensorRT, pycuda and a GPU are present."""
+    import importlib.util
 
-    instance = meta.task == "instance"
-    if batch is None:
-        batch = np.random.default_rng(0).standard_normal((batch_size, meta.in_channels, *size)).astype(np.float32)
-    sessions, files = build_variants(model, meta, variants, workdir, calibration, calib_method, exporter)
+    for module in ("tensorrt", "pycuda"):
+        if importlib.util.find_spec(module) is None:
+            return f"{module} is not installed"
+    if not Path("/dev/nvidiactl").exists() and not Path("/dev/nvidia0").exists():
+        return "no NVIDIA GPU is visible"
+    return None
+
+
+def calibration_batches(meta, data: str, calib_data: str | None, count: int) -> list[np.ndarray]:
+    """INT8 calibration inputs: ``count`` images spread over the training split of ``calib_data`` (default
+    ``data``), preprocessed as the model takes them. A data set without a train/ split is refused unless
+    ``calib_data`` names it explicitly: its images are the ones the benchmark (and ``edgeseg eval``) scores."""
+    from edgeseg.evaluate import dataset_for
+    from edgeseg.runtime import preprocess
+
+    name = calib_data or data
+    ds = dataset_for(meta, name, "train")
+    if ds.info.notes.get("unsplit") and not calib_data:
+        raise EdgeSegError(f"{name} has no train/ split: calibrating INT8 on it would calibrate on the images the benchmark "
+                           "scores", "pass --calib-data explicitly (other images), or split the folder into train/ and val/")
+    step = max(1, len(ds) // count)
+    return [preprocess(ds.raw(i)[0], meta)[0] for i in range(0, len(ds), step)][:count]
+
+
+def agreement(reference: Session, candidate: Session, batches: list[tuple[np.ndarray, np.ndarray | None]],
+              precision: str) -> tuple[float, str]:
+    """Agreement of a variant's decisions with the reference's, through ``parity.compare`` (so the metadata's
+    decision applies): argmax (softmax), thresholded foreground (sigmoid), matched-mask IoU (instance) or
+    segment-id agreement (panoptic). Returns (value, kind)."""
+    from edgeseg.parity import compare
+
+    r = compare(reference, candidate, batches, precision)
+    return {"binary": (r.foreground_agreement, "foreground"), "instance": (r.mask_agreement, "mask"),
+            "panoptic": (r.id_agreement, "segment id")}.get(r.kind, (r.argmax_agreement, "argmax"))
+
+
+def accuracy(session: Session, dataset) -> dict:
+    """The task's accuracy on ``dataset``: mIoU (softmax), foreground IoU (sigmoid: mean IoU of the foreground
+    classes, as ``edgeseg eval`` prints it per class), mask AP (instance) or PQ (panoptic)."""
+    from edgeseg.evaluate import evaluate, evaluate_instances, evaluate_panoptic
+
+    meta = session.meta
+    if meta.task == "instance":
+        s = evaluate_instances(session, dataset, progress=False)
+        return {"accuracy_metric": "mask AP", "accuracy": s["segm"].ap, "mask_ap50": s["segm"].ap50, "box_ap": s["bbox"].ap}
+    if meta.task == "panoptic":
+        s = evaluate_panoptic(session, dataset, progress=False)
+        return {"accuracy_metric": "PQ", "accuracy": s["panoptic"].pq, "miou": s["semantic"].miou}
+    s = evaluate(session, dataset, progress=False)
+    if meta.output_kind == "softmax":
+        return {"accuracy_metric": "mIoU", "accuracy": s.miou, "miou": s.miou}
+    return {"accuracy_metric": "foreground IoU", "accuracy": float(np.nanmean(s.per_class_iou[1:])), "miou": s.miou}
+
+
+def predictions(session: Session, dataset, indices: list[int]) -> list:
+    """The variant's decision on each of ``indices``: an H×W label map (semantic), the detections (instance)."""
+    from edgeseg.metrics.instance import detections
+    from edgeseg.runtime import labels_from_outputs, preprocess
+
+    meta, out = session.meta, []
+    for i in indices:
+        x, size = preprocess(dataset.raw(i)[0], meta)
+        y = session.run(x)
+        if meta.task == "instance":
+            out.append(detections(y, 0, size))
+        elif meta.task == "panoptic":
+            out.append(y["panoptic"][0, : size[0], : size[1]])
+        else:
+            out.append(labels_from_outputs(y, meta, size)[0])
+    return out
+
+
+def measure(sessions: dict[str, Session], files: dict[str, Path], meta, batch: np.ndarray, warmup: int, repeats: int,
+            reference: Session | None = None, reference_name: str | None = None, dataset=None,
+            check_batches: list | None = None, examples: list[int] = (), progress: bool = True,
+            model_mb: float | None = None) -> tuple[list[dict], dict]:
+    """One row per variant of one model, timed round-robin; with ``dataset`` its accuracy, and the predictions on
+    the ``examples`` indices (second return value, by variant). Agreement is against ``reference`` on
+    ``check_batches`` (default: the timed batch)."""
+    from edgeseg.runtime.prepost import batch_size_hw
+
+    height, width = batch_size_hw(batch, meta)
     peaks = {v: first_run_peak_mb(s, batch) for v, s in sessions.items()}
     times = time_round_robin(sessions, batch, warmup, repeats, progress)
-    reference = sessions.get("torch:fp32")
-    ref_labels = reference.run(batch)[meta.logits_output].argmax(1) if reference and not instance else None
-
-    def agreement(s: Session, precision: str) -> float | None:
-        if reference is None:
-            return None
-        if instance:
-            return compare_instances(reference, s, [batch], precision).mask_agreement
-        return float((s.run(batch)[meta.logits_output].argmax(1) == ref_labels).mean())
-
-    rows = []
+    checks = check_batches or [(batch, None)]
+    rows, shown = [], {}
     for v, s in sessions.items():
         backend, precision = parse_variant(v)
         t = np.asarray(times[v])
+        agree, kind = agreement(reference, s, checks, precision) if reference is not None else (None, None)
         row = {
-            "model": meta.model, "task": meta.task, "backend": backend, "precision": precision,
-            "batch": int(batch.shape[0]), "height": int(batch.shape[2]), "width": int(batch.shape[3]),
+            "model": meta.model, "task": meta.task, "output_kind": meta.output_kind, "backend": backend,
+            "precision": precision, "batch": int(batch.shape[0]), "height": int(height), "width": int(width),
             "latency_ms_median": float(np.median(t)), "latency_ms_p90": float(np.percentile(t, 90)),
             "throughput_ips": float(batch.shape[0] * 1000 / np.median(t)), "runs": len(t),
             "first_run_peak_mb": peaks[v],
-            "model_mb": (files[v].stat().st_size if v in files else
-                         sum(p.numel() * p.element_size() for p in model.parameters())) / 1e6,
-            "agreement_vs_torch": agreement(s, precision),
-            "accuracy_metric": "mask AP" if instance else "mIoU", "accuracy": None, "miou": None,
+            "model_mb": files[v].stat().st_size / 1e6 if v in files else model_mb,
+            "agreement": agree, "agreement_kind": kind, "agreement_reference": reference_name if reference else None,
+            "agreement_vs_torch": agree if reference_name == "torch:fp32" else None,
+            "accuracy_metric": None, "accuracy": None, "miou": None,
         }
-        if dataset is not None and instance:
-            scores = evaluate_instances(s, dataset, progress=False)
-            row.update(accuracy=scores["segm"].ap, mask_ap50=scores["segm"].ap50, box_ap=scores["bbox"].ap)
-        elif dataset is not None:
-            row["miou"] = row["accuracy"] = evaluate(s, dataset, progress=False).miou
+        if dataset is not None:
+            row.update(accuracy(s, dataset))
+            if examples:
+                shown[v] = predictions(s, dataset, list(examples))
         rows.append(row)
-    if reference:
-        t_ref = next(r["latency_ms_median"] for r in rows if r["backend"] == "torch")
-        for r in rows:
-            r["speedup_vs_torch"] = t_ref / r["latency_ms_median"]
+    t_ref = next((r["latency_ms_median"] for r in rows if r["backend"] == "torch"), None)
+    for r in rows:
+        r["speedup_vs_torch"] = t_ref / r["latency_ms_median"] if t_ref else None
+    return rows, shown
+
+
+def bench_model(model, meta, variants, size: tuple[int, int], batch_size: int, workdir: Path,
+                calibration: list[np.ndarray], calib_method: str = "minmax", dataset=None, warmup: int = 2,
+                repeats: int = 10, progress: bool = True, exporter: str = "dynamo", batch: np.ndarray | None = None) -> list[dict]:
+    """One row per variant of a PyTorch model. ``batch`` (default: random normal at ``size``) is what is timed; pass a
+    real image for detectors, whose cost depends on what they find. Agreement with PyTorch and accuracy on
+    ``dataset`` as ``measure`` gives them."""
+    if batch is None:
+        batch = np.random.default_rng(0).standard_normal((batch_size, meta.in_channels, *size)).astype(np.float32)
+    sessions, files = build_variants(model, meta, variants, workdir, calibration, calib_method, exporter)
+    params_mb = sum(p.numel() * p.element_size() for p in model.parameters()) / 1e6
+    rows, _ = measure(sessions, files, meta, batch, warmup, repeats, sessions.get("torch:fp32"), "torch:fp32", dataset,
+                      progress=progress, model_mb=params_mb)
     del sessions
     gc.collect()
     return rows
@@ -204,34 +281,148 @@ def run_bench(models: list[str], variants=DEFAULT_VARIANTS, size=(512, 512), bat
     return {"machine": machine(), "size": list(size), "batch": batch_size, "rows": rows}
 
 
+ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+
+
+def _resolve(item: str | Path, data: str) -> dict:
+    """What one item of ``edgeseg bench`` is: an ONNX file (edgeseg's, or foreign with its sidecar), an engine, a
+    checkpoint, or a zoo name (random weights, sized to ``data``'s classes and channels)."""
+    import torch
+
+    from edgeseg.export import default_meta
+    from edgeseg.models import create, list_models
+    from edgeseg.runtime import meta_from_checkpoint_dict, open_session
+
+    text = str(item)
+    suffix = Path(text).suffix.lower()
+    if suffix == ".onnx":
+        return {"label": Path(text).name, "kind": "onnx", "path": Path(text), "model": None, "meta": open_session(text).meta}
+    if suffix in ENGINE_SUFFIXES:
+        return {"label": Path(text).name, "kind": "engine", "path": Path(text), "model": None, "meta": None}
+    if suffix in (".pt", ".pth"):
+        from edgeseg.models.checkpoint import load_model_file
+
+        model, payload = load_model_file(text)
+        meta = meta_from_checkpoint_dict(payload["config"], payload["meta"]) if payload is not None else default_meta(model)
+        return {"label": Path(text).name, "kind": "checkpoint", "path": Path(text), "model": model.eval(), "meta": meta}
+    if text in list_models(task=None):
+        from edgeseg.data import get_dataset
+
+        info = get_dataset(data, "val").info
+        torch.manual_seed(0)
+        model = create(text, num_classes=info.num_classes, in_channels=info.in_channels).eval()
+        meta = default_meta(model)
+        meta.class_names, meta.mean, meta.std = list(info.class_names), list(info.mean), list(info.std)
+        return {"label": text, "kind": "zoo", "path": None, "model": model, "meta": meta}
+    raise EdgeSegError(f"'{text}' is neither a .onnx/.engine/.pt file nor a zoo model",
+                       "pass model files (a foreign .onnx needs its <model>.onnx.json sidecar) or names from 'edgeseg zoo'")
+
+
+def bench_files(items: list[str | Path], data: str, variants=DEFAULT_VARIANTS, batch_size: int = 1,
+                size: tuple[int, int] | None = None, calib_images: int = 32, calib_data: str | None = None,
+                calib_method: str = "minmax", warmup: int = 2, repeats: int = 10, examples: int = 3,
+                check_images: int = 4, exporter: str = "dynamo", progress: bool = True, log=print) -> dict:
+    """Any mix of ONNX files, engines, checkpoints and zoo names on ``data``'s validation split: each model's
+    variants (``variants``, derived from its FP32 ONNX or checkpoint) timed round-robin at ``size`` (default: the
+    first validation image), their accuracy, and their agreement with the reference (PyTorch where there is a
+    PyTorch model, else the FP32 ONNX) on ``check_images`` validation images. ``torch`` variants need a PyTorch model;
+    ``tensorrt`` variants are skipped with a note where TensorRT or a GPU is missing. INT8 is calibrated on the
+    training split of ``calib_data`` (default ``data``; see ``calibration_batches``). The report's
+    ``examples`` (not JSON) holds the first ``examples`` validation images with each variant's prediction."""
+    from edgeseg.evaluate import dataset_for
+    from edgeseg.export import export_onnx
+    from edgeseg.parity import dataset_batches, random_batches
+    from edgeseg.quant import convert_fp16, quantize_int8
+    from edgeseg.runtime import open_session, preprocess
+    from edgeseg.runtime.prepost import batch_size_hw
+
+    if not items:
+        raise EdgeSegError("nothing to benchmark", "pass .onnx/.engine/.pt files or zoo names")
+    wanted = [(v, *parse_variant(v)) for v in variants]
+    missing = tensorrt_missing() if any(b == "tensorrt" for _, b, _ in wanted) else None
+    notes = [f"tensorrt variants skipped: {missing}"] if missing else []
+    sources = [_resolve(item, data) for item in items]
+    for src in sources:  # calibration data read (or refused) before anything is timed
+        needs = src["kind"] != "engine" and any(p == "int8" and not (b == "tensorrt" and missing) for _, b, p in wanted)
+        src["calibration"] = calibration_batches(src["meta"], data, calib_data, calib_images) if needs else []
+    rows, shown, shapes = [], {"columns": []}, []
+    with tempfile.TemporaryDirectory() as tmp:
+        for k, src in enumerate(sources):
+            log(f"[bench] {src['label']}")
+            if src["kind"] == "engine" and missing:
+                notes.append(f"{src['label']} skipped: {missing}")
+                continue
+            sessions, files = {}, {}
+            work = Path(tmp) / str(k)
+            work.mkdir()
+            if src["kind"] == "engine":
+                s = open_session(src["path"], "tensorrt")
+                src["meta"] = s.meta
+                sessions[f"tensorrt:{s.precision}"], files[f"tensorrt:{s.precision}"] = s, src["path"]
+            meta, model = src["meta"], src["model"]
+            fp32 = src["path"] if src["kind"] == "onnx" else work / f"{meta.model}.onnx"
+            for v, backend, precision in wanted if src["kind"] != "engine" else []:
+                if backend == "torch" and model is None:
+                    continue  # no PyTorch model behind an ONNX file
+                if backend == "tensorrt" and missing:
+                    continue
+                if backend == "torch":
+                    sessions[v] = open_session(model, "torch", meta=meta)
+                    continue
+                if not fp32.exists():
+                    export_onnx(model, fp32, meta=meta, exporter=exporter)
+                path = {"fp32": fp32, "fp16": work / "fp16.onnx", "int8": work / "int8.onnx"}[precision]
+                if backend == "onnxruntime" and precision == "int8" and not path.exists():
+                    quantize_int8(fp32, path, src["calibration"], calib_method)
+                if backend == "onnxruntime" and precision == "fp16" and not path.exists():
+                    convert_fp16(fp32, path)
+                if backend == "tensorrt":
+                    sessions[v], files[v] = open_session(fp32, "tensorrt", precision=precision), fp32
+                else:
+                    sessions[v], files[v] = open_session(path, backend), path
+            if model is not None:
+                ref_name = "torch:fp32"
+                reference = sessions.get(ref_name) or open_session(model, "torch", meta=meta)
+            elif src["kind"] == "onnx":
+                ref_name = "onnxruntime:fp32"
+                reference = sessions.get(ref_name) or open_session(fp32)
+            else:
+                ref_name = reference = None
+            val = dataset_for(meta, data, "val")
+            if size:
+                batch = next(random_batches(meta, [size], batch_size))[0]
+            else:
+                batch = np.concatenate([preprocess(val.raw(i % len(val))[0], meta)[0] for i in range(batch_size)])
+            shapes.append(list(batch_size_hw(batch, meta)))
+            indices = list(range(min(examples, len(val))))
+            params = sum(p.numel() * p.element_size() for p in model.parameters()) / 1e6 if model is not None else None
+            r, preds = measure(sessions, files, meta, batch, warmup, repeats, reference, ref_name, val,
+                               list(dataset_batches(val, meta, check_images)), indices, progress, params)
+            for row in r:
+                row["source"] = src["label"]
+            rows += r
+            if indices and not shown.get("images"):
+                shown.update(images=[val.raw(i)[0] for i in indices], task=meta.task, class_names=list(meta.class_names),
+                             truth=[np.asarray(val.instances[i]) if meta.task == "instance" else val.raw(i)[1] for i in indices])
+            for v, p in preds.items():
+                shown["columns"].append({"title": f"{meta.model}\n{v}", "predictions": p, "task": meta.task,
+                                         "num_classes": meta.num_classes, "class_names": list(meta.class_names)})
+            del sessions, reference
+            gc.collect()
+    for n in notes:
+        log(f"note: {n}")
+    return {"machine": machine(), "size": shapes[0] if shapes else [], "batch": batch_size, "data": data, "rows": rows,
+            "notes": notes, "examples": shown}
+
+
 def bench_checkpoints(checkpoints: list[str | Path], data: str, variants=DEFAULT_VARIANTS, batch_size: int = 1,
                       size: tuple[int, int] | None = None, calib_images: int = 32, calib_method: str = "minmax",
                       warmup: int = 2, repeats: int = 10, progress: bool = True, log=print) -> dict:
-    """Trained models: latency at ``size`` (default: the data set's image size) and mIoU of every
-    variant on the data set's validation split; INT8 calibrated on its training split."""
-    from edgeseg.evaluate import dataset_for
-    from edgeseg.models.checkpoint import load_checkpoint
-    from edgeseg.runtime import meta_from_checkpoint_dict, preprocess
-
+    """Trained checkpoints: ``bench_files`` on them."""
     if not checkpoints:
-        raise EdgeSegError("no checkpoints to benchmark", "pass --checkpoints a.pt[,b.pt]")
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for ckpt in checkpoints:
-            log(f"[bench] {ckpt}")
-            model, payload = load_checkpoint(ckpt)
-            meta = meta_from_checkpoint_dict(payload["config"], payload["meta"])
-            val, train = dataset_for(meta, data, "val"), dataset_for(meta, data, "train")
-            step = max(1, len(train) // calib_images)
-            calibration = [preprocess(train.raw(i)[0], meta)[0] for i in range(0, len(train), step)][:calib_images]
-            # Timed on validation images (a detector's cost depends on what it finds); --size: random input.
-            batch = None if size else np.concatenate([preprocess(val.raw(i % len(val))[0], meta)[0] for i in range(batch_size)])
-            shape = size or tuple(batch.shape[-2:])
-            work = Path(tmp) / Path(ckpt).stem
-            work.mkdir()
-            rows += bench_model(model, meta, variants, shape, batch_size, work, calibration, calib_method,
-                                dataset=val, warmup=warmup, repeats=repeats, progress=progress, batch=batch)
-    return {"machine": machine(), "size": list(shape), "batch": batch_size, "data": data, "rows": rows}
+        raise EdgeSegError("no checkpoints to benchmark", "pass checkpoint files")
+    return bench_files(checkpoints, data, variants, batch_size, size, calib_images, calib_method=calib_method,
+                       warmup=warmup, repeats=repeats, examples=0, progress=progress, log=log)
 
 
 def machine() -> dict:
@@ -245,37 +436,50 @@ def markdown(report: dict, title: str) -> str:
     lines = [f"# {title}", "",
              f"Machine: {m['cpu']} ({m['cores']} cores, GPU: {m['gpu'] or 'none'}); torch {m['torch']} "
              f"({m['torch_threads']} threads), onnxruntime {m['onnxruntime']}, onnx {m['onnx']}, python {m['python']}, "
-             f"OMP_WAIT_POLICY={m['omp_wait_policy']}.",
-             f"Input {report['batch']}×C×{report['size'][0]}×{report['size'][1]}; latency per batch, median and p90 over "
-             "round-robin runs; speed-up = PyTorch eager median / this median, measured side by side. Agreement vs torch: "
-             "argmax agreement (semantic), or |A∩B|/|A∪B| of the binarised masks of detections matched by box overlap "
-             "(instance).", "",
+             f"OMP_WAIT_POLICY={m['omp_wait_policy']}" + (f"; load average {report['loadavg']}" if report.get("loadavg") else "") + ".",
+             f"Input {report['batch']}×C×{report['size'][0]}×{report['size'][1]}"
+             + (f" (the first validation image of {report['data']})" if report.get("data") else "")
+             + "; latency per batch, median and p90 over round-robin runs of each model's variants; speed-up = PyTorch eager "
+             "median / this median, measured side by side. Agreement with the reference (PyTorch where there is a PyTorch "
+             "model, else the FP32 ONNX): argmax agreement (softmax), thresholded-foreground agreement (sigmoid), "
+             "|A∩B|/|A∪B| of the masks of detections matched by box overlap (instance). Accuracy: mIoU (softmax), "
+             "foreground IoU (sigmoid), mask AP (instance), PQ (panoptic).", "",
              "| model | backend | precision | median ms | p90 ms | speed-up vs torch | img/s | 1st-run peak MB | model MB | "
-             "agreement vs torch | accuracy |",
+             "agreement (kind, vs) | accuracy |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
 
     def f(v, fmt):
         return "–" if v is None else format(v, fmt)
 
     for r in report["rows"]:
+        agree = r.get("agreement", r.get("agreement_vs_torch"))
+        kind = f" ({r['agreement_kind']}, vs {r['agreement_reference']})" if agree is not None and r.get("agreement_kind") else ""
         lines.append(f"| {r['model']} | {r['backend']} | {r['precision']} | {r['latency_ms_median']:.1f} | "
                      f"{r['latency_ms_p90']:.1f} | {f(r.get('speedup_vs_torch'), '.2f')}× | {r['throughput_ips']:.2f} | "
-                     f"{f(r['first_run_peak_mb'], '.0f')} | {r['model_mb']:.1f} | {f(r['agreement_vs_torch'], '.4f')} | "
+                     f"{f(r['first_run_peak_mb'], '.0f')} | {f(r['model_mb'], '.2f')} | {f(agree, '.4f')}{kind} | "
                      f"{'–' if r['accuracy'] is None else r['accuracy_metric'] + ' ' + format(r['accuracy'], '.4f')} |")
+    for n in report.get("notes") or []:
+        lines += ["", f"Note: {n}."]
     if report.get("not_measured"):
         lines += ["", f"Not measured in this run (stopped first): {', '.join(report['not_measured'])}."]
     return "\n".join(lines) + "\n"
 
 
 def write_report(report: dict, out_dir: str | Path, name: str, title: str) -> list[Path]:
-    from edgeseg.viz import pareto_plot
+    """``name``.json, .md and .png (the Pareto plot), and ``name``_examples.png where the report holds example
+    predictions (``bench_files`` with a data set)."""
+    from edgeseg.viz import examples_plot, pareto_plot
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{name}.json", out / f"{name}.md", out / f"{name}.png"]
-    write_text_atomic(paths[0], json.dumps(report, indent=2) + "\n")
+    shown = report.get("examples") or {}
+    write_text_atomic(paths[0], json.dumps({k: v for k, v in report.items() if k != "examples"}, indent=2) + "\n")
     write_text_atomic(paths[1], markdown(report, title))
     pareto_plot(report["rows"], paths[2], title)
+    if shown.get("images") and shown.get("columns"):
+        paths.append(out / f"{name}_examples.png")
+        examples_plot(shown, paths[3], f"{report.get('data', '')}: ground truth and each variant's prediction")
     return paths
 
 

@@ -300,20 +300,24 @@ def cmd_parity(a) -> None:
 
 
 def cmd_bench(a) -> None:
-    from edgeseg.bench import bench_checkpoints, run_bench, write_report
+    from edgeseg.bench import bench_files, run_bench, write_report
     from edgeseg.models import list_models
 
     variants = tuple(a.variants.split(","))
-    if a.checkpoints:
-        if not a.data:
-            raise EdgeSegError("--checkpoints needs --data to measure mIoU on", "add e.g. --data lits")
-        report = bench_checkpoints(a.checkpoints.split(","), a.data, variants, a.batch, (a.size, a.size) if a.size else None,
-                                   calib_images=a.calib_images, warmup=a.warmup, repeats=a.repeats)
+    items = list(a.items) + [m for arg in (a.models, a.checkpoints) if arg for m in arg.split(",") if m]
+    items = [m for item in (items or ["all"]) for m in (list_models() if item == "all" else [item])]
+    if a.data:
+        report = bench_files(items, a.data, variants, a.batch, (a.size, a.size) if a.size else None,
+                             calib_images=a.calib_images, calib_data=a.calib_data, warmup=a.warmup, repeats=a.repeats,
+                             examples=a.examples)
         title = f"edgeseg benchmark on {a.data}: accuracy vs latency"
     else:
-        models = list_models() if a.models == "all" else a.models.split(",")
+        files = [m for m in items if m not in list_models(task=None)]
+        if files:
+            raise EdgeSegError(f"{', '.join(files)}: model files are benchmarked on a data set",
+                               "add --data (e.g. --data synthetic, or folder:<path>)")
         size = a.size or 512
-        report = run_bench(models, variants, (size, size), a.batch, a.num_classes,
+        report = run_bench(items, variants, (size, size), a.batch, a.num_classes,
                            calib_images=a.calib_images, warmup=a.warmup, repeats=a.repeats)
         title = f"edgeseg zoo benchmark at {a.batch}×3×{size}×{size}"
     paths = write_report(report, a.out, a.name, title)
@@ -454,15 +458,26 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: the ones its sidecar names, from edgeseg's plugin folder, hash-checked)")
     s.set_defaults(fn=cmd_parity)
 
-    s = sub.add_parser("bench", help="models × backends × precisions: latency, memory, size (JSON + markdown + PNG)")
-    s.add_argument("--models", default="all", help="comma-separated zoo names, or all (random weights: latency only)")
-    s.add_argument("--checkpoints", help="comma-separated trained checkpoints: latency and mIoU on --data")
-    s.add_argument("--data", help="data set for mIoU (with --checkpoints)")
-    s.add_argument("--variants", default="torch:fp32,onnxruntime:fp32,onnxruntime:int8")
-    s.add_argument("--size", type=int, help="input side (default 512; with --checkpoints the data's image size)")
+    s = sub.add_parser("bench", help="models × backends × precisions: latency, memory, size; with --data accuracy, "
+                       "agreement and example predictions (JSON + markdown + PNGs)")
+    s.add_argument("items", nargs="*", metavar="MODEL",
+                   help="what to benchmark, in one list: .onnx files (edgeseg's, or foreign with <model>.onnx.json), "
+                   ".engine files, .pt checkpoints and zoo names (default: all of the zoo). --models and --checkpoints "
+                   "are the same list, comma-separated, kept for older scripts")
+    s.add_argument("--models", help="comma-separated, added to MODEL (zoo names or files; 'all': the whole zoo)")
+    s.add_argument("--checkpoints", help="comma-separated, added to MODEL")
+    s.add_argument("--data", help="data set: accuracy (mIoU, foreground IoU, mask AP) of every variant on its validation "
+                   "split, INT8 calibrated on its training split; needed for model files (without it: zoo names with "
+                   "random weights, latency only)")
+    s.add_argument("--calib-data", help="INT8 calibration images (their train split) when --data has no train/ split")
+    s.add_argument("--variants", default="torch:fp32,onnxruntime:fp32,onnxruntime:int8",
+                   help="backend:precision list (torch only where there is a PyTorch model; tensorrt skipped with a note "
+                   "without TensorRT and a GPU)")
+    s.add_argument("--size", type=int, help="input side (default 512; with --data the first validation image's size)")
     s.add_argument("--batch", type=int, default=1)
-    s.add_argument("--num-classes", type=int, default=21)
+    s.add_argument("--num-classes", type=int, default=21, help="zoo models without --data")
     s.add_argument("--calib-images", type=int, default=4)
+    s.add_argument("--examples", type=int, default=3, help="validation images in <name>_examples.png (with --data)")
     s.add_argument("--warmup", type=int, default=2)
     s.add_argument("--repeats", type=int, default=10)
     s.add_argument("--out", default="runs/bench")
