@@ -89,9 +89,10 @@ def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]
     return front
 
 
-def pareto_plot(rows: list[dict], path: str | Path, title: str) -> None:
+def pareto_plot(rows: list[dict], path: str | Path, title: str) -> tuple[float, float]:
     """Latency (log x) against the accuracy metric (mIoU, foreground IoU, mask AP; without accuracy: model size)
-    for every benchmark row: one colour per runtime, one marker per precision, the Pareto front dashed."""
+    for every benchmark row: one colour per runtime, one marker per precision, the Pareto front dashed. Returns the
+    y-axis range drawn."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -129,9 +130,11 @@ def pareto_plot(rows: list[dict], path: str | Path, title: str) -> None:
     ax.grid(alpha=0.3, which="both")
     ax.legend(handles=handles, fontsize=8, loc="best")
     fig.tight_layout()
+    ylim = tuple(float(v) for v in ax.get_ylim())
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
     plt.close(fig)
+    return ylim
 
 
 def examples_plot(shown: dict, path: str | Path, title: str) -> None:

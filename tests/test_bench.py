@@ -5,6 +5,8 @@ from edgeseg.errors import EdgeSegError
 
 import pytest
 
+from test_byo import byo, edgeseg_here, one_line_error  # noqa: F401  (byo: the foreign model + binary folder)
+
 
 def test_bench_rows_ratios_and_report(tmp_path):
     report = run_bench(["fcn32s_resnet18"], size=(128, 128), num_classes=4, calib_images=2, warmup=1, repeats=3,
@@ -46,3 +48,61 @@ def test_bench_trained_checkpoint_reports_miou(tmp_path):
     mious = {(r["backend"], r["precision"]): r["miou"] for r in report["rows"]}
     assert all(0.0 <= v <= 1.0 for v in mious.values())
     assert abs(mious[("torch", "fp32")] - mious[("onnxruntime", "fp32")]) < 1e-3
+
+
+def test_y_range_and_pareto_front():
+    from edgeseg.viz import pareto_front, y_range
+
+    for values in ([0.5], [0.5, 0.5004], [0.999, 1.0], [0.0, 0.001], [0.2, 0.9]):
+        lo, hi = y_range(values)
+        assert 0.0 <= lo <= min(values) and max(values) <= hi <= 1.0 and hi - lo >= 0.05 - 1e-9
+    assert pareto_front([(3.0, 0.7)]) == [(3.0, 0.7)]
+    assert pareto_front([(1.0, 0.5), (2.0, 0.4), (3.0, 0.8), (3.0, 0.6)]) == [(1.0, 0.5), (3.0, 0.8)]
+
+
+def test_bench_foreign_onnx_zoo_name_and_checkpoint_on_data(byo, capsys, tmp_path):
+    """One list: a foreign opset-12 BGR sigmoid ONNX + sidecar, a zoo name and a trained checkpoint, on a binary folder."""
+    from edgeseg.data import get_dataset
+    from edgeseg.evaluate import evaluate
+    from edgeseg.runtime import open_session
+    from edgeseg.train import TrainConfig, train
+    from edgeseg.viz import pareto_plot
+
+    data = f"folder:{byo['root']}"
+    cfg = TrainConfig(model="unet_padded", dataset=data, model_args={"base_width": 4, "depth": 2}, crop=32, iterations=3,
+                      batch_size=2)
+    train(cfg, tmp_path / "m.pt", progress=False, log=lambda *_: None)
+    args = ["bench", byo["model"], "fcn32s_resnet18", "--checkpoints", tmp_path / "m.pt", "--data", data, "--repeats", "2",
+            "--warmup", "1", "--calib-images", "2", "--variants", "torch:fp32,onnxruntime:fp32,onnxruntime:int8,tensorrt:fp16",
+            "--out", tmp_path / "out", "--name", "b"]
+    refused = edgeseg_here(capsys, *args)  # the folder has no train/ split: not calibrated on the scored images
+    one_line_error(refused, "no train/ split", "--calib-data")
+    r = edgeseg_here(capsys, *args, "--calib-data", data)
+    assert r.returncode == 0, r.stderr
+    report = json.loads((tmp_path / "out" / "b.json").read_text())
+    rows = {(x["model"], x["backend"], x["precision"]): x for x in report["rows"]}
+    assert set(rows) == {("foreign_binary", "onnxruntime", "fp32"), ("foreign_binary", "onnxruntime", "int8"),
+                         *((m, b, p) for m in ("fcn32s_resnet18", "unet_padded")
+                           for b, p in (("torch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "int8")))}
+    if any("tensorrt" in n for n in report["notes"]):  # no TensorRT/GPU here: one note, no rows
+        assert "tensorrt variants skipped" in r.stdout
+    fp32 = rows[("foreign_binary", "onnxruntime", "fp32")]
+    scores = evaluate(open_session(byo["model"]), get_dataset(data, "val"), progress=False)
+    assert fp32["accuracy_metric"] == "foreground IoU" and fp32["accuracy"] == scores.per_class_iou[1]
+    e = edgeseg_here(capsys, "eval", byo["model"], "--data", data)
+    assert f"foreground           IoU {fp32['accuracy']:.4f}" in e.stdout
+    for p in ("fp32", "int8"):  # by thresholded foreground against the file's own FP32, never argmax over one channel
+        row = rows[("foreign_binary", "onnxruntime", p)]
+        assert row["agreement_kind"] == "foreground" and row["agreement_reference"] == "onnxruntime:fp32"
+        assert 0.5 < row["agreement"] <= 1.0
+    assert fp32["agreement"] == 1.0
+    for m in ("fcn32s_resnet18", "unet_padded"):
+        row = rows[(m, "onnxruntime", "fp32")]
+        assert row["agreement_kind"] == "argmax" and row["agreement_reference"] == "torch:fp32" and row["agreement"] > 0.99
+        assert row["accuracy_metric"] == "mIoU" and 0.0 <= row["accuracy"] <= 1.0
+    png, examples = tmp_path / "out" / "b.png", tmp_path / "out" / "b_examples.png"
+    assert png.read_bytes()[:4] == examples.read_bytes()[:4] == b"\x89PNG"
+    assert png.stat().st_size > 20_000 and examples.stat().st_size > 20_000
+    lo, hi = pareto_plot(report["rows"], tmp_path / "again.png", "t")
+    assert 0.0 <= lo and hi <= 1.0 and hi - lo >= 0.02
+    assert "| foreign_binary | onnxruntime | int8 |" in (tmp_path / "out" / "b.md").read_text()
