@@ -18,7 +18,13 @@ from edgeseg.runtime import open_session
 from edgeseg.tolerances import tolerance
 
 
-@pytest.mark.parametrize("name", list_models())
+# InternImage-T's portable export traces 26 DCNv3 blocks (> 15 min on 2 cores); tests/test_internimage.py
+# exports the same architecture at its CPU configuration, in both flavours.
+TOO_SLOW_TO_EXPORT = {"deeplabv3plus_internimage_t": "exported at its CPU configuration in tests/test_internimage.py"}
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.skip(reason=TOO_SLOW_TO_EXPORT[n]))
+                                  if n in TOO_SLOW_TO_EXPORT else n for n in list_models()])
 def test_zoo_model_exports_and_matches_pytorch_at_two_sizes(name, tmp_path):
     model = create(name, num_classes=5, in_channels=3).eval()
     path = tmp_path / f"{name}.onnx"
