@@ -178,6 +178,13 @@ def test_export_matches_pytorch_in_onnxruntime(flavour, tmp_path):
     # traced at batch 2 and where P7 is 2×2: a size of 1 in the sample would be fixed in the graph
     meta = export_onnx(model, tmp_path / "m.onnx", flavour=flavour, sample=torch.randn(2, 3, 192, 192))
     assert meta.task == "panoptic" and meta.max_detections == 6 and meta.size_divisor == 64
+    import onnx
+
+    kinds = {n.op_type for n in onnx.load(str(tmp_path / "m.onnx")).graph.node}
+    if flavour == "tensorrt":  # the DCNv2 semantic head and the merge are plugin nodes
+        assert {"EdgeSegDeformConv2d", "EdgeSegPanopticPaste"} <= kinds and "DeformConv" not in kinds
+    else:
+        assert "DeformConv" in kinds and "NonMaxSuppression" in kinds and not any(k.startswith("EdgeSeg") for k in kinds)
     session = open_session(tmp_path / "m.onnx")
     g = torch.Generator().manual_seed(5)
     agree = total = things = 0
