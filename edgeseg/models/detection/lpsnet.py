@@ -86,6 +86,11 @@ class PyramidPooling(nn.Module):
         return self.fuse(torch.cat(out, 1))
 
 
+def _set_bias(conv: nn.Conv2d, value: float = 0.0) -> None:
+    assert conv.bias is not None
+    nn.init.constant_(conv.bias, value)
+
+
 def _norm(channels: int) -> nn.GroupNorm:
     """GroupNorm, 32 groups where the width allows, never one channel a group (P7 may be 1×1)."""
     return nn.GroupNorm(max(1, math.gcd(32, channels // 2)), channels)
@@ -99,7 +104,7 @@ class DeformBlock(nn.Module):
         super().__init__()
         self.offset = nn.Conv2d(cin, 27, 3, padding=1)
         nn.init.zeros_(self.offset.weight)
-        nn.init.zeros_(self.offset.bias)
+        _set_bias(self.offset)
         self.weight = nn.Parameter(torch.empty(cout, cin, 3, 3))
         nn.init.kaiming_uniform_(self.weight, a=1)
         self.norm = _norm(cout)
@@ -139,8 +144,8 @@ class BoxHead(nn.Module):
         self.scales = nn.ModuleList(Scale() for _ in BOX_STRIDES)
         for conv in (self.cls, self.ltrb, self.border):
             nn.init.normal_(conv.weight, std=0.01)
-            nn.init.zeros_(conv.bias)
-        nn.init.constant_(self.cls.bias, -math.log(99.0))  # prior probability 0.01 (focal loss)
+            _set_bias(conv)
+        _set_bias(self.cls, -math.log(99.0))  # prior probability 0.01 (focal loss)
 
     def forward(self, levels: list[Tensor]) -> list[tuple[Tensor, Tensor, Tensor]]:
         """Per level: class logits N×C×H×W, distances N×4×H×W (input pixels), border-ness logits N×1×H×W."""
