@@ -11,12 +11,16 @@ from edgeseg.errors import EdgeSegError
 
 
 def _kv(items: list[str] | None) -> dict:
-    """``k=v`` pairs with ints, floats and booleans parsed."""
-    out = {}
+    """``k=v`` pairs with ints, floats and booleans parsed; ``k=1,2`` is a list of ints (e.g. thing_classes)."""
+    out: dict = {}
     for item in items or []:
         if "=" not in item:
             raise EdgeSegError(f"'{item}' is not key=value", "write e.g. --model-arg base_width=16")
         k, v = item.split("=", 1)
+        parts = [p.strip() for p in v.split(",") if p.strip()]
+        if "," in v and parts and all(p.lstrip("-").isdigit() for p in parts):  # "1," is a list of one
+            out[k] = [int(p) for p in parts]
+            continue
         for conv in (int, float):
             try:
                 out[k] = conv(v)

@@ -117,3 +117,10 @@ def test_eval_parity_and_export_verbs(small_onnx, tmp_path):
     assert "PASS" in r.stdout and (tmp_path / "again.onnx").is_file()
     r = edgeseg("zoo", "--size", "256")
     assert r.returncode == 0 and "hrnetv2_w48" in r.stdout
+
+
+def test_model_args_parse_numbers_booleans_and_class_lists():
+    from edgeseg.cli import _kv
+
+    assert _kv(["base_width=16", "dropout=0.5", "batch_norm=false", "thing_classes=1,2", "thing_classes_one=3,", "name=a,b"]) == {
+        "base_width": 16, "dropout": 0.5, "batch_norm": False, "thing_classes": [1, 2], "thing_classes_one": [3], "name": "a,b"}
