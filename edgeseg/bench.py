@@ -341,6 +341,7 @@ def bench_files(items: list[str | Path], data: str, variants=DEFAULT_VARIANTS, b
     wanted = [(v, *parse_variant(v)) for v in variants]
     missing = tensorrt_missing() if any(b == "tensorrt" for _, b, _ in wanted) else None
     notes = [f"tensorrt variants skipped: {missing}"] if missing else []
+    load_before = loadavg()
     sources = [_resolve(item, data) for item in items]
     for src in sources:  # calibration data read (or refused) before anything is timed
         needs = src["kind"] != "engine" and any(p == "int8" and not (b == "tensorrt" and missing) for _, b, p in wanted)
@@ -412,7 +413,7 @@ def bench_files(items: list[str | Path], data: str, variants=DEFAULT_VARIANTS, b
     for n in notes:
         log(f"note: {n}")
     return {"machine": machine(), "size": shapes[0] if shapes else [], "batch": batch_size, "data": data, "rows": rows,
-            "notes": notes, "examples": shown}
+            "notes": notes, "loadavg": f"{load_before} at the start, {loadavg()} at the end", "examples": shown}
 
 
 def bench_checkpoints(checkpoints: list[str | Path], data: str, variants=DEFAULT_VARIANTS, batch_size: int = 1,
@@ -423,6 +424,14 @@ def bench_checkpoints(checkpoints: list[str | Path], data: str, variants=DEFAULT
         raise EdgeSegError("no checkpoints to benchmark", "pass checkpoint files")
     return bench_files(checkpoints, data, variants, batch_size, size, calib_images, calib_method=calib_method,
                        warmup=warmup, repeats=repeats, examples=0, progress=progress, log=log)
+
+
+def loadavg() -> str | None:
+    """/proc/loadavg's 1, 5 and 15-minute averages (Linux), to record how busy the machine was."""
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return None
 
 
 def machine() -> dict:
@@ -455,8 +464,8 @@ def markdown(report: dict, title: str) -> str:
         agree = r.get("agreement", r.get("agreement_vs_torch"))
         kind = f" ({r['agreement_kind']}, vs {r['agreement_reference']})" if agree is not None and r.get("agreement_kind") else ""
         lines.append(f"| {r['model']} | {r['backend']} | {r['precision']} | {r['latency_ms_median']:.1f} | "
-                     f"{r['latency_ms_p90']:.1f} | {f(r.get('speedup_vs_torch'), '.2f')}× | {r['throughput_ips']:.2f} | "
-                     f"{f(r['first_run_peak_mb'], '.0f')} | {f(r['model_mb'], '.2f')} | {f(agree, '.4f')}{kind} | "
+                     f"{r['latency_ms_p90']:.1f} | {f(r.get('speedup_vs_torch'), '.2f')}{'×' if r.get('speedup_vs_torch') else ''} | "
+                     f"{r['throughput_ips']:.2f} | {f(r['first_run_peak_mb'], '.0f')} | {f(r['model_mb'], '.3g')} | {f(agree, '.4f')}{kind} | "
                      f"{'–' if r['accuracy'] is None else r['accuracy_metric'] + ' ' + format(r['accuracy'], '.4f')} |")
     for n in report.get("notes") or []:
         lines += ["", f"Note: {n}."]

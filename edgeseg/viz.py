@@ -108,8 +108,13 @@ def pareto_plot(rows: list[dict], path: str | Path, title: str) -> tuple[float, 
     for r in sel:
         ax.scatter(r["latency_ms_median"], y_of(r), marker=markers.get(r["precision"], "x"),
                    color=colours.get(r["backend"], "tab:gray"), s=60, edgecolors="black", linewidths=0.4, zorder=3)
-        ax.annotate(f"{r['model']} {r['precision']}", (r["latency_ms_median"], y_of(r)), fontsize=7, alpha=0.85,
-                    xytext=(4, 4), textcoords="offset points")
+    models = sorted({r["model"] for r in sel}, key=lambda m: min(y_of(r) for r in sel if r["model"] == m))
+    for k, m in enumerate(models):  # one label per model (the markers say runtime and precision), above its variants
+        mine = [r for r in sel if r["model"] == m]
+        x = float(np.exp(np.mean([np.log(r["latency_ms_median"]) for r in mine])))
+        ax.annotate(m, (x, max(y_of(r) for r in mine)), fontsize=8, ha="center", xytext=(0, 9 + 9 * (k % 2)),
+                    textcoords="offset points", zorder=2.5,
+                    bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.7})
     handles = [Line2D([], [], ls="", marker="o", color=colours.get(b, "tab:gray"), label=b)
                for b in sorted({r["backend"] for r in sel})]
     handles += [Line2D([], [], ls="", marker=markers.get(p, "x"), color="gray", label=p)
