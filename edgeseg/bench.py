@@ -86,11 +86,27 @@ def time_round_robin(sessions: dict[str, Session], batch: np.ndarray, warmup: in
     return time_callables({k: functools.partial(s.run, batch) for k, s in sessions.items()}, warmup, repeats, progress)
 
 
+def variant_file(fp32: Path, backend: str, precision: str, calibration: list[np.ndarray], calib_method: str) -> Path:
+    """The ONNX file a variant runs, derived from ``fp32`` beside it once: FP16 by conversion, INT8 as a Q/DQ graph
+    (7-bit weights for ONNX Runtime on AVX2; 8-bit for TensorRT, whose build refuses 7). TensorRT FP16 builds
+    from the FP32 graph."""
+    from edgeseg.quant import convert_fp16, quantize_int8
+
+    if precision == "fp32" or (backend == "tensorrt" and precision == "fp16"):
+        return fp32
+    path = fp32.with_name(f"{fp32.stem}_{precision}{'_trt' if backend == 'tensorrt' else ''}.onnx")
+    if not path.exists():
+        if precision == "fp16":
+            convert_fp16(fp32, path)
+        else:
+            quantize_int8(fp32, path, calibration, calib_method, reduce_range=backend != "tensorrt")
+    return path
+
+
 def build_variants(model, meta, variants, workdir: Path, calibration: list[np.ndarray], calib_method: str,
                    exporter: str = "dynamo", sample=None) -> tuple[dict[str, Session], dict[str, Path]]:
     """Export once, derive the precisions, open one Session per variant."""
     from edgeseg.export import export_onnx
-    from edgeseg.quant import convert_fp16, quantize_int8
 
     sessions: dict[str, Session] = {}
     files: dict[str, Path] = {}
@@ -102,13 +118,8 @@ def build_variants(model, meta, variants, workdir: Path, calibration: list[np.nd
             continue
         if not fp32.exists():
             export_onnx(model, fp32, meta=meta, exporter=exporter, sample=sample)
-        path = {"fp32": fp32, "fp16": workdir / f"{meta.model}_fp16.onnx", "int8": workdir / f"{meta.model}_int8.onnx"}[precision]
-        if precision == "int8" and not path.exists():
-            quantize_int8(fp32, path, calibration, calib_method)
-        if precision == "fp16" and not path.exists():
-            convert_fp16(fp32, path)
-        files[v] = path
-        sessions[v] = open_session(path, backend)
+        files[v] = variant_file(fp32, backend, precision, calibration, calib_method)
+        sessions[v] = open_session(files[v], backend)
     return sessions, files
 
 
@@ -122,22 +133,6 @@ def tensorrt_missing() -> str | None:
     if not Path("/dev/nvidiactl").exists() and not Path("/dev/nvidia0").exists():
         return "no NVIDIA GPU is visible"
     return None
-
-
-def calibration_batches(meta, data: str, calib_data: str | None, count: int) -> list[np.ndarray]:
-    """INT8 calibration inputs: ``count`` images spread over the training split of ``calib_data`` (default
-    ``data``), preprocessed as the model takes them. A data set without a train/ split is refused unless
-    ``calib_data`` names it explicitly: its images are the ones the benchmark (and ``edgeseg eval``) scores."""
-    from edgeseg.evaluate import dataset_for
-    from edgeseg.runtime import preprocess
-
-    name = calib_data or data
-    ds = dataset_for(meta, name, "train")
-    if ds.info.notes.get("unsplit") and not calib_data:
-        raise EdgeSegError(f"{name} has no train/ split: calibrating INT8 on it would calibrate on the images the benchmark "
-                           "scores", "pass --calib-data explicitly (other images), or split the folder into train/ and val/")
-    step = max(1, len(ds) // count)
-    return [preprocess(ds.raw(i)[0], meta)[0] for i in range(0, len(ds), step)][:count]
 
 
 def agreement(reference: Session, candidate: Session, batches: list[tuple[np.ndarray, np.ndarray | None]],
@@ -329,10 +324,9 @@ def bench_files(items: list[str | Path], data: str, variants=DEFAULT_VARIANTS, b
     ``tensorrt`` variants are skipped with a note where TensorRT or a GPU is missing. INT8 is calibrated on the
     training split of ``calib_data`` (default ``data``; see ``calibration_batches``). The report's
     ``examples`` (not JSON) holds the first ``examples`` validation images with each variant's prediction."""
-    from edgeseg.evaluate import dataset_for
+    from edgeseg.evaluate import calibration_batches, dataset_for
     from edgeseg.export import export_onnx
     from edgeseg.parity import dataset_batches, random_batches
-    from edgeseg.quant import convert_fp16, quantize_int8
     from edgeseg.runtime import open_session, preprocess
     from edgeseg.runtime.prepost import batch_size_hw
 
@@ -372,15 +366,8 @@ def bench_files(items: list[str | Path], data: str, variants=DEFAULT_VARIANTS, b
                     continue
                 if not fp32.exists():
                     export_onnx(model, fp32, meta=meta, exporter=exporter)
-                path = {"fp32": fp32, "fp16": work / "fp16.onnx", "int8": work / "int8.onnx"}[precision]
-                if backend == "onnxruntime" and precision == "int8" and not path.exists():
-                    quantize_int8(fp32, path, src["calibration"], calib_method)
-                if backend == "onnxruntime" and precision == "fp16" and not path.exists():
-                    convert_fp16(fp32, path)
-                if backend == "tensorrt":
-                    sessions[v], files[v] = open_session(fp32, "tensorrt", precision=precision), fp32
-                else:
-                    sessions[v], files[v] = open_session(path, backend), path
+                files[v] = variant_file(fp32, backend, precision, src["calibration"], calib_method)
+                sessions[v] = open_session(files[v], backend, **({"precision": precision} if backend == "tensorrt" else {}))
             if model is not None:
                 ref_name = "torch:fp32"
                 reference = sessions.get(ref_name) or open_session(model, "torch", meta=meta)

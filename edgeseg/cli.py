@@ -142,11 +142,10 @@ def cmd_export(a) -> None:
 
 
 def cmd_quantize(a) -> None:
-    from edgeseg.evaluate import dataset_for
+    from edgeseg.evaluate import calibration_batches
     from edgeseg.export.metadata import load_onnx, read_metadata
     from edgeseg.io import check_writable_folder
     from edgeseg.quant import check_quantizable, convert_fp16, quantize_int8
-    from edgeseg.runtime import preprocess
 
     out = a.out or str(Path(a.model).with_suffix("")) + f"_{a.precision}.onnx"
     check_writable_folder(out)
@@ -156,14 +155,7 @@ def cmd_quantize(a) -> None:
         proto = load_onnx(a.model, load_weights=False)
         meta = read_metadata(proto, a.model)
         check_quantizable(proto, meta, a.model)  # before the calibration data is read
-        calib_data = a.calib_data or meta.config.get("dataset") or "lits"
-        ds = dataset_for(meta, calib_data, "train")
-        if ds.info.notes.get("unsplit") and not a.calib_data:
-            raise EdgeSegError(f"{calib_data} (the model's data set) has no train/ split: calibrating on it would calibrate on "
-                               "the images 'edgeseg eval' scores", "pass --calib-data explicitly (other images), or split the folder "
-                               "into train/ and val/")
-        step = max(1, len(ds) // a.calib_images)
-        batches = [preprocess(ds.raw(i)[0], meta)[0] for i in range(0, len(ds), step)][: a.calib_images]
+        batches = calibration_batches(meta, meta.config.get("dataset") or "lits", a.calib_data, a.calib_images)
         full_range = a.full_range or a.target == "tensorrt"  # TensorRT runs 8-bit weights; 7 bits lose levels
         quantize_int8(a.model, out, batches, a.method, per_channel=not a.per_tensor, reduce_range=not full_range)
     print(f"wrote {out}")

@@ -15,6 +15,21 @@ def dataset_for(meta: ModelMeta, name: str, split: str) -> SegDataset:
     return get_dataset(name, split, **(meta.config.get("dataset_args", {}) if same else {}))
 
 
+def calibration_batches(meta: ModelMeta, data: str, calib_data: str | None, count: int) -> list:
+    """INT8 calibration inputs: ``count`` images spread over the training split of ``calib_data`` (default
+    ``data``), preprocessed as the model takes them. A data set without a train/ split is refused unless
+    ``calib_data`` names it explicitly: its images are the ones ``edgeseg eval`` and the benchmarks score."""
+    from edgeseg.errors import EdgeSegError
+
+    name = calib_data or data
+    ds = dataset_for(meta, name, "train")
+    if ds.info.notes.get("unsplit") and not calib_data:
+        raise EdgeSegError(f"{name} has no train/ split: calibrating INT8 on it would calibrate on the images that are "
+                           "scored", "pass --calib-data explicitly (other images), or split the folder into train/ and val/")
+    step = max(1, len(ds) // count)
+    return [preprocess(ds.raw(i)[0], meta)[0] for i in range(0, len(ds), step)][:count]
+
+
 def evaluate(session: Session, dataset, limit: int | None = None, progress: bool = True) -> SemanticScores:
     meta = session.meta
     if dataset.info.in_channels != meta.in_channels:
