@@ -1,0 +1,161 @@
+"""edgeseg.deploy.jetson: parsing of tegrastats, nvpmodel -q and jetson_clocks --show output; the Jetson scripts'
+syntax. Nothing here ran on a Jetson: the inputs are written by hand in the formats NVIDIA documents, field for
+field (values are plausible, not captured from a device):
+
+- tegrastats: Jetson Linux Developer Guide r36.x, "tegrastats Utility" (field table: RAM X/Y (lfb NxZ),
+  SWAP X/Y (cached Z), CPU [X%@Z,...] or 'off', EMC_FREQ X%@Y, GR3D_FREQ X%@[Y,...], <sensor>@<T>C,
+  <rail> <now>mW/<avg>mW) and the r36 "Platform Power and Performance" page for the Orin rails (Orin Nano/NX:
+  VDD_IN, VDD_CPU_GPU_CV, VDD_SOC; AGX Orin: VDD_GPU_SOC, VDD_CPU_CV, VIN_SYS_5V0, VDDQ_VDD2_1V8AO). r36 lines
+  start with a MM-DD-YYYY HH:MM:SS time stamp.
+- nvpmodel -q: same guide, "Power Mode Controls" ('NV Power Mode: <name>' then the mode id).
+- jetson_clocks --show: same guide, "Maximizing Jetson Orin Performance" (per-CPU, GPU, EMC lines with
+  MinFreq/MaxFreq/CurrentFreq).
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from edgeseg.deploy.jetson import (PowerSampler, parse_jetson_clocks, parse_nvpmodel, parse_tegrastats,
+                                   summarize_power)
+from edgeseg.errors import EdgeSegError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Orin Nano 8GB developer kit, JetPack 6 (r36): 6 cores, one GPU frequency, VDD_IN measured.
+ORIN_NANO = ("12-01-2026 04:40:00 RAM 2339/7620MB (lfb 5x4MB) SWAP 0/3810MB (cached 0MB) "
+             "CPU [2%@729,1%@729,0%@729,3%@729,off,off] EMC_FREQ 0%@2133 GR3D_FREQ 0%@[305] VIC_FREQ 0%@115 "
+             "APE 200 cpu@47.5C soc2@46.8C soc0@46.25C gpu@47.031C tj@47.5C soc1@46.468C "
+             "VDD_IN 4966mW/4966mW VDD_CPU_GPU_CV 483mW/483mW VDD_SOC 1451mW/1451mW")
+
+# AGX Orin 64GB developer kit, JetPack 6 (r36): 12 cores, two GPC frequencies, no VDD_IN rail.
+AGX_ORIN = ("12-01-2026 04:40:01 RAM 3155/62841MB (lfb 6467x4MB) SWAP 0/31421MB (cached 0MB) "
+            "CPU [0%@729,1%@729,0%@729,0%@729,4%@2201,0%@2201,0%@2201,2%@2201,0%@729,0%@729,0%@729,0%@729] "
+            "EMC_FREQ 0%@3199 GR3D_FREQ 87%@[1300,1300] NVENC off NVDEC off NVJPG off NVJPG1 off VIC off OFA off "
+            "NVDLA0 off NVDLA1 off PVA0_FREQ off APE 174 cpu@45.937C soc2@42.5C soc0@43.75C gpu@52.031C "
+            "tj@52.031C soc1@42.625C VDD_GPU_SOC 14794mW/9112mW VDD_CPU_CV 1398mW/1201mW "
+            "VIN_SYS_5V0 4422mW/4321mW VDDQ_VDD2_1V8AO 902mW/811mW")
+
+# A capture of `tegrastats --interval 100` on an Orin Nano while a model ran (the load rising, then steady).
+CAPTURE = "\n".join(
+    f"12-01-2026 04:41:0{i} RAM 2790/7620MB (lfb 4x4MB) SWAP 0/3810MB (cached 0MB) "
+    f"CPU [31%@1510,12%@1510,8%@1510,25%@1510,9%@1510,6%@1510] EMC_FREQ 38%@2133 GR3D_FREQ {gpu}%@[624] "
+    f"VIC_FREQ 0%@115 APE 200 cpu@51.2C soc2@49.9C soc0@50.1C gpu@53.0C tj@53.0C soc1@50.0C "
+    f"VDD_IN {vin}mW/{vin}mW VDD_CPU_GPU_CV 2841mW/2500mW VDD_SOC 1920mW/1900mW"
+    for i, (gpu, vin) in enumerate([(45, 7000), (97, 9000), (99, 9400), (98, 9200)])) + "\n\n"
+
+NVPMODEL_ORIN_NANO = "NV Power Mode: 15W\n0\n"
+NVPMODEL_AGX = "NVPM WARN: fan mode is not set!\nNV Power Mode: MAXN\n0\n"
+
+CLOCKS_ON = """SOC family:tegra234  Machine:NVIDIA Jetson Orin Nano Developer Kit
+Online CPUs: 0-5
+cpu0: Online=1 Governor=schedutil MinFreq=1510400 MaxFreq=1510400 CurrentFreq=1510400 IdleStates: WFI=0 c7=0
+cpu1: Online=1 Governor=schedutil MinFreq=1510400 MaxFreq=1510400 CurrentFreq=1510400 IdleStates: WFI=0 c7=0
+cpu2: Online=1 Governor=schedutil MinFreq=1510400 MaxFreq=1510400 CurrentFreq=1510400 IdleStates: WFI=0 c7=0
+cpu3: Online=1 Governor=schedutil MinFreq=1510400 MaxFreq=1510400 CurrentFreq=1510400 IdleStates: WFI=0 c7=0
+cpu4: Online=1 Governor=schedutil MinFreq=1510400 MaxFreq=1510400 CurrentFreq=1510400 IdleStates: WFI=0 c7=0
+cpu5: Online=1 Governor=schedutil MinFreq=1510400 MaxFreq=1510400 CurrentFreq=1510400 IdleStates: WFI=0 c7=0
+GPU MinFreq=624750000 MaxFreq=624750000 CurrentFreq=624750000
+EMC MinFreq=204000000 MaxFreq=2133000000 CurrentFreq=2133000000 FreqOverride=1
+FAN Dynamic Speed control=active hwmon2_pwm=255
+NV Power Mode: 15W
+"""
+CLOCKS_OFF = CLOCKS_ON.replace("MinFreq=1510400", "MinFreq=115200").replace("MinFreq=624750000", "MinFreq=306000000")
+
+
+def test_orin_nano_line():
+    s = parse_tegrastats(ORIN_NANO)
+    assert (s.ram_used_mb, s.ram_total_mb, s.swap_used_mb, s.swap_total_mb) == (2339, 7620, 0, 3810)
+    assert s.cpu_load == [2, 1, 0, 3, None, None] and s.cpu_freq_mhz == [729] * 4 + [None, None]
+    assert (s.emc_load, s.emc_freq_mhz, s.gpu_load, s.gpu_freq_mhz) == (0, 2133, 0, [305])
+    assert s.temperatures_c == {"cpu": 47.5, "soc2": 46.8, "soc0": 46.25, "gpu": 47.031, "tj": 47.5, "soc1": 46.468}
+    assert s.rails_mw == {"VDD_IN": (4966, 4966), "VDD_CPU_GPU_CV": (483, 483), "VDD_SOC": (1451, 1451)}
+    assert (s.input_source, s.input_power_mw) == ("VDD_IN", 4966)
+
+
+def test_agx_orin_line_sums_rails_without_vdd_in():
+    s = parse_tegrastats(AGX_ORIN)
+    assert len(s.cpu_load) == 12 and s.cpu_freq_mhz[4] == 2201
+    assert (s.gpu_load, s.gpu_freq_mhz) == (87, [1300, 1300])
+    assert set(s.rails_mw) == {"VDD_GPU_SOC", "VDD_CPU_CV", "VIN_SYS_5V0", "VDDQ_VDD2_1V8AO"}
+    assert "NVENC" not in s.rails_mw and "APE" not in s.rails_mw  # unknown fields skipped
+    assert (s.input_source, s.input_power_mw) == ("sum of rails", 14794 + 1398 + 4422 + 902)
+
+
+def test_older_forms():
+    # r32 (Jetson Nano): shared CPU frequency after the brackets, rails without units, GR3D without brackets.
+    s = parse_tegrastats("RAM 1500/3964MB (lfb 1x4MB) SWAP 0/1982MB (cached 0MB) CPU [5%,3%,off,off]@1479 "
+                         "EMC_FREQ 0% GR3D_FREQ 0%@921 PLL@30C CPU@32.5C PMIC@100C GPU@30.5C "
+                         "POM_5V_IN 2418/2418 POM_5V_GPU 0/0 POM_5V_CPU 331/331")
+    assert s.cpu_load == [5, 3, None, None] and s.cpu_freq_mhz == [1479, 1479, None, None]
+    assert s.gpu_freq_mhz == [921] and s.emc_freq_mhz is None
+    assert (s.input_source, s.input_power_mw) == ("POM_5V_IN", 2418)
+
+
+@pytest.mark.parametrize("line", ["", "hello world", "CPU [1%@729] VDD_IN 5000mW/5000mW", "RAM lots"])
+def test_garbage_refused(line):
+    with pytest.raises(EdgeSegError, match="not a tegrastats line"):
+        parse_tegrastats(line)
+
+
+def test_bad_cpu_entry_refused():
+    with pytest.raises(EdgeSegError, match="CPU entry"):
+        parse_tegrastats(ORIN_NANO.replace("2%@729", "x@729"))
+
+
+def test_power_summary_of_capture():
+    p = summarize_power(CAPTURE.splitlines())
+    assert p.samples == 4 and p.input_source == "VDD_IN"
+    assert p.mean_w == pytest.approx((7.0 + 9.0 + 9.4 + 9.2) / 4) and p.max_w == pytest.approx(9.4)
+    f = p.fields(throughput_ips=86.5)
+    assert f["fps_per_watt"] == pytest.approx(86.5 / p.mean_w) and f["power_source"] == "tegrastats VDD_IN"
+
+
+def test_power_summary_refusals():
+    with pytest.raises(EdgeSegError, match="no tegrastats samples"):
+        summarize_power(["", "\n"])
+    with pytest.raises(EdgeSegError, match="no power rails"):
+        summarize_power([ORIN_NANO.split(" VDD_IN")[0]])
+
+
+@pytest.mark.skipif(shutil.which("tegrastats") is not None, reason="tegrastats present (a Jetson)")
+def test_sampler_refuses_without_tegrastats():
+    with pytest.raises(EdgeSegError, match="not on PATH"):
+        with PowerSampler():
+            pass
+
+
+@pytest.mark.skipif(shutil.which("tegrastats") is None, reason="needs a Jetson (tegrastats)")
+def test_sampler_on_device():
+    import time
+
+    with PowerSampler(interval_ms=100) as p:
+        time.sleep(1.0)
+    assert p.summary().samples >= 3
+
+
+def test_nvpmodel():
+    m = parse_nvpmodel(NVPMODEL_ORIN_NANO)
+    assert (m.name, m.id) == ("15W", 0)
+    assert parse_nvpmodel(NVPMODEL_AGX).name == "MAXN"
+    with pytest.raises(EdgeSegError, match="NV Power Mode"):
+        parse_nvpmodel("nvpmodel: command not found\n")
+
+
+def test_jetson_clocks():
+    on = parse_jetson_clocks(CLOCKS_ON)
+    assert len(on.cpus) == 6 and on.gpu == (624750000, 624750000, 624750000)
+    assert on.emc == (204000000, 2133000000, 2133000000) and on.power_mode == "15W" and on.locked
+    assert not parse_jetson_clocks(CLOCKS_OFF).locked
+    with pytest.raises(EdgeSegError, match="jetson_clocks"):
+        parse_jetson_clocks("")
+
+
+@pytest.mark.parametrize("script", ["scripts/jetson/setup.sh", "scripts/jetson/bench.sh"])
+def test_scripts_parse(script):
+    subprocess.run(["bash", "-n", str(ROOT / script)], check=True)
+    if shutil.which("shellcheck"):
+        subprocess.run(["shellcheck", "-S", "warning", str(ROOT / script)], check=True)
