@@ -9,6 +9,7 @@ idle threads from stealing the cores of the next (see DESIGN.md's timing rules).
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import gc
 import json
@@ -194,7 +195,9 @@ def measure(sessions: dict[str, Session], files: dict[str, Path], meta, batch: n
 
     height, width = batch_size_hw(batch, meta)
     peaks = {v: first_run_peak_mb(s, batch) for v, s in sessions.items()}
-    times = time_round_robin(sessions, batch, warmup, repeats, progress)
+    power = _power_sampler()
+    with power if power is not None else contextlib.nullcontext():
+        times = time_round_robin(sessions, batch, warmup, repeats, progress)
     checks = check_batches or [(batch, None)]
     rows, shown = [], {}
     for v, s in sessions.items():
@@ -216,11 +219,24 @@ def measure(sessions: dict[str, Session], files: dict[str, Path], meta, batch: n
             row.update(accuracy(s, dataset))
             if examples:
                 shown[v] = predictions(s, dataset, list(examples))
+        if power is not None and len(sessions) == 1:  # one variant timed: the power is its own
+            row.update(power.summary().fields(row["throughput_ips"]))
         rows.append(row)
     t_ref = next((r["latency_ms_median"] for r in rows if r["backend"] == "torch"), None)
     for r in rows:
         r["speedup_vs_torch"] = t_ref / r["latency_ms_median"] if t_ref else None
     return rows, shown
+
+
+def _power_sampler():
+    """With EDGESEG_POWER_INTERVAL_MS set (scripts/jetson/bench.sh), tegrastats samples the input power while the
+    variants are timed; a run of one variant gets power_w_mean/max and fps_per_watt in its row."""
+    ms = os.environ.get("EDGESEG_POWER_INTERVAL_MS")
+    if not ms:
+        return None
+    from edgeseg.deploy.jetson import PowerSampler
+
+    return PowerSampler(int(ms))
 
 
 def bench_model(model, meta, variants, size: tuple[int, int], batch_size: int, workdir: Path,
@@ -454,6 +470,11 @@ def markdown(report: dict, title: str) -> str:
                      f"{r['latency_ms_p90']:.1f} | {f(r.get('speedup_vs_torch'), '.2f')}{'×' if r.get('speedup_vs_torch') else ''} | "
                      f"{r['throughput_ips']:.2f} | {f(r['first_run_peak_mb'], '.0f')} | {f(r['model_mb'], '.3g')} | {f(agree, '.4f')}{kind} | "
                      f"{'–' if r['accuracy'] is None else r['accuracy_metric'] + ' ' + format(r['accuracy'], '.4f')} |")
+    powered = [r for r in report["rows"] if r.get("fps_per_watt") is not None]
+    if powered:
+        lines += ["", "| model | backend | precision | img/s | mean W | max W | img/s per W |", "|---|---|---|---:|---:|---:|---:|"]
+        lines += [f"| {r['model']} | {r['backend']} | {r['precision']} | {r['throughput_ips']:.2f} | {r['power_w_mean']:.2f} | "
+                  f"{r['power_w_max']:.2f} | {r['fps_per_watt']:.2f} |" for r in powered]
     for n in report.get("notes") or []:
         lines += ["", f"Note: {n}."]
     if report.get("not_measured"):

@@ -159,3 +159,19 @@ def test_scripts_parse(script):
     subprocess.run(["bash", "-n", str(ROOT / script)], check=True)
     if shutil.which("shellcheck"):
         subprocess.run(["shellcheck", "-S", "warning", str(ROOT / script)], check=True)
+
+
+def test_bench_markdown_shows_fps_per_watt_only_when_rows_have_it():
+    from edgeseg.bench import markdown
+    from edgeseg.deploy.jetson import summarize_power
+
+    machine = {"cpu": "ARMv8 Processor rev 1 (v8l)", "cores": 6, "gpu": "Orin", "torch": "2.9.1", "torch_threads": 6,
+               "onnxruntime": "1.20", "onnx": "1.17", "python": "3.10", "omp_wait_policy": "PASSIVE"}
+    row = {"model": "unet", "backend": "tensorrt", "precision": "fp16", "latency_ms_median": 11.6, "latency_ms_p90": 12.0,
+           "speedup_vs_torch": None, "throughput_ips": 86.5, "first_run_peak_mb": None, "model_mb": 7.8,
+           "agreement": None, "accuracy": None, "accuracy_metric": None}
+    report = {"machine": machine, "batch": 1, "size": [512, 512], "rows": [dict(row)]}
+    assert "img/s per W" not in markdown(report, "t")
+    report["rows"][0].update(summarize_power(CAPTURE.splitlines()).fields(row["throughput_ips"]))
+    text = markdown(report, "t")
+    assert "| unet | tensorrt | fp16 | 86.50 | 8.65 | 9.40 | 10.00 |" in text
