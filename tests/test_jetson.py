@@ -175,3 +175,27 @@ def test_bench_markdown_shows_fps_per_watt_only_when_rows_have_it():
     report["rows"][0].update(summarize_power(CAPTURE.splitlines()).fields(row["throughput_ips"]))
     text = markdown(report, "t")
     assert "| unet | tensorrt | fp16 | 86.50 | 8.65 | 9.40 | 10.00 |" in text
+
+
+def test_merge_reports_adds_mode_and_clocks():
+    from edgeseg.deploy.jetson import merge_reports
+
+    part = {"machine": {"cpu": "arm"}, "size": [512, 512], "batch": 1, "notes": ["n"], "rows": [{"precision": "fp16"}]}
+    other = dict(part, rows=[{"precision": "int8"}])
+    r = merge_reports([part, other], NVPMODEL_AGX, CLOCKS_ON)
+    assert [x["precision"] for x in r["rows"]] == ["fp16", "int8"] and r["size"] == [512, 512]
+    assert r["notes"][0] == "n" and r["notes"].count("n") == 1
+    assert "nvpmodel power mode MAXN (id 0)" in r["notes"] and any(n.startswith("jetson_clocks on") for n in r["notes"])
+    r = merge_reports([part], "sudo: a password is required\n", "")
+    assert "nvpmodel power mode not read" in r["notes"] and "jetson_clocks state not read" in r["notes"]
+    with pytest.raises(EdgeSegError, match="no bench reports"):
+        merge_reports([])
+
+
+@pytest.mark.skipif(Path("/etc/nv_tegra_release").exists(), reason="a Jetson: the scripts would really run")
+def test_scripts_refuse_off_jetson():
+    r = subprocess.run(["bash", str(ROOT / "scripts/jetson/setup.sh")], capture_output=True, text=True)
+    assert r.returncode != 0 and "not a Jetson" in r.stderr and not (ROOT / ".venv/.jetson-setup-").exists()
+    if shutil.which("tegrastats") is None:
+        r = subprocess.run(["bash", str(ROOT / "scripts/jetson/bench.sh"), "unet"], capture_output=True, text=True)
+        assert r.returncode != 0 and "no tegrastats" in r.stderr

@@ -246,3 +246,63 @@ def power_mode() -> PowerMode:
 def clocks_state() -> ClocksState:
     """Needs root (jetson_clocks reads debugfs); bench.sh runs it with sudo and passes the text in."""
     return parse_jetson_clocks(_run(["jetson_clocks", "--show"]))
+
+
+def merge_reports(parts: list[dict], nvpmodel_text: str | None = None, clocks_text: str | None = None) -> dict:
+    """One bench report from several one-variant runs (scripts/jetson/bench.sh times each variant alone so its
+    power is its own): rows concatenated, the first part's machine and input, notes kept once each, and the power
+    mode and jetson_clocks state (from the recorded command outputs) as notes."""
+    if not parts:
+        raise EdgeSegError("no bench reports to merge", "check that 'edgeseg bench' wrote its JSON reports")
+    report = {k: v for k, v in parts[0].items() if k not in ("rows", "notes", "examples")}
+    report["rows"] = [r for p in parts for r in p.get("rows", [])]
+    notes = list(dict.fromkeys(n for p in parts for n in p.get("notes") or []))
+    if nvpmodel_text is not None:
+        try:
+            m = parse_nvpmodel(nvpmodel_text)
+            notes.append(f"nvpmodel power mode {m.name}" + (f" (id {m.id})" if m.id is not None else ""))
+        except EdgeSegError:
+            notes.append("nvpmodel power mode not read")
+    if clocks_text is not None:
+        try:
+            c = parse_jetson_clocks(clocks_text)
+            notes.append("jetson_clocks " + ("on (CPU and GPU clocks pinned to their maximum)" if c.locked
+                                             else "off (clocks scale with load)"))
+        except EdgeSegError:
+            notes.append("jetson_clocks state not read")
+    notes.append("each variant timed alone, tegrastats sampling the input power meanwhile; agreement is not "
+                 "measured in these runs")
+    report["notes"] = notes
+    return report
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m edgeseg.deploy.jetson merge``: scripts/jetson/bench.sh's last step."""
+    import argparse
+    import json
+    from pathlib import Path
+
+    from edgeseg.bench import write_report
+
+    p = argparse.ArgumentParser(prog="python -m edgeseg.deploy.jetson")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    m = sub.add_parser("merge", help="one report (JSON, markdown, plot) from one-variant bench reports")
+    m.add_argument("parts", nargs="+", type=Path)
+    m.add_argument("--out", type=Path, required=True)
+    m.add_argument("--name", required=True)
+    m.add_argument("--nvpmodel", type=Path, help="the saved output of 'nvpmodel -q'")
+    m.add_argument("--clocks", type=Path, help="the saved output of 'jetson_clocks --show'")
+    a = p.parse_args(argv)
+
+    def text(path):
+        return path.read_text() if path is not None and path.exists() else None
+
+    report = merge_reports([json.loads(f.read_text()) for f in a.parts], text(a.nvpmodel), text(a.clocks))
+    size = report.get("size") or ["?", "?"]
+    title = f"edgeseg on Jetson at {report.get('batch', 1)}×3×{size[0]}×{size[1]}: FPS and FPS per watt"
+    for path in write_report(report, a.out, a.name, title):
+        print(path)
+
+
+if __name__ == "__main__":
+    main()
