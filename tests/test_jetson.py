@@ -36,7 +36,7 @@ AGX_ORIN = ("12-01-2026 04:40:01 RAM 3155/62841MB (lfb 6467x4MB) SWAP 0/31421MB 
             "CPU [0%@729,1%@729,0%@729,0%@729,4%@2201,0%@2201,0%@2201,2%@2201,0%@729,0%@729,0%@729,0%@729] "
             "EMC_FREQ 0%@3199 GR3D_FREQ 87%@[1300,1300] NVENC off NVDEC off NVJPG off NVJPG1 off VIC off OFA off "
             "NVDLA0 off NVDLA1 off PVA0_FREQ off APE 174 cpu@45.937C soc2@42.5C soc0@43.75C gpu@52.031C "
-            "tj@52.031C soc1@42.625C VDD_GPU_SOC 14794mW/9112mW VDD_CPU_CV 1398mW/1201mW "
+            "tj@52.031C soc1@42.625C cv0@-256C VDD_GPU_SOC 14794mW/9112mW VDD_CPU_CV 1398mW/1201mW "
             "VIN_SYS_5V0 4422mW/4321mW VDDQ_VDD2_1V8AO 902mW/811mW")
 
 # A capture of `tegrastats --interval 100` on an Orin Nano while a model ran (the load rising, then steady).
@@ -82,6 +82,7 @@ def test_agx_orin_line_sums_rails_without_vdd_in():
     assert (s.gpu_load, s.gpu_freq_mhz) == (87, [1300, 1300])
     assert set(s.rails_mw) == {"VDD_GPU_SOC", "VDD_CPU_CV", "VIN_SYS_5V0", "VDDQ_VDD2_1V8AO"}
     assert "NVENC" not in s.rails_mw and "APE" not in s.rails_mw  # unknown fields skipped
+    assert "cv0" not in s.temperatures_c and s.temperatures_c["gpu"] == 52.031  # -256C: no sensor
     assert (s.input_source, s.input_power_mw) == ("sum of rails", 14794 + 1398 + 4422 + 902)
 
 

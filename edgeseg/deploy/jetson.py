@@ -94,7 +94,8 @@ def parse_tegrastats(line: str) -> TegraStats:
     if gr3d := _GR3D.search(line):
         s.gpu_load = int(gr3d.group(1))
         s.gpu_freq_mhz = [int(f) for f in gr3d.group(2).split(",") if f] if gr3d.group(2) else []
-    s.temperatures_c = {name: float(v) for name, v in _TEMP.findall(line)}
+    # -256C is what tegrastats prints for a sensor that is absent or off (e.g. AGX Orin's cv0..cv2): left out
+    s.temperatures_c = {name: float(v) for name, v in _TEMP.findall(line) if float(v) > -256}
     s.rails_mw = {name: (int(now), int(avg)) for name, now, avg in _RAIL.findall(line)
                   if name not in ("RAM", "SWAP", "IRAM")}
     return s
@@ -118,7 +119,8 @@ class PowerSummary:
 
 def summarize_power(lines) -> PowerSummary:
     """Mean and max input power (W) over tegrastats lines (blank lines skipped; any other line must parse)."""
-    watts, sources = [], set()
+    watts: list[float] = []
+    sources: set[str] = set()
     for line in lines:
         if not line.strip():
             continue
@@ -126,7 +128,7 @@ def summarize_power(lines) -> PowerSummary:
         if s.input_power_mw is None:
             raise EdgeSegError("tegrastats reports no power rails", "run on a Jetson whose module has INA3221 monitors")
         watts.append(s.input_power_mw / 1000)
-        sources.add(s.input_source)
+        sources.add(str(s.input_source))
     if not watts:
         raise EdgeSegError("no tegrastats samples were taken during the measurement",
                            "measure longer (more --repeats) or sample more often (--interval)")
@@ -212,17 +214,24 @@ class ClocksState:
 _FREQS = re.compile(r"MinFreq=(\d+) MaxFreq=(\d+) CurrentFreq=(\d+)")
 
 
+def _triple(m: re.Match) -> tuple[int, int, int]:
+    return int(m.group(1)), int(m.group(2)), int(m.group(3))
+
+
 def parse_jetson_clocks(text: str) -> ClocksState:
-    cpus, gpu, emc, mode = {}, None, None, None
+    cpus: dict[str, tuple[int, int, int]] = {}
+    gpu: tuple[int, int, int] | None = None
+    emc: tuple[int, int, int] | None = None
+    mode: str | None = None
     for ln in text.splitlines():
         ln = ln.strip()
         m = _FREQS.search(ln)
         if re.match(r"cpu\d+:", ln) and m and "Online=1" in ln:
-            cpus[ln.split(":", 1)[0]] = tuple(map(int, m.groups()))
+            cpus[ln.split(":", 1)[0]] = _triple(m)
         elif ln.startswith("GPU ") and m:
-            gpu = tuple(map(int, m.groups()))
+            gpu = _triple(m)
         elif ln.startswith("EMC ") and m:
-            emc = tuple(map(int, m.groups()))
+            emc = _triple(m)
         elif ln.startswith("NV Power Mode:"):
             mode = ln.split(":", 1)[1].strip()
     if not cpus and gpu is None:
@@ -297,7 +306,10 @@ def main(argv: list[str] | None = None) -> None:
     def text(path):
         return path.read_text() if path is not None and path.exists() else None
 
-    report = merge_reports([json.loads(f.read_text()) for f in a.parts], text(a.nvpmodel), text(a.clocks))
+    try:
+        report = merge_reports([json.loads(f.read_text()) for f in a.parts], text(a.nvpmodel), text(a.clocks))
+    except (OSError, ValueError, EdgeSegError) as e:
+        raise SystemExit(f"error: {e}") from None
     size = report.get("size") or ["?", "?"]
     title = f"edgeseg on Jetson at {report.get('batch', 1)}×3×{size[0]}×{size[1]}: FPS and FPS per watt"
     for path in write_report(report, a.out, a.name, title):
