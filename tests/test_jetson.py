@@ -200,3 +200,13 @@ def test_scripts_refuse_off_jetson():
     if shutil.which("tegrastats") is None:
         r = subprocess.run(["bash", str(ROOT / "scripts/jetson/bench.sh"), "unet"], capture_output=True, text=True)
         assert r.returncode != 0 and "no tegrastats" in r.stderr
+
+
+def test_bench_hook_is_off_unless_asked(monkeypatch):
+    from edgeseg.bench import _power_sampler
+
+    monkeypatch.delenv("EDGESEG_POWER_INTERVAL_MS", raising=False)
+    assert _power_sampler() is None
+    monkeypatch.setenv("EDGESEG_POWER_INTERVAL_MS", "50")
+    p = _power_sampler()
+    assert isinstance(p, PowerSampler) and p.interval_ms == 50
