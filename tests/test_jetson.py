@@ -10,6 +10,9 @@ field (values are plausible, not captured from a device):
 - nvpmodel -q: same guide, "Power Mode Controls" ('NV Power Mode: <name>' then the mode id).
 - jetson_clocks --show: same guide, "Maximizing Jetson Orin Performance" (per-CPU, GPU, EMC lines with
   MinFreq/MaxFreq/CurrentFreq).
+How sure: the tegrastats field table was read in NVIDIA's docs (Jetson Linux / DRIVE OS "tegrastats Utility");
+the per-module rail names, the r36 time stamp, the nvpmodel and jetson_clocks layouts are from those guides as
+remembered, not checked against a capture here. A first run on a device should diff a real line against these.
 """
 from __future__ import annotations
 
