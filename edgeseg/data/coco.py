@@ -69,19 +69,11 @@ def coco(spec: str, split: str = "train", transform=None, max_pixels: int | None
 
 def _read_annotations(path: Path, images_dir: Path) -> tuple[list[tuple[dict, list[dict]]], dict[int, str]]:
     """(image record, its annotations) per image, and category id -> name; every record checked."""
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DataError(f"COCO annotation file not found: {path}", f"write {SPEC}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DataError(f"{path} is not a readable JSON file ({type(e).__name__})", "pass a COCO instances JSON") from None
-    if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "annotations", "categories")):
-        raise DataError(f"{path} is not a COCO instances file (it needs lists 'images', 'annotations', 'categories')",
-                        "pass a COCO instances JSON")
+    data = read_coco_json(path, "instances", SPEC)
     name = path.name
     categories: dict[int, str] = {}
     for c in data["categories"]:
-        if not isinstance(c, dict) or not _is_int(c.get("id")) or not isinstance(c.get("name"), str):
+        if not isinstance(c, dict) or not is_int(c.get("id")) or not isinstance(c.get("name"), str):
             raise DataError(f"{name}: category {str(c)[:60]} needs an integer 'id' and a 'name'", "fix the categories list")
         if c["id"] in categories:
             raise DataError(f"{name}: category id {c['id']} is listed twice", "give each category its own id")
@@ -90,26 +82,11 @@ def _read_annotations(path: Path, images_dir: Path) -> tuple[list[tuple[dict, li
         raise DataError(f"{name} lists no categories", "add the categories the annotations use")
     if len(categories) > 254:
         raise DataError(f"{name} lists {len(categories)} categories", "edgeseg's masks hold at most 254 classes besides background")
-    images: dict[int, dict] = {}
-    for im in data["images"]:
-        ok = (isinstance(im, dict) and _is_int(im.get("id")) and isinstance(im.get("file_name"), str)
-              and _is_int(im.get("width")) and _is_int(im.get("height")) and im["width"] > 0 and im["height"] > 0)
-        if not ok:
-            raise DataError(f"{name}: image record {str(im)[:80]} needs integer 'id', 'width', 'height' and a 'file_name'",
-                            "fix the images list")
-        file = images_dir / im["file_name"]
-        if not file.resolve().is_relative_to(images_dir.resolve()):
-            raise DataError(f"{name}: image {im['id']} file_name {im['file_name']!r} points outside {images_dir}",
-                            "file names are relative to the images folder")
-        if not file.is_file():
-            raise DataError(f"{name}: image {im['id']}: {file} is missing", "put the image there or drop its record")
-        images[im["id"]] = im
-    if not images:
-        raise DataError(f"{name} lists no images", "pass a JSON with images")
+    images = read_image_records(data, name, images_dir)
     per_image: dict[int, list[dict]] = {i: [] for i in images}
     for a in data["annotations"]:
         aid = a.get("id", "?") if isinstance(a, dict) else "?"
-        if not isinstance(a, dict) or not _is_int(a.get("image_id")) or a.get("image_id") not in images:
+        if not isinstance(a, dict) or not is_int(a.get("image_id")) or a.get("image_id") not in images:
             raise DataError(f"{name}: annotation {aid} refers to image {a.get('image_id') if isinstance(a, dict) else None}, "
                             "which is not in 'images'", "fix its image_id or drop it")
         if a.get("category_id") not in categories:
@@ -148,7 +125,7 @@ def _decode(a: dict, h: int, w: int, name: str) -> np.ndarray:
             raise DataError(f"{where} has polygon points far outside its {w}×{h} image", "fix the polygon")
     else:  # pycocotools' decoder writes runs without bounds checks: they must sum to exactly h·w
         counts = seg["counts"] if isinstance(seg["counts"], list) else _rle_counts(seg["counts"], where)
-        if not all(_is_int(c) and c >= 0 for c in counts) or sum(counts) != h * w:
+        if not all(is_int(c) and c >= 0 for c in counts) or sum(counts) != h * w:
             raise DataError(f"{where}: its RLE runs do not cover the {w}×{h} image exactly", "fix the RLE")
     try:
         if isinstance(seg, list):
@@ -191,5 +168,46 @@ def _rle_counts(text: str, where: str) -> list[int]:
     return counts
 
 
-def _is_int(v) -> bool:
+def read_coco_json(path: Path, kind: str, spec: str) -> dict:
+    """A COCO ``kind`` ("instances", "panoptic") JSON with its three top-level lists checked."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError(f"COCO {kind} JSON not found: {path}", f"write {spec}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"{path} is not a readable JSON file ({type(e).__name__})", f"pass a COCO {kind} JSON") from None
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "annotations", "categories")):
+        raise DataError(f"{path} is not a COCO {kind} file (it needs lists 'images', 'annotations', 'categories')",
+                        f"pass a COCO {kind} JSON")
+    return data
+
+
+def read_image_records(data: dict, name: str, images_dir: Path) -> dict[int, dict]:
+    """Image id -> its record, each checked: integer id and size, a file inside ``images_dir`` that exists."""
+    images: dict[int, dict] = {}
+    for im in data["images"]:
+        ok = (isinstance(im, dict) and is_int(im.get("id")) and isinstance(im.get("file_name"), str)
+              and is_int(im.get("width")) and is_int(im.get("height")) and im["width"] > 0 and im["height"] > 0)
+        if not ok:
+            raise DataError(f"{name}: image record {str(im)[:80]} needs integer 'id', 'width', 'height' and a 'file_name'",
+                            "fix the images list")
+        if im["id"] in images:
+            raise DataError(f"{name}: image id {im['id']} is listed twice", "give each image its own id")
+        file_inside(images_dir, im["file_name"], f"{name}: image {im['id']}")
+        images[im["id"]] = im
+    if not images:
+        raise DataError(f"{name} lists no images", "pass a JSON with images")
+    return images
+
+
+def file_inside(folder: Path, file_name: str, where: str) -> None:
+    """Refuse a record's file name that escapes ``folder`` or names no file."""
+    file = folder / file_name
+    if not file.resolve().is_relative_to(folder.resolve()):
+        raise DataError(f"{where}: file_name {file_name!r} points outside {folder}", "file names are relative to their folder")
+    if not file.is_file():
+        raise DataError(f"{where}: {file} is missing", "put the file there or drop its record")
+
+
+def is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)

@@ -13,12 +13,12 @@ is refused with one line naming it.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from edgeseg.data.base import IGNORE_INDEX, DatasetInfo, SegDataset
+from edgeseg.data.coco import file_inside, is_int, read_coco_json, read_image_records
 from edgeseg.data.folder import IMAGENET_MEAN, IMAGENET_STD, load_image, open_within_budget
 from edgeseg.errors import DataError
 
@@ -111,19 +111,11 @@ def _read_png(path: Path, size: tuple[int, int], where: str, max_pixels: int | N
 
 def _read_json(path: Path, images_dir: Path, png_dir: Path) -> tuple[list[tuple[dict, dict]], dict[int, tuple[str, bool]]]:
     """(image record, its panoptic annotation) per image, and category id -> (name, isthing); every record checked."""
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DataError(f"COCO panoptic JSON not found: {path}", f"write {SPEC}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DataError(f"{path} is not a readable JSON file ({type(e).__name__})", "pass a COCO panoptic JSON") from None
-    if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "annotations", "categories")):
-        raise DataError(f"{path} is not a COCO panoptic file (it needs lists 'images', 'annotations', 'categories')",
-                        "pass a COCO panoptic JSON")
+    data = read_coco_json(path, "panoptic", SPEC)
     name = path.name
     categories: dict[int, tuple[str, bool]] = {}
     for c in data["categories"]:
-        if (not isinstance(c, dict) or not _is_int(c.get("id")) or not isinstance(c.get("name"), str)
+        if (not isinstance(c, dict) or not is_int(c.get("id")) or not isinstance(c.get("name"), str)
                 or c.get("isthing") not in (0, 1)):
             raise DataError(f"{name}: category {str(c)[:80]} needs an integer 'id', a 'name' and 'isthing' 0 or 1",
                             "fix the categories list")
@@ -134,23 +126,11 @@ def _read_json(path: Path, images_dir: Path, png_dir: Path) -> tuple[list[tuple[
         raise DataError(f"{name} lists no categories", "add the categories the segments use")
     if len(categories) > IGNORE_INDEX:
         raise DataError(f"{name} lists {len(categories)} categories", f"edgeseg's masks hold at most {IGNORE_INDEX} classes")
-    images: dict[int, dict] = {}
-    for im in data["images"]:
-        ok = (isinstance(im, dict) and _is_int(im.get("id")) and isinstance(im.get("file_name"), str)
-              and _is_int(im.get("width")) and _is_int(im.get("height")) and im["width"] > 0 and im["height"] > 0)
-        if not ok:
-            raise DataError(f"{name}: image record {str(im)[:80]} needs integer 'id', 'width', 'height' and a 'file_name'",
-                            "fix the images list")
-        if im["id"] in images:
-            raise DataError(f"{name}: image id {im['id']} is listed twice", "give each image its own id")
-        _inside(images_dir, im["file_name"], f"{name}: image {im['id']}")
-        images[im["id"]] = im
-    if not images:
-        raise DataError(f"{name} lists no images", "pass a JSON with images")
+    images = read_image_records(data, name, images_dir)
     annotations: dict[int, dict] = {}
     for a in data["annotations"]:
         image_id = a.get("image_id") if isinstance(a, dict) else None
-        if not _is_int(image_id) or image_id not in images:
+        if not is_int(image_id) or image_id not in images:
             raise DataError(f"{name}: annotation {str(a)[:80]} refers to image {image_id!r}, which is not in 'images'",
                             "fix its image_id or drop it")
         where = f"{name}: annotation of image {image_id}"
@@ -158,10 +138,10 @@ def _read_json(path: Path, images_dir: Path, png_dir: Path) -> tuple[list[tuple[
             raise DataError(f"{where} is given twice", "give each image one panoptic annotation")
         if not isinstance(a.get("file_name"), str) or not isinstance(a.get("segments_info"), list):
             raise DataError(f"{where} needs a PNG 'file_name' and a 'segments_info' list", "fix the annotation")
-        _inside(png_dir, a["file_name"], where)
+        file_inside(png_dir, a["file_name"], where)
         seen: set[int] = set()
         for s in a["segments_info"]:
-            if not isinstance(s, dict) or not _is_int(s.get("id")) or not 0 < s["id"] < 256**3:
+            if not isinstance(s, dict) or not is_int(s.get("id")) or not 0 < s["id"] < 256**3:
                 raise DataError(f"{where}: segment {str(s)[:60]} needs an integer 'id' in 1..{256**3 - 1} (0 is void)",
                                 "fix segments_info")
             if s["id"] in seen:
@@ -177,15 +157,3 @@ def _read_json(path: Path, images_dir: Path, png_dir: Path) -> tuple[list[tuple[
     if missing:
         raise DataError(f"{name}: images {missing[:5]} have no panoptic annotation", "annotate them or drop their records")
     return [(images[i], annotations[i]) for i in sorted(images)], categories
-
-
-def _inside(folder: Path, file_name: str, where: str) -> None:
-    file = folder / file_name
-    if not file.resolve().is_relative_to(folder.resolve()):
-        raise DataError(f"{where}: file_name {file_name!r} points outside {folder}", "file names are relative to their folder")
-    if not file.is_file():
-        raise DataError(f"{where}: {file} is missing", "put the file there or drop its record")
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
