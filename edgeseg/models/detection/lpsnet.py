@@ -37,10 +37,9 @@ from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
 from edgeseg import ops
 from edgeseg.errors import ModelError
-from edgeseg.models.detection.maskrcnn import _INVALID, _topk
+from edgeseg.models.detection.maskrcnn import _INVALID, _topk, select_detections
 from edgeseg.models.detection.postprocess import panoptic_merge, thing_first_order
 from edgeseg.models.registry import register
-from edgeseg.ops.nms import nms_keep
 
 IGNORE_INDEX = 255
 BOX_STRIDES = (8, 16, 32, 64, 128)  # P3..P7
@@ -330,12 +329,8 @@ class LPSNet(nn.Module):
             all_labels.append(labels)
         boxes, scores, labels = torch.cat(all_boxes, 1), torch.cat(all_scores, 1), torch.cat(all_labels, 1)
         ok = (scores > _INVALID) & ((boxes[..., 2] - boxes[..., 0]) > 0) & ((boxes[..., 3] - boxes[..., 1]) > 0)
-        scores = scores.masked_fill(~ok, _INVALID)
-        keep = nms_keep(boxes, scores, self.nms_threshold, groups=labels) > 0
-        scores = scores.masked_fill(~keep, _INVALID)
-        best, det_boxes, det_labels = _topk(scores, self.max_detections, boxes, labels)
-        found = best > _INVALID
-        det_boxes = det_boxes * found[..., None]
+        best, det_boxes, det_labels, found = select_detections(boxes, scores, labels, ok, self.nms_threshold,
+                                                               self.max_detections)
         det_labels = torch.where(found, det_labels, torch.full_like(det_labels, self.thing_classes[0]))
         return det_boxes, torch.where(found, best, torch.zeros_like(best)), det_labels, found
 

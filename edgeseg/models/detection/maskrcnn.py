@@ -48,6 +48,18 @@ def _topk(scores: Tensor, k: int, *tensors: Tensor, fill: float = _INVALID) -> t
     return tuple(out)
 
 
+def select_detections(boxes: Tensor, scores: Tensor, labels: Tensor, ok: Tensor, nms_threshold: float,
+                      max_detections: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The fixed-size detection step of every detector here: candidates not ``ok`` scored invalid, class-wise
+    NMS, the best ``max_detections``. Returns (scores, boxes, labels, found); boxes past ``found`` are zero."""
+    scores = scores.masked_fill(~ok, _INVALID)
+    keep = nms_keep(boxes, scores, nms_threshold, groups=labels) > 0
+    scores = scores.masked_fill(~keep, _INVALID)
+    best, det_boxes, det_labels = _topk(scores, max_detections, boxes, labels)
+    found = best > _INVALID
+    return best, det_boxes * found[..., None], det_labels, found
+
+
 def _valid_size(boxes: Tensor, min_size: float) -> Tensor:
     return ((boxes[..., 2] - boxes[..., 0]) >= min_size) & ((boxes[..., 3] - boxes[..., 1]) >= min_size)
 
@@ -157,12 +169,8 @@ class MaskRCNN(nn.Module):
         boxes, scores, labels = boxes.reshape(n, -1, 4), scores.reshape(n, -1), labels.reshape(n, -1)
         ok = (proposal_ok[:, :, None].expand(n, p, c - 1).reshape(n, -1) & (scores > heads.score_thresh)
               & _valid_size(boxes, 1e-2))
-        scores = scores.masked_fill(~ok, _INVALID)
-        keep = nms_keep(boxes, scores, heads.nms_thresh, groups=labels) > 0
-        scores = scores.masked_fill(~keep, _INVALID)
-        best, det_boxes, det_labels = _topk(scores, self.max_detections, boxes, labels)
-        found = best > _INVALID
-        det_boxes = det_boxes * found[..., None]
+        best, det_boxes, det_labels, found = select_detections(boxes, scores, labels, ok, heads.nms_thresh,
+                                                               self.max_detections)
         det_labels = det_labels * found
         d = self.max_detections
         mask_logits = heads.mask_predictor(heads.mask_head(
