@@ -5,7 +5,8 @@ from edgeseg.errors import EdgeSegError
 
 import pytest
 
-from test_byo import byo, edgeseg_here, one_line_error  # noqa: F401  (byo: the foreign model + binary folder)
+from test_byo import byo, edgeseg_here  # noqa: F401  (byo: the foreign model + binary folder)
+from test_cli import assert_user_error
 
 
 def test_bench_rows_ratios_and_report(tmp_path):
@@ -76,7 +77,7 @@ def test_bench_foreign_onnx_zoo_name_and_checkpoint_on_data(byo, capsys, tmp_pat
             "--warmup", "1", "--calib-images", "2", "--variants", "torch:fp32,onnxruntime:fp32,onnxruntime:int8,tensorrt:fp16",
             "--out", tmp_path / "out", "--name", "b"]
     refused = edgeseg_here(capsys, *args)  # the folder has no train/ split: not calibrated on the scored images
-    one_line_error(refused, "no train/ split", "--calib-data")
+    assert_user_error(refused, "no train/ split", "--calib-data")
     r = edgeseg_here(capsys, *args, "--calib-data", data)
     assert r.returncode == 0, r.stderr
     report = json.loads((tmp_path / "out" / "b.json").read_text())

@@ -13,6 +13,7 @@ from torch import nn
 
 from edgeseg.errors import OnnxFileError
 from edgeseg.export.metadata import read_sidecar
+from test_cli import assert_user_error
 
 SIZES = [(32, 32), (64, 32), (32, 64), (64, 64)]
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the legacy exporter is the point here
@@ -28,14 +29,6 @@ def edgeseg_here(capsys, *args):
         code = e.code
     out = capsys.readouterr()
     return subprocess.CompletedProcess(args, code, out.out, out.err)
-
-
-def one_line_error(result, *words):
-    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and " -- " in lines[0], result.stderr
-    for w in words:
-        assert w in lines[0], lines[0]
 
 
 class Net(nn.Module):
@@ -190,7 +183,7 @@ def test_class_names_that_do_not_fit_the_output(byo, tmp_path, capsys):
     path = tmp_path / "m.onnx"
     path.write_bytes(byo["model"].read_bytes())
     sidecar.write_text(json.dumps({"model": "m", "class_names": ["bg", "fg"]}))
-    one_line_error(edgeseg_here(capsys, "infer", path, byo["root"] / "images" / "im0.png", "--out-dir", tmp_path / "o"),
+    assert_user_error(edgeseg_here(capsys, "infer", path, byo["root"] / "images" / "im0.png", "--out-dir", tmp_path / "o"),
                    "'class_names'", "1")
     # a dynamic channel dim: refused at the first run
     from edgeseg.export.metadata import ModelMeta
@@ -269,7 +262,7 @@ def test_calibration_refuses_the_scored_images_unless_asked(byo, tmp_path, capsy
     path = tmp_path / "m.onnx"
     path.write_bytes(byo["model"].read_bytes())
     (tmp_path / "m.onnx.json").write_text(json.dumps({**BINARY_SIDECAR, "config": {"dataset": f"folder:{byo['root']}"}}))
-    one_line_error(edgeseg_here(capsys, "quantize", path, "--out", tmp_path / "q.onnx"), "no train/ split", "--calib-data")
+    assert_user_error(edgeseg_here(capsys, "quantize", path, "--out", tmp_path / "q.onnx"), "no train/ split", "--calib-data")
     assert not (tmp_path / "q.onnx").exists()
 
 

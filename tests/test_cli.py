@@ -28,6 +28,7 @@ def assert_user_error(result, *words):
     for w in words:
         assert w in lines[0], lines[0]
     assert " -- " in lines[0], "the message must say how to fix it"
+    return lines[0]
 
 
 @pytest.fixture(scope="module")

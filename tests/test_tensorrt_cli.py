@@ -1,15 +1,12 @@
 """`edgeseg build` and `edgeseg quantize --target tensorrt` from the command line. No engine is built here (no
 GPU, no full TensorRT): the verb checks what it can, then says in one line what is missing and how to get it."""
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 
 from edgeseg.export import export_onnx
 from edgeseg.export.metadata import load_onnx, read_metadata
 from edgeseg.models import create
+from test_cli import assert_user_error, edgeseg
 
 try:
     import tensorrt  # noqa: F401
@@ -18,18 +15,6 @@ except ImportError:
     HAVE_TRT = False
 
 
-def edgeseg(*args):
-    return subprocess.run([sys.executable, "-m", "edgeseg", *map(str, args)], capture_output=True, text=True,
-                          env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}, timeout=600)
-
-
-def one_line_error(result, *words):
-    assert result.returncode != 0
-    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
-    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
-    for w in words:
-        assert w in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -43,16 +28,16 @@ def onnx_file(tmp_path_factory):
 @pytest.mark.skipif(HAVE_TRT, reason="TensorRT is installed here: the GPU check builds engines")
 def test_build_without_tensorrt_says_what_is_missing(onnx_file, tmp_path):
     out = tmp_path / "m.engine"
-    line = one_line_error(edgeseg("build", onnx_file, "--precision", "fp16", "--out", out, "--workspace", "512"),
+    line = assert_user_error(edgeseg("build", onnx_file, "--precision", "fp16", "--out", out, "--workspace", "512"),
                           "edgeseg build: error: TensorRT", "not installed", "pip install 'edgeseg[tensorrt]'")
     assert "GPU" in line and not out.exists()
 
 
 def test_build_refuses_bad_shapes_and_a_float_graph_for_int8(onnx_file, tmp_path):
-    one_line_error(edgeseg("build", onnx_file, "--shapes", "input:1x1xbad", "--out", tmp_path / "m.engine"), "--shapes")
-    one_line_error(edgeseg("build", onnx_file, "--shapes", "input:1x1x100x100", "--out", tmp_path / "m.engine"),
+    assert_user_error(edgeseg("build", onnx_file, "--shapes", "input:1x1xbad", "--out", tmp_path / "m.engine"), "--shapes")
+    assert_user_error(edgeseg("build", onnx_file, "--shapes", "input:1x1x100x100", "--out", tmp_path / "m.engine"),
                    "multiples of 32")
-    one_line_error(edgeseg("build", onnx_file, "--precision", "int8", "--out", tmp_path / "m.engine"),
+    assert_user_error(edgeseg("build", onnx_file, "--precision", "int8", "--out", tmp_path / "m.engine"),
                    "Q/DQ ONNX", "--target tensorrt")
 
 
@@ -62,4 +47,4 @@ def test_quantize_target_tensorrt_writes_8bit_weights_that_build_accepts(onnx_fi
     assert r.returncode == 0, r.stderr
     assert read_metadata(load_onnx(q, load_weights=False), q).config["weight_bits"] == 8
     if not HAVE_TRT:  # past every check: only TensorRT itself is missing
-        one_line_error(edgeseg("build", q, "--precision", "int8", "--out", tmp_path / "q.engine"), "TensorRT", "not installed")
+        assert_user_error(edgeseg("build", q, "--precision", "int8", "--out", tmp_path / "q.engine"), "TensorRT", "not installed")
