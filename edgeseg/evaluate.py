@@ -15,6 +15,15 @@ def dataset_for(meta: ModelMeta, name: str, split: str) -> SegDataset:
     return get_dataset(name, split, **(meta.config.get("dataset_args", {}) if same else {}))
 
 
+def check_channels(dataset, meta: ModelMeta) -> None:
+    """Refuse a data set whose images have another channel count than the model takes."""
+    if dataset.info.in_channels != meta.in_channels:
+        from edgeseg.errors import DataError
+
+        raise DataError(f"data set '{dataset.info.name}' has {dataset.info.in_channels}-channel images but the model takes "
+                        f"{meta.in_channels}", "evaluate on the data set the model was trained for")
+
+
 def calibration_batches(meta: ModelMeta, data: str, calib_data: str | None, count: int) -> list:
     """INT8 calibration inputs: ``count`` images spread over the training split of ``calib_data`` (default
     ``data``), preprocessed as the model takes them. A data set without a train/ split is refused unless
@@ -32,11 +41,7 @@ def calibration_batches(meta: ModelMeta, data: str, calib_data: str | None, coun
 
 def evaluate(session: Session, dataset, limit: int | None = None, progress: bool = True) -> SemanticScores:
     meta = session.meta
-    if dataset.info.in_channels != meta.in_channels:
-        from edgeseg.errors import DataError
-
-        raise DataError(f"data set '{dataset.info.name}' has {dataset.info.in_channels}-channel images but the model takes "
-                        f"{meta.in_channels}", "evaluate on the data set the model was trained for")
+    check_channels(dataset, meta)
     cm = ConfusionMatrix(meta.num_classes, meta.ignore_index)
     n = len(dataset) if limit is None else min(limit, len(dataset))
     for i in tqdm(range(n), desc=f"eval {meta.model} [{session.backend} {session.precision}]", disable=not progress, leave=False):
@@ -58,9 +63,7 @@ def evaluate_instances(session: Session, dataset, limit: int | None = None, prog
     instances = getattr(dataset, "instances", None)
     if instances is None:
         raise DataError(f"data set '{dataset.info.name}' has no instance ids", "evaluate an instance model on nuclei, lits, synthetic or coco:<images>,<json>")
-    if dataset.info.in_channels != meta.in_channels:
-        raise DataError(f"data set '{dataset.info.name}' has {dataset.info.in_channels}-channel images but the model takes "
-                        f"{meta.in_channels}", "evaluate on the data set the model was trained for")
+    check_channels(dataset, meta)
     ev = InstanceEvaluator(meta.class_names)
     n = len(dataset) if limit is None else min(limit, len(dataset))
     for i in tqdm(range(n), desc=f"eval {meta.model} [{session.backend} {session.precision}]", disable=not progress, leave=False):
@@ -94,9 +97,7 @@ def evaluate_panoptic(session: Session, dataset, limit: int | None = None, progr
     from edgeseg.metrics.panoptic import PanopticEvaluator
 
     meta = session.meta
-    if dataset.info.in_channels != meta.in_channels:
-        raise DataError(f"data set '{dataset.info.name}' has {dataset.info.in_channels}-channel images but the model takes "
-                        f"{meta.in_channels}", "evaluate on the data set the model was trained for")
+    check_channels(dataset, meta)
     if getattr(dataset, "instances", None) is None or not dataset.info.thing_classes:
         raise DataError(f"data set '{dataset.info.name}' has no panoptic ground truth",
                         "evaluate a panoptic model on nuclei, lits, synthetic or coco-panoptic:<images>,<json>,<pngs>")
