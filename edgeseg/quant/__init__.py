@@ -85,9 +85,9 @@ def quantize_int8(src: str | Path, dst: str | Path, calibration: list[np.ndarray
                 str(pre), str(out), _Reader(meta.input_name, calibration),
                 quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                 per_channel=per_channel, reduce_range=reduce_range, calibrate_method=methods[method],
-                # Instance graphs: only the network's convolutions and GEMMs take INT8. Box decoding, NMS,
+                # Instance and panoptic graphs: only the network's convolutions and GEMMs take INT8. Box decoding, NMS,
                 # top-k and mask pasting stay FP32 (an 8-bit box coordinate is off by pixels).
-                op_types_to_quantize=list(_INSTANCE_INT8_OPS) if meta.task == "instance" else None,
+                op_types_to_quantize=list(_INSTANCE_INT8_OPS) if meta.task in ("instance", "panoptic") else None,
                 # TensorRT takes symmetric (zero-point 0) INT8 only.
                 extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
             )
