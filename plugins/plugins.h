@@ -76,6 +76,11 @@ private:
 class PanopticPastePlugin : public PluginBase
 {
     EDGESEG_PLUGIN_BODY(PanopticPastePlugin, PanopticPasteNode, 2)
+public:
+    // The launcher's scratch (cuda::panoptic_scratch) for the profile's largest instance count.
+    size_t getWorkspaceSize(DynamicPluginTensorDesc const* inputs, int32_t nbInputs, DynamicPluginTensorDesc const* outputs,
+        int32_t nbOutputs) const noexcept override;
+
 private:
     int32_t mNumClasses, mNumThingClasses, mMinStuffArea;
     float mOverlapThreshold, mScoreThreshold;

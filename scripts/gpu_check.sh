@@ -32,5 +32,12 @@ err = (y - ref).abs().max().item()
 assert err < 1e-4, f"DCNv2 with N*groups = {2 * n}: max error {err}"
 print(f"gpu_check: DCNv2 grid over 65,535 (N*groups = {2 * n}) ok, max error {err:.2e}")
 PY
+# The panoptic head's many-block launcher against the CPU launcher (same math core): identical ids and tables
+# on a 1024² image, 5,000 instances, 6,000 stuff classes, no instances, a 1×1 image.
+[ -f build/plugins/libedgeseg_cpu.so ] || scripts/build_plugins.sh
+PYTHONPATH=.:benchmarks${PYTHONPATH:+:$PYTHONPATH} "$py" -c "
+import ctypes, gpu_ops
+for note in gpu_ops.check_panoptic(ctypes.CDLL('build/plugins/libedgeseg_cuda.so')):
+    print('gpu_check: ' + note)"
 PYTHONPATH=.:benchmarks${PYTHONPATH:+:$PYTHONPATH} "$py" benchmarks/ops_bench.py --device cuda \
   --cuda-lib build/plugins/libedgeseg_cuda.so --warmup 5 --repeats 50 "$@"

@@ -423,22 +423,15 @@ extern "C" int es_panoptic_paste(es_tensor const* semantic, es_tensor const* mas
         std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
             return edgeseg::panoptic_before(sc[a], static_cast<int>(a), sc[b], static_cast<int>(b));
         });
+        // The per-pixel tests, the accept rules and the table rows are the math core's (edgeseg/paste.h),
+        // shared with the CUDA launcher.
         int32_t next_id = 1;
-        auto add = [&](float category, float is_thing, int64_t area, float score) {
-            float* row = table + static_cast<int64_t>(next_id - 1) * 5;
-            row[0] = static_cast<float>(next_id);
-            row[1] = category;
-            row[2] = is_thing;
-            row[3] = static_cast<float>(area);
-            row[4] = score;
-            ++next_id;
-        };
         for (int64_t j : order)
         {
             float const* m = m_all + j * hw;
             int64_t area = 0, kept = 0;
             for (int64_t i = 0; i < hw; ++i)
-                if (m[i] > .5f)
+                if (edgeseg::panoptic_in_mask(m[i]))
                 {
                     ++area;
                     kept += id[i] == 0;
@@ -446,25 +439,25 @@ extern "C" int es_panoptic_paste(es_tensor const* semantic, es_tensor const* mas
             if (!edgeseg::panoptic_accept(sc[j], area, kept, score_threshold, overlap_threshold))
                 continue;
             for (int64_t i = 0; i < hw; ++i)
-                if (m[i] > .5f && id[i] == 0)
+                if (edgeseg::panoptic_in_mask(m[i]) && id[i] == 0)
                     id[i] = next_id;
-            add(static_cast<float>(cls[j]), 1.f, kept, sc[j]);
+            edgeseg::panoptic_segment_row(table, next_id++, static_cast<float>(cls[j]), 1.f, kept, sc[j]);
         }
         // Stuff: one histogram pass over the free pixels, then one labelling pass (not a pass per class:
         // 65,535 classes on a 1024² map would take minutes). Segment ids in class order, as before.
         std::vector<int64_t> area(static_cast<size_t>(num_classes), 0);
         for (int64_t i = 0; i < hw; ++i)
-            if (id[i] == 0 && sem[i] >= num_thing_classes && sem[i] < num_classes)
+            if (id[i] == 0 && edgeseg::panoptic_is_stuff(sem[i], num_thing_classes, num_classes))
                 ++area[sem[i]];
         std::vector<int32_t> stuff_id(static_cast<size_t>(num_classes), 0);
         for (int c = num_thing_classes; c < num_classes; ++c)
-            if (area[c] > 0 && area[c] >= min_stuff_area)
+            if (edgeseg::panoptic_accept_stuff(area[c], min_stuff_area))
             {
                 stuff_id[c] = next_id;
-                add(static_cast<float>(c), 0.f, area[c], 1.f);
+                edgeseg::panoptic_segment_row(table, next_id++, static_cast<float>(c), 0.f, area[c], 1.f);
             }
         for (int64_t i = 0; i < hw; ++i)
-            if (id[i] == 0 && sem[i] >= num_thing_classes && sem[i] < num_classes)
+            if (id[i] == 0 && edgeseg::panoptic_is_stuff(sem[i], num_thing_classes, num_classes))
                 id[i] = stuff_id[sem[i]];
         return 0;
     });

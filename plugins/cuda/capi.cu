@@ -59,10 +59,16 @@ extern "C" int es_cuda_paste_masks(int dtype, void const* masks, int r, int mh, 
     });
 }
 
+// workspace: es_cuda_panoptic_workspace_bytes(r, num_classes, num_thing_classes) bytes of device memory.
+extern "C" size_t es_cuda_panoptic_workspace_bytes(int r, int num_classes, int num_thing_classes)
+{
+    return cuda::panoptic_scratch(r, num_classes - num_thing_classes);
+}
+
 extern "C" int es_cuda_panoptic_paste(int32_t const* semantic, int h, int w, float const* masks, float const* scores,
     int32_t const* classes, int r, int num_classes, int num_thing_classes, float overlap_threshold, int64_t min_stuff_area,
-    float score_threshold, int32_t* ids, float* segments, void* stream)
+    float score_threshold, int32_t* ids, float* segments, void* workspace, void* stream)
 {
     return cuda::panoptic_paste(semantic, h, w, masks, scores, classes, r, num_classes, num_thing_classes,
-        overlap_threshold, min_stuff_area, score_threshold, ids, segments, static_cast<cudaStream_t>(stream));
+        overlap_threshold, min_stuff_area, score_threshold, ids, segments, workspace, static_cast<cudaStream_t>(stream));
 }

@@ -2,6 +2,7 @@
 // float. Each returns the launch's cudaError_t. Shared by the TensorRT plugins and libedgeseg_cuda
 // (the C ABI that scripts/gpu_check.sh drives from PyTorch).
 #pragma once
+#include <cstddef>
 #include <cstdint>
 #include <cuda_runtime_api.h>
 
@@ -45,10 +46,51 @@ template <typename T>
 cudaError_t paste_masks(T const* masks, int r, int mh, int mw, float const* boxes, int h, int w, float threshold, T* out,
     cudaStream_t stream);
 
-// One image; one thread block walks the instances in score order. segments: rows×5.
+// EdgeSegPanopticPaste's scratch memory (the plugin's workspace, the C ABI's `workspace`): per instance in
+// score order its area and kept-pixel counts, per stuff class its free-pixel count (64-bit; the launcher
+// zeroes these, the first `zeroed` bytes), then the next segment id before each instance (r + 1), the score
+// order (r) and each stuff class's segment id. Each part starts on a 256-byte boundary. Returns the bytes
+// needed; with `memory`, fills `out` with the parts' addresses. The one layout: host tests check it.
+struct PanopticScratch
+{
+    unsigned long long *area, *kept, *stuff_area;
+    int32_t *base, *order, *stuff_id;
+    size_t zeroed;
+};
+
+inline size_t panoptic_scratch(int64_t r, int64_t stuff, void* memory = nullptr, PanopticScratch* out = nullptr)
+{
+    size_t end = 0;
+    auto take = [&end](int64_t count, size_t size) {
+        size_t const at = end;
+        end += (static_cast<size_t>(count) * size + 255) / 256 * 256;
+        return at;
+    };
+    size_t const area = take(r, 8), kept = take(r, 8), stuff_area = take(stuff, 8), zeroed = end;
+    size_t const base = take(r + 1, 4), order = take(r, 4), stuff_id = take(stuff, 4);
+    if (memory != nullptr && out != nullptr)
+    {
+        char* m = static_cast<char*>(memory);
+        out->area = reinterpret_cast<unsigned long long*>(m + area);
+        out->kept = reinterpret_cast<unsigned long long*>(m + kept);
+        out->stuff_area = reinterpret_cast<unsigned long long*>(m + stuff_area);
+        out->base = reinterpret_cast<int32_t*>(m + base);
+        out->order = reinterpret_cast<int32_t*>(m + order);
+        out->stuff_id = reinterpret_cast<int32_t*>(m + stuff_id);
+        out->zeroed = zeroed;
+    }
+    return end;
+}
+
+// One image, pixel-parallel over many blocks: a rank kernel orders the instances by score; then one launch
+// per instance in that order decides the previous instance (the math core's accept rule on its counts),
+// paints its free pixels and counts the next one's area and free pixels (block sums, one atomic per block);
+// then stuff: a free-pixel histogram, the segment ids in class order, the labelling. Same arithmetic and
+// results as the CPU launcher. segments: (r + num_classes − num_thing_classes)×5. workspace:
+// panoptic_scratch(r, num_classes − num_thing_classes) bytes.
 cudaError_t panoptic_paste(int32_t const* semantic, int h, int w, float const* masks, float const* scores,
     int32_t const* classes, int r, int num_classes, int num_thing_classes, float overlap_threshold,
-    int64_t min_stuff_area, float score_threshold, int32_t* ids, float* segments, cudaStream_t stream);
+    int64_t min_stuff_area, float score_threshold, int32_t* ids, float* segments, void* workspace, cudaStream_t stream);
 
 } // namespace cuda
 } // namespace edgeseg

@@ -1,5 +1,5 @@
 // CUDA launchers of mask pasting (one thread per image pixel of each mask) and of the panoptic head
-// (one block: instances are sequential by definition, pixels parallel).
+// (instances are sequential by definition: one pixel-parallel launch over many blocks per instance).
 #include <cuda_fp16.h>
 
 #include "cuda/launchers.h"
@@ -38,88 +38,199 @@ cudaError_t paste_masks(T const* masks, int r, int mh, int mw, float const* boxe
     return cudaGetLastError();
 }
 
-constexpr int kPanopticThreads = 1024;
-constexpr int kPanopticMaxInstances = 4096;
+constexpr int kPanopticThreads = 256;
+constexpr int kPanopticMaxBlocks = 2048; // enough to fill the largest GPUs; the pixel loops stride over the rest
+constexpr int kPanopticSharedBins = 4096; // stuff classes counted in shared memory per block (16 KiB)
 
-__global__ void __launch_bounds__(kPanopticThreads) panoptic_kernel(int32_t const* semantic, int h, int w,
-    float const* masks, float const* scores, int32_t const* classes, int r, int num_classes, int num_thing_classes,
-    float overlap_threshold, int64_t min_stuff_area, float score_threshold, int32_t* ids, float* segments)
+int panoptic_blocks(int64_t items)
 {
-    __shared__ int order[kPanopticMaxInstances];
-    __shared__ unsigned long long area, kept;
-    __shared__ int32_t next_id;
-    __shared__ bool accept;
-    int64_t const hw = static_cast<int64_t>(h) * w;
-    int const rows = r + num_classes - num_thing_classes;
-    for (int j = threadIdx.x; j < r; j += blockDim.x)
+    int64_t const blocks = (items + kPanopticThreads - 1) / kPanopticThreads;
+    return static_cast<int>(blocks < 1 ? 1 : (blocks > kPanopticMaxBlocks ? kPanopticMaxBlocks : blocks));
+}
+
+// Adds the block's per-thread counts to *area and *kept: warp sums, then one atomic per block.
+__device__ void panoptic_block_add(unsigned long long a, unsigned long long k, unsigned long long* area,
+    unsigned long long* kept)
+{
+    __shared__ unsigned long long warp_area[kPanopticThreads / 32], warp_kept[kPanopticThreads / 32];
+    for (int offset = 16; offset > 0; offset >>= 1)
     {
-        int rank = 0;
-        for (int i = 0; i < r; ++i)
-            rank += panoptic_before(scores[i], i, scores[j], j);
-        order[rank] = j;
+        a += __shfl_down_sync(0xffffffffu, a, offset);
+        k += __shfl_down_sync(0xffffffffu, k, offset);
     }
-    for (int64_t i = threadIdx.x; i < hw; i += blockDim.x)
-        ids[i] = 0;
-    for (int i = threadIdx.x; i < rows * 5; i += blockDim.x)
-        segments[i] = 0.f;
-    if (threadIdx.x == 0)
-        next_id = 1;
-    __syncthreads();
-    for (int s = 0; s < r + num_classes - num_thing_classes; ++s)
+    if ((threadIdx.x & 31) == 0)
     {
-        bool const thing = s < r;
-        int const j = thing ? order[s] : -1;
-        int const cls = thing ? 0 : num_thing_classes + (s - r);
-        float const* m = thing ? masks + static_cast<int64_t>(j) * hw : nullptr;
-        if (threadIdx.x == 0)
-            area = kept = 0;
-        __syncthreads();
-        unsigned long long my_area = 0, my_kept = 0;
-        for (int64_t i = threadIdx.x; i < hw; i += blockDim.x)
+        warp_area[threadIdx.x / 32] = a;
+        warp_kept[threadIdx.x / 32] = k;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0)
+    {
+        unsigned long long sum_a = 0, sum_k = 0;
+        for (int i = 0; i < kPanopticThreads / 32; ++i)
         {
-            bool const in = thing ? m[i] > .5f : semantic[i] == cls;
-            my_area += in;
-            my_kept += in && ids[i] == 0;
+            sum_a += warp_area[i];
+            sum_k += warp_kept[i];
         }
-        atomicAdd(&area, my_area);
-        atomicAdd(&kept, my_kept);
-        __syncthreads();
-        if (threadIdx.x == 0)
-        {
-            accept = thing ? panoptic_accept(scores[j], area, kept, score_threshold, overlap_threshold)
-                           : (kept > 0 && static_cast<int64_t>(kept) >= min_stuff_area);
-            if (accept)
-            {
-                float* row = segments + static_cast<int64_t>(next_id - 1) * 5;
-                row[0] = static_cast<float>(next_id);
-                row[1] = thing ? static_cast<float>(classes[j]) : static_cast<float>(cls);
-                row[2] = thing ? 1.f : 0.f;
-                row[3] = static_cast<float>(kept);
-                row[4] = thing ? scores[j] : 1.f;
-            }
-        }
-        __syncthreads();
+        if (sum_a)
+            atomicAdd(area, sum_a);
+        if (sum_k)
+            atomicAdd(kept, sum_k);
+    }
+}
+
+// order[rank of j] = j (panoptic_before is a total order: every rank is unique); base[0] = 1, the first id.
+__global__ void panoptic_rank_kernel(float const* scores, int r, PanopticScratch ws)
+{
+    int const j = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j == 0)
+        ws.base[0] = 1;
+    if (j >= r)
+        return;
+    float const score = scores[j];
+    int rank = 0;
+    for (int i = 0; i < r; ++i)
+        rank += panoptic_before(scores[i], i, score, j);
+    ws.order[rank] = j;
+}
+
+// Step s of 0..r: decide instance s − 1 from its counts (every block alike; block 0 records the decision:
+// the next id and the table row), paint its free pixels, and count instance s's area and free pixels. A
+// pixel is painted and then counted by the same thread, so one launch per step is enough; the launch
+// boundary orders the steps.
+__global__ void __launch_bounds__(kPanopticThreads) panoptic_step_kernel(int s, int r, int64_t hw, float const* masks,
+    float const* scores, int32_t const* classes, float overlap_threshold, float score_threshold, PanopticScratch ws,
+    int32_t* ids, float* segments)
+{
+    int32_t paint = 0;
+    float const* prev = nullptr;
+    if (s > 0)
+    {
+        int const j = ws.order[s - 1];
+        int64_t const area = static_cast<int64_t>(ws.area[s - 1]), kept = static_cast<int64_t>(ws.kept[s - 1]);
+        bool const accept = panoptic_accept(scores[j], area, kept, score_threshold, overlap_threshold);
+        int32_t const id = ws.base[s - 1];
         if (accept)
         {
-            for (int64_t i = threadIdx.x; i < hw; i += blockDim.x)
-                if ((thing ? m[i] > .5f : semantic[i] == cls) && ids[i] == 0)
-                    ids[i] = next_id;
+            paint = id;
+            prev = masks + static_cast<int64_t>(j) * hw;
         }
-        __syncthreads();
-        if (threadIdx.x == 0 && accept)
-            ++next_id;
-        __syncthreads();
+        if (blockIdx.x == 0 && threadIdx.x == 0)
+        {
+            ws.base[s] = id + (accept ? 1 : 0);
+            if (accept)
+                panoptic_segment_row(segments, id, static_cast<float>(classes[j]), 1.f, kept, scores[j]);
+        }
     }
+    float const* cur = s < r ? masks + static_cast<int64_t>(ws.order[s]) * hw : nullptr;
+    if (prev == nullptr && cur == nullptr)
+        return;
+    unsigned long long a = 0, k = 0;
+    for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < hw;
+         i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    {
+        int32_t v = ids[i];
+        if (prev != nullptr && v == 0 && panoptic_in_mask(prev[i]))
+        {
+            v = paint;
+            ids[i] = v;
+        }
+        if (cur != nullptr && panoptic_in_mask(cur[i]))
+        {
+            ++a;
+            k += v == 0;
+        }
+    }
+    if (cur != nullptr)
+        panoptic_block_add(a, k, ws.area + s, ws.kept + s);
+}
+
+// Free pixels per stuff class: the first kPanopticSharedBins classes in a per-block shared histogram, the
+// rest straight to global memory.
+__global__ void __launch_bounds__(kPanopticThreads) panoptic_stuff_count_kernel(int32_t const* semantic, int64_t hw,
+    int num_classes, int num_thing_classes, int32_t const* ids, PanopticScratch ws)
+{
+    extern __shared__ unsigned int bins[];
+    int const stuff = num_classes - num_thing_classes;
+    int const shared_bins = stuff < kPanopticSharedBins ? stuff : kPanopticSharedBins;
+    for (int b = threadIdx.x; b < shared_bins; b += blockDim.x)
+        bins[b] = 0;
+    __syncthreads();
+    for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < hw;
+         i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    {
+        int32_t const label = semantic[i];
+        if (ids[i] != 0 || !panoptic_is_stuff(label, num_thing_classes, num_classes))
+            continue;
+        int const c = label - num_thing_classes;
+        if (c < shared_bins)
+            atomicAdd(bins + c, 1u);
+        else
+            atomicAdd(ws.stuff_area + c, 1ull);
+    }
+    __syncthreads();
+    for (int b = threadIdx.x; b < shared_bins; b += blockDim.x)
+        if (bins[b])
+            atomicAdd(ws.stuff_area + b, static_cast<unsigned long long>(bins[b]));
+}
+
+// Stuff segment ids in class order after the instances' (one thread: a running count over the classes).
+__global__ void panoptic_stuff_ids_kernel(int r, int num_classes, int num_thing_classes, int64_t min_stuff_area,
+    PanopticScratch ws, float* segments)
+{
+    int32_t next_id = ws.base[r];
+    for (int c = 0; c < num_classes - num_thing_classes; ++c)
+    {
+        int64_t const area = static_cast<int64_t>(ws.stuff_area[c]);
+        bool const accept = panoptic_accept_stuff(area, min_stuff_area);
+        ws.stuff_id[c] = accept ? next_id : 0;
+        if (accept)
+            panoptic_segment_row(segments, next_id++, static_cast<float>(num_thing_classes + c), 0.f, area, 1.f);
+    }
+}
+
+__global__ void __launch_bounds__(kPanopticThreads) panoptic_stuff_label_kernel(int32_t const* semantic, int64_t hw,
+    int num_classes, int num_thing_classes, PanopticScratch ws, int32_t* ids)
+{
+    for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < hw;
+         i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+        if (ids[i] == 0 && panoptic_is_stuff(semantic[i], num_thing_classes, num_classes))
+            ids[i] = ws.stuff_id[semantic[i] - num_thing_classes];
 }
 
 cudaError_t panoptic_paste(int32_t const* semantic, int h, int w, float const* masks, float const* scores,
     int32_t const* classes, int r, int num_classes, int num_thing_classes, float overlap_threshold,
-    int64_t min_stuff_area, float score_threshold, int32_t* ids, float* segments, cudaStream_t stream)
+    int64_t min_stuff_area, float score_threshold, int32_t* ids, float* segments, void* workspace, cudaStream_t stream)
 {
-    if (r > kPanopticMaxInstances)
-        return cudaErrorInvalidValue;
-    panoptic_kernel<<<1, kPanopticThreads, 0, stream>>>(semantic, h, w, masks, scores, classes, r, num_classes,
-        num_thing_classes, overlap_threshold, min_stuff_area, score_threshold, ids, segments);
+    int64_t const hw = static_cast<int64_t>(h) * w;
+    int const stuff = num_classes - num_thing_classes;
+    PanopticScratch ws{};
+    panoptic_scratch(r, stuff, workspace, &ws);
+    cudaError_t e = cudaMemsetAsync(ids, 0, static_cast<size_t>(hw) * sizeof(int32_t), stream);
+    if (e == cudaSuccess)
+        e = cudaMemsetAsync(segments, 0, static_cast<size_t>(r + stuff) * 5 * sizeof(float), stream);
+    if (e == cudaSuccess)
+        e = cudaMemsetAsync(workspace, 0, ws.zeroed, stream);
+    if (e != cudaSuccess)
+        return e;
+    panoptic_rank_kernel<<<panoptic_blocks(r), kPanopticThreads, 0, stream>>>(scores, r, ws);
+    if ((e = cudaGetLastError()) != cudaSuccess)
+        return e;
+    int const blocks = panoptic_blocks(hw);
+    for (int s = 0; s < r + 1 && r > 0; ++s)
+    {
+        panoptic_step_kernel<<<blocks, kPanopticThreads, 0, stream>>>(s, r, hw, masks, scores, classes,
+            overlap_threshold, score_threshold, ws, ids, segments);
+        if ((e = cudaGetLastError()) != cudaSuccess)
+            return e;
+    }
+    if (stuff == 0)
+        return cudaSuccess;
+    size_t const shared = static_cast<size_t>(stuff < kPanopticSharedBins ? stuff : kPanopticSharedBins) * sizeof(unsigned int);
+    panoptic_stuff_count_kernel<<<blocks, kPanopticThreads, shared, stream>>>(semantic, hw, num_classes, num_thing_classes,
+        ids, ws);
+    panoptic_stuff_ids_kernel<<<1, 1, 0, stream>>>(r, num_classes, num_thing_classes, min_stuff_area, ws, segments);
+    panoptic_stuff_label_kernel<<<blocks, kPanopticThreads, 0, stream>>>(semantic, hw, num_classes, num_thing_classes, ws, ids);
     return cudaGetLastError();
 }
 

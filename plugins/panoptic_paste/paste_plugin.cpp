@@ -135,8 +135,17 @@ bool PanopticPastePlugin::supportsFormatCombination(int32_t pos, DynamicPluginTe
     return io[pos].desc.type == types[pos] && io[pos].desc.format == TensorFormat::kLINEAR;
 }
 
+size_t PanopticPastePlugin::getWorkspaceSize(DynamicPluginTensorDesc const* inputs, int32_t nbInputs,
+    DynamicPluginTensorDesc const*, int32_t) const noexcept
+{
+    if (nbInputs != 4 || inputs[1].max.nbDims != 3)
+        return 0;
+    int64_t const r = inputs[1].max.d[0];
+    return cuda::panoptic_scratch(r > 0 ? r : 0, mNumClasses - mNumThingClasses);
+}
+
 int32_t PanopticPastePlugin::enqueue(PluginTensorDesc const* in, PluginTensorDesc const* outDesc, void const* const* inputs,
-    void* const* outputs, void*, cudaStream_t stream) noexcept
+    void* const* outputs, void* workspace, cudaStream_t stream) noexcept
 {
     PanopticParams const p{mNumClasses, mNumThingClasses, mOverlapThreshold, mMinStuffArea, mScoreThreshold};
     Shape ids, segments;
@@ -148,9 +157,9 @@ int32_t PanopticPastePlugin::enqueue(PluginTensorDesc const* in, PluginTensorDes
     cudaError_t const e = cuda::panoptic_paste(static_cast<int32_t const*>(inputs[0]), h, w,
         static_cast<float const*>(inputs[1]), static_cast<float const*>(inputs[2]), static_cast<int32_t const*>(inputs[3]),
         r, mNumClasses, mNumThingClasses, mOverlapThreshold, mMinStuffArea, mScoreThreshold,
-        static_cast<int32_t*>(outputs[0]), static_cast<float*>(outputs[1]), stream);
+        static_cast<int32_t*>(outputs[0]), static_cast<float*>(outputs[1]), workspace, stream);
     if (e != cudaSuccess)
-        report_error("EdgeSegPanopticPaste: launch failed (more than 4096 instances?)");
+        report_error(std::string("EdgeSegPanopticPaste: launch failed: ") + cudaGetErrorString(e));
     return e == cudaSuccess ? 0 : -1;
 }
 

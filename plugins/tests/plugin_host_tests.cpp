@@ -13,6 +13,7 @@
 
 #include "cuda/dispatch.h"
 #include "cuda/grid.h"
+#include "cuda/launchers.h"
 #include "edgeseg/paste.h"
 #include "plugins.h"
 
@@ -587,6 +588,41 @@ void test_deform_grid_is_within_cuda_limits()
     EXPECT(small.x == 3 && small.y == 1 && small.z == 6);
 }
 
+// EdgeSegPanopticPaste's scratch: parts in order, each on a 256-byte boundary, none overlapping the next; the
+// zeroed prefix is exactly the three count arrays; the plugin asks TensorRT for that much at the profile's
+// largest instance count.
+void test_panoptic_scratch_layout()
+{
+    using edgeseg::cuda::PanopticScratch;
+    using edgeseg::cuda::panoptic_scratch;
+    for (auto const& rs : std::vector<std::pair<int64_t, int64_t>>{{0, 0}, {1, 0}, {0, 53}, {100, 53}, {4097, 65535}})
+    {
+        size_t const bytes = panoptic_scratch(rs.first, rs.second);
+        std::vector<char> memory(bytes + 256);
+        char* base = memory.data();
+        PanopticScratch ws{};
+        EXPECT(panoptic_scratch(rs.first, rs.second, base, &ws) == bytes);
+        auto at = [base](void const* p) { return static_cast<size_t>(static_cast<char const*>(p) - base); };
+        size_t const offsets[] = {at(ws.area), at(ws.kept), at(ws.stuff_area), at(ws.base), at(ws.order), at(ws.stuff_id), bytes};
+        size_t const sizes[] = {size_t(rs.first) * 8, size_t(rs.first) * 8, size_t(rs.second) * 8, size_t(rs.first + 1) * 4,
+            size_t(rs.first) * 4, size_t(rs.second) * 4};
+        for (int i = 0; i < 6; ++i)
+            EXPECT(offsets[i] % 256 == 0 && offsets[i] + sizes[i] <= offsets[i + 1]);
+        EXPECT(ws.zeroed == at(ws.base));
+    }
+    FieldSet fs;
+    fs.i("num_classes", {133}).i("num_thing_classes", {80});
+    IPluginV3* p = create("EdgeSegPanopticPaste", fs);
+    auto* build = p ? cap<IPluginV3OneBuild>(p, PluginCapabilityType::kBUILD) : nullptr;
+    DynamicPluginTensorDesc io[4] = {desc(DataType::kINT32), desc(DataType::kFLOAT), desc(DataType::kFLOAT), desc(DataType::kINT32)};
+    io[1].max.nbDims = 3;
+    io[1].max.d[0] = 100;
+    io[1].max.d[1] = 480;
+    io[1].max.d[2] = 640;
+    EXPECT(build && build->getWorkspaceSize(io, 4, nullptr, 2) == panoptic_scratch(100, 53));
+    delete p;
+}
+
 // The one FP32/FP16 dispatch every enqueue and the CUDA C ABI use: kHALF picks __half, anything else float.
 void test_feature_type_dispatch()
 {
@@ -726,6 +762,7 @@ int main()
     test_deform_absent_bias_and_mask_are_empty_of_any_rank();
     test_panoptic_order_is_a_permutation_with_nan_scores();
     test_deform_grid_is_within_cuda_limits();
+    test_panoptic_scratch_layout();
     test_feature_type_dispatch();
     test_creators_follow_the_node_spec();
     std::printf(failures ? "%d FAILED\n" : "all plugin host tests passed\n", failures);

@@ -98,6 +98,29 @@ ES_HD bool panoptic_accept(float score, int64_t area, int64_t kept, float score_
         && static_cast<float>(area - kept) <= overlap_threshold * static_cast<float>(area);
 }
 
+// A pixel belongs to an instance when its mask value exceeds 0.5 (NaN never does).
+ES_HD bool panoptic_in_mask(float value) { return value > .5f; }
+
+// A semantic label is stuff when it lies in [num_thing_classes, num_classes) (other labels are void).
+ES_HD bool panoptic_is_stuff(int32_t label, int num_thing_classes, int num_classes)
+{
+    return label >= num_thing_classes && label < num_classes;
+}
+
+// A stuff class becomes a segment when it has free pixels, at least min_stuff_area of them.
+ES_HD bool panoptic_accept_stuff(int64_t area, int64_t min_stuff_area) { return area > 0 && area >= min_stuff_area; }
+
+// Segment `id`'s row of the segments table (row id − 1): id, category, is_thing, area, score.
+ES_HD void panoptic_segment_row(float* table, int32_t id, float category, float is_thing, int64_t area, float score)
+{
+    float* row = table + static_cast<int64_t>(id - 1) * 5;
+    row[0] = static_cast<float>(id);
+    row[1] = category;
+    row[2] = is_thing;
+    row[3] = static_cast<float>(area);
+    row[4] = score;
+}
+
 // The order instances are pasted in: score descending, ties by index (a stable sort). A NaN score
 // ranks as -inf (last, by index) and is never accepted, so the order is total and every rank unique.
 ES_HD float panoptic_key(float score) { return score == score ? score : -INFINITY; }
