@@ -111,3 +111,31 @@ def evaluate_panoptic(session: Session, dataset, limit: int | None = None, progr
         ev.add_batch(out["panoptic"][:1], out["segments"][:1], [dataset.panoptic(i)])  # cropped to the image
         cm.update(out["semantic_logits"][0, :, :h, :w].argmax(0), mask)
     return {"panoptic": ev.scores(), "semantic": cm.scores()}
+
+
+def evaluate_connected_components(session: Session, dataset, min_area: int = 0, limit: int | None = None,
+                                  progress: bool = True):
+    """The semantic-model-plus-connected-components baseline of panoptic work: PQ/SQ/RQ of the session's
+    per-pixel classes turned panoptic without any instance branch — one segment per stuff class, one per
+    4-connected component of each of the data set's thing classes (``panoptic_from_labels``), segments under
+    ``min_area`` pixels void. A semantic model's decision, or a panoptic model's semantic head (its argmax)."""
+    from edgeseg.errors import DataError
+    from edgeseg.metrics.panoptic import PanopticEvaluator, panoptic_from_labels
+
+    meta = session.meta
+    check_channels(dataset, meta)
+    things = dataset.info.thing_classes
+    if getattr(dataset, "instances", None) is None or not things:
+        raise DataError(f"data set '{dataset.info.name}' has no panoptic ground truth",
+                        "use nuclei, lits, synthetic or coco-panoptic:<images>,<json>,<pngs>")
+    ev = PanopticEvaluator(meta.num_classes, things, meta.class_names)
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    for i in tqdm(range(n), desc=f"components {meta.model} [{session.backend} {session.precision}]", disable=not progress,
+                  leave=False):
+        image, _ = dataset.raw(i)
+        x, (h, w) = preprocess(image, meta)
+        out = session.run(x)
+        labels = (out["semantic_logits"][0, :, :h, :w].argmax(0) if meta.task == "panoptic"
+                  else labels_from_outputs(out, meta, (h, w))[0])
+        ev.add(*panoptic_from_labels(labels, things, ignore_index=meta.ignore_index, min_area=min_area), *dataset.panoptic(i))
+    return ev.scores()

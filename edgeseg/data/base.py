@@ -65,33 +65,19 @@ class SegDataset(Dataset):
         Stuff classes give one segment per class present; thing classes (``info.thing_classes``) one per
         instance of ``self.instances[i]``. Void: ``ignore_index`` pixels and thing pixels without an instance.
         Ids run 1.. in that order: stuff by class, then things by instance id."""
+        from edgeseg.metrics.panoptic import panoptic_from_labels
+
         mask = np.asarray(self.masks[i])
         things = self.info.thing_classes
-        instances = self.instances
-        if things and instances is None:
+        if not things:
+            return panoptic_from_labels(mask, (), np.zeros(mask.shape, np.int64), self.info.ignore_index)
+        if self.instances is None:
             raise DataError(f"{self.info.name} has thing classes but no instance ids", "panoptic ground truth needs instances")
-        ids = np.zeros(mask.shape, np.int32)
-        segments: list[dict] = []
-
-        def add(region: np.ndarray, category: int, is_thing: bool) -> None:
-            ids[region] = len(segments) + 1
-            segments.append({"id": len(segments) + 1, "category": int(category), "is_thing": int(is_thing),
-                             "iscrowd": 0, "area": int(region.sum())})
-
-        is_thing = np.isin(mask, things) if things else np.zeros(mask.shape, bool)
-        for c in np.unique(mask[~is_thing & (mask != self.info.ignore_index)]):
-            add(mask == c, int(c), False)
-        if things and instances is not None:
-            inst = np.asarray(instances[i])
-            if inst.shape != mask.shape:
-                raise DataError(f"{self.info.name} image {i}: instance ids {inst.shape} and mask {mask.shape} differ",
-                                "give one instance map per mask")
-            keep = is_thing & (inst > 0)
-            # One segment per (instance, class): an instance never spans two classes, but if it did it would split.
-            pairs = np.unique(np.stack([inst[keep], mask[keep]]), axis=1)
-            for k, c in pairs.T:
-                add((inst == k) & (mask == c), int(c), True)
-        return ids, segments
+        inst = np.asarray(self.instances[i])
+        if inst.shape != mask.shape:
+            raise DataError(f"{self.info.name} image {i}: instance ids {inst.shape} and mask {mask.shape} differ",
+                            "give one instance map per mask")
+        return panoptic_from_labels(mask, things, inst, self.info.ignore_index)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         image = torch.from_numpy(np.ascontiguousarray(self.images[i], dtype=np.float32))

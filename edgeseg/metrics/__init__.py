@@ -1,4 +1,4 @@
-from edgeseg.metrics.panoptic import PanopticEvaluator, PanopticScores, segments_from_table
+from edgeseg.metrics.panoptic import PanopticEvaluator, PanopticScores, panoptic_from_labels, segments_from_table
 from edgeseg.metrics.semantic import ConfusionMatrix, SemanticScores
 
-__all__ = ["ConfusionMatrix", "PanopticEvaluator", "PanopticScores", "SemanticScores", "segments_from_table"]
+__all__ = ["ConfusionMatrix", "PanopticEvaluator", "PanopticScores", "SemanticScores", "panoptic_from_labels", "segments_from_table"]

@@ -71,6 +71,51 @@ class PanopticScores:
                 f"{self.classes} classes, {self.images} images)")
 
 
+def panoptic_from_labels(labels, thing_classes: Iterable[int], instances=None, ignore_index: int | None = None,
+                         min_area: int = 0) -> tuple[np.ndarray, list[dict]]:
+    """A panoptic map from a semantic label map: an H×W int32 segment-id map (0 = void) and its segment
+    table, dicts ``{id, category, is_thing, iscrowd, area}`` — the form ``PanopticEvaluator`` reads.
+
+    Stuff classes give one segment per class present; thing-class pixels one segment per (instance, class)
+    of ``instances`` (H×W ids, 0 = none), or, where ``instances`` is None, per 4-connected component of
+    each thing class — the semantic-model-plus-connected-components baseline. Void: ``ignore_index``
+    pixels, thing pixels without an instance and segments smaller than ``min_area`` pixels. Ids run 1.. in
+    that order: stuff by class, then things by instance id (components: by class, then in raster order)."""
+    from scipy import ndimage
+
+    labels = np.asarray(labels)
+    things = sorted({int(c) for c in thing_classes})
+    ids = np.zeros(labels.shape, np.int32)
+    segments: list[dict] = []
+
+    def add(region: np.ndarray, category: int, is_thing: bool) -> None:
+        area = int(region.sum())
+        if area == 0 or area < min_area:
+            return
+        ids[region] = len(segments) + 1
+        segments.append({"id": len(segments) + 1, "category": int(category), "is_thing": int(is_thing),
+                         "iscrowd": 0, "area": area})
+
+    is_thing = np.isin(labels, things)
+    stuff = ~is_thing if ignore_index is None else ~is_thing & (labels != ignore_index)
+    for c in np.unique(labels[stuff]):
+        add(labels == c, int(c), False)
+    if instances is None:
+        for c in things:
+            components, n = ndimage.label(labels == c)  # 4-connected: diagonal neighbours stay apart
+            for k in range(1, n + 1):
+                add(components == k, c, True)
+    else:
+        inst = np.asarray(instances)
+        if inst.shape != labels.shape:
+            raise ValueError(f"instance ids {inst.shape} and labels {labels.shape} differ")
+        keep = is_thing & (inst > 0)
+        # One segment per (instance, class): an instance never spans two classes, but if it did it would split.
+        for k, c in np.unique(np.stack([inst[keep], labels[keep]]), axis=1).T:
+            add((inst == k) & (labels == c), int(c), True)
+    return ids, segments
+
+
 def segments_from_table(table) -> list[dict]:
     """The model's fixed-size segment table (S×5, columns ``SEGMENT_FIELDS``) as a list of segment dicts;
     padding rows (id ≤ 0) are dropped."""
