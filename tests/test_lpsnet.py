@@ -18,18 +18,19 @@ from edgeseg.ops.native import plugin_dir
 SMALL = dict(max_detections=6, fpn_channels=32, head_convs=1, semantic_channels=16, candidates_per_level=30)
 
 
-def small(seed=0, **kw):
+def small(seed=0, name="lpsnet_resnet18", **kw):
     torch.manual_seed(seed)
-    return create("lpsnet_resnet18", num_classes=3, in_channels=3, **{"thing_classes": [1, 2], **SMALL, **kw})
+    return create(name, num_classes=3, in_channels=3, **{"thing_classes": [1, 2], **SMALL, **kw})
 
 
-@pytest.fixture(scope="module")
-def model():
-    return small().eval()
+@pytest.fixture(scope="module", params=["lpsnet_resnet18", "lpsnet_internimage_cpu"])
+def model(request):
+    return small(name=request.param).eval()
 
 
 def test_zoo_lists_lpsnet_as_panoptic_and_checks_thing_classes():
-    assert {"lpsnet_resnet18", "lpsnet_resnet50"} <= set(list_models("panoptic"))
+    assert {"lpsnet_resnet18", "lpsnet_resnet50", "lpsnet_internimage_t", "lpsnet_internimage_cpu"} <= set(
+        list_models("panoptic"))
     check_args("lpsnet_resnet50", num_classes=3, thing_classes=[1, 2], fpn_channels=64)
     for bad in ([], [2000], ["1"], 1, [True]):
         with pytest.raises(ModelError, match="thing_classes"):
@@ -164,39 +165,48 @@ def spread_scores(model, seed=0):
     return model
 
 
-@pytest.mark.slow  # the dynamo exporter takes 3-5 minutes over this graph on 2 cores (legacy cannot: DeformConv)
-@pytest.mark.parametrize("flavour", ["portable", "tensorrt"])
-def test_export_matches_pytorch_in_onnxruntime(flavour, tmp_path):
-    """ONNX Runtime against PyTorch on random weights whose scores are spread, at two sizes, batch 2: the same
-    segment id on >= 99.5 % of pixels. (The built-in check ``edgeseg.export_onnx`` knows no panoptic task yet.)"""
+def export_and_compare(model, flavour, path, sample, sizes=((64, 64), (128, 192)), seed=5):
+    """Export ``model`` (scores spread) in ``flavour``, run it in ONNX Runtime at ``sizes`` (batch: the sample's)
+    and check the segment ids against PyTorch's on >= 99.5 % of pixels, with pasted instances among them.
+    Returns the graph's node kinds. (The built-in check of ``edgeseg.export_onnx`` runs at the sample only.)"""
     if flavour == "tensorrt" and not (plugin_dir() / "libedgeseg_ort.so").is_file():
         pytest.skip("libedgeseg_ort.so not built (scripts/build_plugins.sh could not fetch ONNX Runtime's headers)")
+    import onnx
+
     from edgeseg.export import export_onnx
     from edgeseg.runtime import open_session
 
-    model = spread_scores(small(seed=2, paste_score_threshold=0.05, min_stuff_area=16))
-    # traced at batch 2 and where P7 is 2×2: a size of 1 in the sample would be fixed in the graph
-    meta = export_onnx(model, tmp_path / "m.onnx", flavour=flavour, sample=torch.randn(2, 3, 192, 192))
-    assert meta.task == "panoptic" and meta.max_detections == 6 and meta.size_divisor == 64
-    import onnx
-
-    kinds = {n.op_type for n in onnx.load(str(tmp_path / "m.onnx")).graph.node}
+    meta = export_onnx(model, path, flavour=flavour, sample=sample)
+    assert meta.task == "panoptic" and meta.max_detections == model.max_detections and meta.size_divisor == 64
+    kinds = {n.op_type for n in onnx.load(str(path)).graph.node}
     if flavour == "tensorrt":  # the DCNv2 semantic head and the merge are plugin nodes
         assert {"EdgeSegDeformConv2d", "EdgeSegPanopticPaste"} <= kinds and "DeformConv" not in kinds
     else:
         assert "DeformConv" in kinds and "NonMaxSuppression" in kinds and not any(k.startswith("EdgeSeg") for k in kinds)
-    session = open_session(tmp_path / "m.onnx")
-    g = torch.Generator().manual_seed(5)
+    session = open_session(path)
+    g = torch.Generator().manual_seed(seed)
     agree = total = things = 0
-    for size in ((64, 64), (128, 192)):
-        x = torch.randn(2, 3, *size, generator=g)
+    for size in sizes:
+        x = torch.randn(sample.shape[0], sample.shape[1], *size, generator=g)
         out = session.run(x.numpy())
         with torch.no_grad():
             ref = model(x)
-        assert out["panoptic"].dtype == np.int32 and out["panoptic"].shape == (2, *size)
+        assert out["panoptic"].dtype == np.int32 and out["panoptic"].shape == (sample.shape[0], *size)
         agree += int((out["panoptic"] == ref["panoptic"].numpy()).sum())
         total += out["panoptic"].size
         things += int((ref["segments"][..., 2] == 1).sum())
     print(f"{flavour}: segment ids agree on {100 * agree / total:.3f}% of {total} pixels, {things} thing segments")
     assert things > 0  # the check saw pasted instances, not only stuff
     assert agree / total >= 0.995, f"segment ids agree on {100 * agree / total:.3f}% of pixels"
+    return kinds
+
+
+@pytest.mark.slow  # the dynamo exporter takes 3-5 minutes over this graph on 2 cores (legacy cannot: DeformConv)
+@pytest.mark.parametrize("flavour", ["portable", "tensorrt"])
+def test_export_matches_pytorch_in_onnxruntime(flavour, tmp_path):
+    """ONNX Runtime against PyTorch on random weights whose scores are spread, at two sizes, batch 2: the same
+    segment id on >= 99.5 % of pixels."""
+    model = spread_scores(small(seed=2, paste_score_threshold=0.05, min_stuff_area=16))
+    # traced at batch 2 and where P7 is 2×2: a size of 1 in the sample would be fixed in the graph
+    export_and_compare(model, flavour, tmp_path / "m.onnx", torch.randn(2, 3, 192, 192))
+

@@ -1,7 +1,8 @@
 """LPSNet (Hong et al., "LPSNet: a lightweight solution for fast panoptic segmentation", CVPR 2021): a
 one-stage, anchor-free, proposal-free panoptic network, with its whole inference in the graph.
 
-- Backbone: torchvision's ResNet; a pyramid pooling module (PSPNet's bins 1, 2, 3, 6) on C5; torchvision's
+- Backbone: torchvision's ResNet (C2–C5 from its four stages), or InternImage (``edgeseg.models.backbones``:
+  its four DCNv3 stages at strides 4, 8, 16, 32 are C2–C5); a pyramid pooling module (PSPNet's bins 1, 2, 3, 6) on C5; torchvision's
   ``FeaturePyramidNetwork`` gives P2–P5 and ``LastLevelP6P7`` P6–P7 (strides 4..128).
 - Box head (FCOS-like), shared over P3–P7: a classification tower giving one sigmoid score per thing class,
   and a regression tower giving [l, t, r, b] (distances from the location to the box sides, exp(s·x)·stride
@@ -37,6 +38,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
 from edgeseg import ops
 from edgeseg.errors import ModelError
+from edgeseg.models.backbones import internimage
 from edgeseg.models.detection.maskrcnn import _INVALID, _topk, select_detections
 from edgeseg.models.detection.postprocess import panoptic_merge, thing_first_order
 from edgeseg.models.registry import register
@@ -207,18 +209,38 @@ def assign_locations(points: Tensor, ranges: Tensor, boxes: Tensor, masks: Tenso
     return torch.where(candidate.any(1), best, torch.full_like(best, -1))
 
 
+BACKBONES = ("resnet18", "resnet50", "internimage_t", "internimage_cpu")
+
+
+def backbone_body(backbone: str, in_channels: int, drop_path: float | None = None) -> tuple[nn.Module, list[int]]:
+    """The body giving C2–C5 (strides 4..32; a dict of them for ResNet, a list for InternImage) and their widths.
+    ``drop_path``: InternImage's stochastic depth rate (default: its configuration's)."""
+    if backbone.startswith("internimage_"):
+        body = internimage(backbone.removeprefix("internimage_"), in_channels, 32, drop_path)
+        return body, list(body.out_channels)
+    if drop_path is not None:
+        raise ValueError(f"drop_path is for InternImage backbones, not {backbone}")
+    resnet = getattr(torchvision.models, backbone)(weights=None)
+    if in_channels != 3:
+        resnet.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
+    body = IntermediateLayerGetter(resnet, {"layer1": "c2", "layer2": "c3", "layer3": "c4", "layer4": "c5"})
+    return body, [resnet.layer1[-1].conv1.in_channels * (2 ** i) for i in range(4)]  # 64.. (basic) or 256.. (bottleneck)
+
+
 class LPSNet(nn.Module):
     task = "panoptic"
     # C5 is 1/32 and P6/P7 come from stride-2 convolutions, which take any size; 64 because an export traced
     # where P7 is 1×1 (input <= 128) fixes that size in the graph, and the default export sample is 4 × this.
     size_divisor = 64
 
-    def __init__(self, depth: int, num_classes: int, in_channels: int, thing_classes: list[int],
+    def __init__(self, backbone: str, num_classes: int, in_channels: int, thing_classes: list[int],
                  max_detections: int = 100, fpn_channels: int = 256, head_convs: int = 4, semantic_channels: int = 128,
                  object_size: int = 64, candidates_per_level: int = 1000, score_threshold: float = 0.05,
                  nms_threshold: float = 0.6, paste_score_threshold: float = 0.3, overlap_threshold: float = 0.5,
-                 min_stuff_area: int = 64, semantic_loss_weight: float = 1.0):
+                 min_stuff_area: int = 64, semantic_loss_weight: float = 1.0, drop_path: float | None = None):
         super().__init__()
+        if backbone not in BACKBONES:
+            raise ValueError(f"backbone must be one of {', '.join(BACKBONES)}, got {backbone}")
         thing_first_order(num_classes, thing_classes)  # a non-empty proper subset of the classes, or ValueError
         self.thing_classes = sorted(set(int(c) for c in thing_classes))
         self.num_classes = num_classes
@@ -229,11 +251,7 @@ class LPSNet(nn.Module):
         self.paste_score_threshold, self.overlap_threshold = paste_score_threshold, overlap_threshold
         self.min_stuff_area, self.semantic_loss_weight = min_stuff_area, semantic_loss_weight
 
-        resnet = getattr(torchvision.models, f"resnet{depth}")(weights=None)
-        if in_channels != 3:
-            resnet.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
-        self.body = IntermediateLayerGetter(resnet, {"layer1": "c2", "layer2": "c3", "layer3": "c4", "layer4": "c5"})
-        widths = [resnet.layer1[-1].conv1.in_channels * (2 ** i) for i in range(4)]  # 64.. (basic) or 256.. (bottleneck)
+        self.body, widths = backbone_body(backbone, in_channels, drop_path)
         self.ppm = PyramidPooling(widths[3], fpn_channels, max(1, fpn_channels // 4))
         self.fpn = FeaturePyramidNetwork(widths[:3] + [fpn_channels], fpn_channels,
                                          extra_blocks=LastLevelP6P7(fpn_channels, fpn_channels))
@@ -242,9 +260,9 @@ class LPSNet(nn.Module):
 
     def features(self, x: Tensor) -> list[Tensor]:
         """P2..P7."""
-        c = self.body(x)
-        c["c5"] = self.ppm(c["c5"])
-        return list(self.fpn(c).values())
+        feats = self.body(x)
+        c2, c3, c4, c5 = feats.values() if isinstance(feats, dict) else feats
+        return list(self.fpn({"c2": c2, "c3": c3, "c4": c4, "c5": self.ppm(c5)}).values())
 
     def forward(self, x: Tensor, targets: list[dict] | None = None) -> dict[str, Tensor]:
         """The panoptic outputs; in training with ``targets`` (per image ``boxes`` K×4, ``labels`` K,
@@ -353,33 +371,39 @@ class LPSNet(nn.Module):
                               self.min_stuff_area, self.paste_score_threshold)
 
 
-def build_lpsnet(depth: int, num_classes: int, in_channels: int, thing_classes: list[int] | None = None,
+def build_lpsnet(backbone: str | int, num_classes: int, in_channels: int, thing_classes: list[int] | None = None,
                  **kwargs) -> LPSNet:
-    """ResNet-``depth`` LPSNet, random weights (none are had offline). ``thing_classes``: the data set's thing
-    class indices (default: every class but 0, which is stuff)."""
+    """LPSNet on ``backbone`` (``BACKBONES``; an int: ResNet of that depth), random weights (none are had
+    offline). ``thing_classes``: the data set's thing class indices (default: every class but 0, which is stuff)."""
     if num_classes < 2:
         raise ModelError(f"LPSNet needs at least 2 classes (one stuff, one thing), got {num_classes}",
                          "train it on a data set with stuff and thing classes")
     things = list(range(1, num_classes)) if thing_classes is None else list(thing_classes)
     try:
-        return LPSNet(depth, num_classes, in_channels, things, **kwargs)
+        return LPSNet(f"resnet{backbone}" if isinstance(backbone, int) else backbone, num_classes, in_channels, things,
+                      **kwargs)
     except ValueError as e:
-        raise ModelError(f"LPSNet: {e}", "give thing_classes as a non-empty proper subset of the class indices") from None
+        fix = ("drop drop_path, or pick an lpsnet_internimage_* model" if "drop_path" in str(e)
+               else "give thing_classes as a non-empty proper subset of the class indices")
+        raise ModelError(f"LPSNet: {e}", fix) from None
 
 
-@register("lpsnet_resnet18", task="panoptic", depth=18)
-@register("lpsnet_resnet50", task="panoptic", depth=50)
-def _lpsnet(depth: int, num_classes: int, in_channels: int, thing_classes: list[int] | None = None,
+@register("lpsnet_resnet18", task="panoptic", backbone="resnet18")
+@register("lpsnet_resnet50", task="panoptic", backbone="resnet50")
+@register("lpsnet_internimage_t", task="panoptic", backbone="internimage_t")
+@register("lpsnet_internimage_cpu", task="panoptic", backbone="internimage_cpu")
+def _lpsnet(backbone: str, num_classes: int, in_channels: int, thing_classes: list[int] | None = None,
             max_detections: int = 100, fpn_channels: int = 256, head_convs: int = 4, semantic_channels: int = 128,
             object_size: int = 64, candidates_per_level: int = 1000, score_threshold: float = 0.05,
             nms_threshold: float = 0.6, paste_score_threshold: float = 0.3, overlap_threshold: float = 0.5,
-            min_stuff_area: int = 64, semantic_loss_weight: float = 1.0) -> LPSNet:
-    return build_lpsnet(depth, num_classes, in_channels, thing_classes, max_detections=max_detections,
+            min_stuff_area: int = 64, semantic_loss_weight: float = 1.0, drop_path: float | None = None) -> LPSNet:
+    """``drop_path``: the InternImage backbones' stochastic depth rate (default: the configuration's)."""
+    return build_lpsnet(backbone, num_classes, in_channels, thing_classes, max_detections=max_detections,
                         fpn_channels=fpn_channels, head_convs=head_convs, semantic_channels=semantic_channels,
                         object_size=object_size, candidates_per_level=candidates_per_level,
                         score_threshold=score_threshold, nms_threshold=nms_threshold,
                         paste_score_threshold=paste_score_threshold, overlap_threshold=overlap_threshold,
-                        min_stuff_area=min_stuff_area, semantic_loss_weight=semantic_loss_weight)
+                        min_stuff_area=min_stuff_area, semantic_loss_weight=semantic_loss_weight, drop_path=drop_path)
 
 
-__all__ = ["LPSNet", "adaptive_pool_matrix", "assign_locations", "borderness", "build_lpsnet", "locations"]
+__all__ = ["BACKBONES", "LPSNet", "adaptive_pool_matrix", "backbone_body", "assign_locations", "borderness", "build_lpsnet", "locations"]
