@@ -27,16 +27,53 @@ from edgeseg.io import write_text_atomic
 from edgeseg.runtime import Session, open_session
 
 DEFAULT_VARIANTS = ("torch:fp32", "onnxruntime:fp32", "onnxruntime:int8")
+# PyTorch: eager on the CPU (the reference), torch.compile on the CPU, eager and compiled on a CUDA device.
+TORCH_BACKENDS = ("torch", "torch-compile", "torch-cuda", "torch-cuda-compile")
+BENCH_BACKENDS = (*TORCH_BACKENDS, "onnxruntime", "tensorrt")
+PROFILE_TOP = 10  # rows of the per-layer tables (op types, layers) a --profile report keeps per variant
 
 
 def parse_variant(text: str) -> tuple[str, str]:
     backend, _, precision = text.partition(":")
     precision = precision or "fp32"
-    if backend not in ("torch", "onnxruntime", "tensorrt") or precision not in ("fp32", "fp16", "int8"):
-        raise EdgeSegError(f"bad variant '{text}'", "write backend:precision, e.g. onnxruntime:int8")
-    if backend == "torch" and precision != "fp32":
-        raise EdgeSegError(f"'{text}': the PyTorch reference runs in fp32 only", "use torch:fp32")
+    if backend not in BENCH_BACKENDS or precision not in ("fp32", "fp16", "int8"):
+        raise EdgeSegError(f"bad variant '{text}'",
+                           f"write backend:precision, e.g. onnxruntime:int8 (backends: {', '.join(BENCH_BACKENDS)})")
+    if backend in TORCH_BACKENDS and precision != "fp32" and not (backend.startswith("torch-cuda") and precision == "fp16"):
+        raise EdgeSegError(f"'{text}': PyTorch runs fp32, and fp16 (autocast) on a CUDA device only",
+                           "use torch:fp32, torch-cuda:fp16 or torch-cuda-compile:fp16")
     return backend, precision
+
+
+def variant_missing(backend: str) -> str | None:
+    """Why ``backend``'s variants cannot run here (one line), or None: TensorRT needs TensorRT, pycuda and a GPU,
+    the torch-cuda variants a CUDA device."""
+    if backend == "tensorrt":
+        return tensorrt_missing()
+    if backend.startswith("torch-cuda"):
+        from edgeseg.runtime.torch_backend import cuda_missing
+
+        return cuda_missing()
+    return None
+
+
+def runnable_variants(variants) -> tuple[list[str], list[str]]:
+    """The variants that can run here, and one note per reason the others cannot ("<backends> variants skipped: why")."""
+    keep, skipped = [], {}
+    for v in variants:
+        backend = parse_variant(v)[0]
+        why = variant_missing(backend)
+        if why is None:
+            keep.append(v)
+        elif backend not in skipped.setdefault(why, []):
+            skipped[why].append(backend)
+    return keep, [f"{', '.join(backends)} variants skipped: {why}" for why, backends in skipped.items()]
+
+
+def open_torch_variant(model, meta, backend: str, precision: str) -> Session:
+    """A PyTorch variant's session: on CUDA for torch-cuda*, through torch.compile for *-compile."""
+    return open_session(model, "torch", meta=meta, device="cuda" if backend.startswith("torch-cuda") else "cpu",
+                        precision=precision, compile=backend.endswith("-compile"))
 
 
 def _read_kb(field: str) -> int:
@@ -87,6 +124,89 @@ def time_round_robin(sessions: dict[str, Session], batch: np.ndarray, warmup: in
     return time_callables({k: functools.partial(s.run, batch) for k, s in sessions.items()}, warmup, repeats, progress)
 
 
+def profile_variant(session: Session, batch: np.ndarray, warmup: int, runs: int, top: int = PROFILE_TOP) -> dict:
+    """Where a variant's time goes: ``runs`` runs of ``batch`` after ``warmup`` under the backend's own profiler, in
+    a pass of their own (never during the timed runs: profilers add overhead). ONNX Runtime: its profiler
+    (``SessionOptions.enable_profiling``) on a second session of the same file, kernel time per node; TensorRT:
+    an ``IProfiler`` on a second execution context (``TensorRTSession.profile_layers``), per engine layer, types
+    from the engine inspector; PyTorch: ``torch.profiler``'s self time per aten op (op types only: eager PyTorch
+    has no layer names). Returns the ``top`` op types and layers by mean time per run, with their share of the
+    profiled layers' sum."""
+    if session.backend == "onnxruntime":
+        tool, layers = "ONNX Runtime profiler, kernel time per node", _onnxruntime_layers(session, batch, warmup, runs)
+    elif session.backend == "tensorrt":
+        tool, layers = "TensorRT IProfiler, time per engine layer", session.profile_layers(batch, warmup, runs)  # type: ignore[attr-defined]
+    else:
+        tool, layers = "torch.profiler, self time per op", _torch_layers(session, batch, warmup, runs)
+    per_run = {name: (op, ms / runs) for name, (op, ms) in layers.items()}
+    total = sum(ms for _, ms in per_run.values())
+    ops: dict[str, list] = {}
+    for op, ms in per_run.values():
+        ops.setdefault(op, [0.0, 0])
+        ops[op][0] += ms
+        ops[op][1] += 1
+    share = (lambda ms: ms / total) if total > 0 else (lambda ms: 0.0)
+    by_op = sorted(ops.items(), key=lambda kv: -kv[1][0])[:top]
+    per_layer = session.backend in ("onnxruntime", "tensorrt")  # torch.profiler has ops, not layers
+    by_layer = sorted(per_run.items(), key=lambda kv: -kv[1][1])[:top] if per_layer else []
+    return {"tool": tool, "runs": runs, "layers_ms": total, "layer_count": len(per_run) if per_layer else None,
+            "op_types": [{"op": op, "ms": ms, "share": share(ms), "layers": n if per_layer else None} for op, (ms, n) in by_op],
+            "layers": [{"name": name, "op": op, "ms": ms, "share": share(ms)} for name, (op, ms) in by_layer]}
+
+
+def _onnxruntime_layers(session, batch: np.ndarray, warmup: int, runs: int) -> dict[str, tuple[str, float]]:
+    """{node: (op type, ms summed over ``runs``)} from ONNX Runtime's profile of a second session (the timed one is
+    never profiled); warm-up runs are left out by the profile's own run windows ("model_run" events)."""
+    import onnxruntime as ort
+
+    from edgeseg.export.metadata import load_onnx
+    from edgeseg.export.plugins import plugin_nodes
+    from edgeseg.ops.native import library_path
+    from edgeseg.runtime.base import check_batch
+    from edgeseg.runtime.onnxruntime_backend import session_options
+
+    proto = load_onnx(session.path)
+    libraries = (str(library_path("libedgeseg_ort.so")),) if plugin_nodes(proto) else ()
+    feed = {session.input_name: check_batch(batch, session.meta).astype(session.input_dtype, copy=False)}
+    with tempfile.TemporaryDirectory() as tmp:
+        options = session_options(custom_op_libraries=libraries)
+        options.enable_profiling = True
+        options.profile_file_prefix = str(Path(tmp) / "ort_profile")
+        profiled = ort.InferenceSession(proto.SerializeToString(), options, providers=session.session.get_providers())
+        for _ in range(warmup + runs):
+            profiled.run(None, feed)
+        events = json.loads(Path(profiled.end_profiling()).read_text())
+    windows = sorted((e["ts"], e["ts"] + e["dur"]) for e in events
+                     if e.get("cat") == "Session" and e.get("name") == "model_run")[-runs:]
+    layers: dict[str, tuple[str, float]] = {}
+    for e in events:
+        name = e.get("name", "")
+        if e.get("cat") != "Node" or not name.endswith("_kernel_time") or not any(a <= e["ts"] <= b for a, b in windows):
+            continue
+        node = name[: -len("_kernel_time")]
+        op, ms = layers.get(node, (str(e.get("args", {}).get("op_name", "?")), 0.0))
+        layers[node] = (op, ms + e["dur"] / 1000)
+    return layers
+
+
+def _torch_layers(session, batch: np.ndarray, warmup: int, runs: int) -> dict[str, tuple[str, float]]:
+    """{aten op: (op, self ms summed over ``runs``)}: device time on CUDA, CPU time on the CPU."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = str(getattr(session, "device", "cpu")).startswith("cuda")
+    for _ in range(warmup):
+        session.run(batch)
+    with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
+        for _ in range(runs):
+            session.run(batch)
+    layers = {}
+    for e in prof.key_averages():
+        us = e.self_device_time_total if cuda else e.self_cpu_time_total
+        if us > 0:
+            layers[e.key] = (e.key, us / 1000)
+    return layers
+
+
 def variant_file(fp32: Path, backend: str, precision: str, calibration: list[np.ndarray], calib_method: str) -> Path:
     """The ONNX file a variant runs, derived from ``fp32`` beside it once: FP16 by conversion, INT8 as a Q/DQ graph
     (7-bit weights for ONNX Runtime on AVX2; 8-bit for TensorRT, whose build refuses 7). TensorRT FP16 builds
@@ -114,8 +234,8 @@ def build_variants(model, meta, variants, workdir: Path, calibration: list[np.nd
     fp32 = workdir / f"{meta.model}.onnx"
     for v in variants:
         backend, precision = parse_variant(v)
-        if backend == "torch":
-            sessions[v] = open_session(model, "torch", meta=meta)
+        if backend in TORCH_BACKENDS:
+            sessions[v] = open_torch_variant(model, meta, backend, precision)
             continue
         if not fp32.exists():
             export_onnx(model, fp32, meta=meta, exporter=exporter, sample=sample)
@@ -187,10 +307,11 @@ def predictions(session: Session, dataset, indices: list[int]) -> list:
 def measure(sessions: dict[str, Session], files: dict[str, Path], meta, batch: np.ndarray, warmup: int, repeats: int,
             reference: Session | None = None, reference_name: str | None = None, dataset=None,
             check_batches: list | None = None, examples: list[int] = (), progress: bool = True,
-            model_mb: float | None = None) -> tuple[list[dict], dict]:
+            model_mb: float | None = None, profile: bool = False) -> tuple[list[dict], dict]:
     """One row per variant of one model, timed round-robin; with ``dataset`` its accuracy, and the predictions on
     the ``examples`` indices (second return value, by variant). Agreement is against ``reference`` on
-    ``check_batches`` (default: the timed batch)."""
+    ``check_batches`` (default: the timed batch). ``profile``: each row's ``profile`` is its per-layer time
+    (``profile_variant``), measured in a pass of its own after the timed runs."""
     from edgeseg.runtime.prepost import batch_size_hw
 
     height, width = batch_size_hw(batch, meta)
@@ -198,6 +319,7 @@ def measure(sessions: dict[str, Session], files: dict[str, Path], meta, batch: n
     power = _power_sampler()
     with power if power is not None else contextlib.nullcontext():
         times = time_round_robin(sessions, batch, warmup, repeats, progress)
+    profiles = {v: profile_variant(s, batch, warmup, repeats) for v, s in sessions.items()} if profile else {}
     checks = check_batches or [(batch, None)]
     rows, shown = [], {}
     for v, s in sessions.items():
@@ -215,6 +337,8 @@ def measure(sessions: dict[str, Session], files: dict[str, Path], meta, batch: n
             "agreement_vs_torch": agree if reference_name == "torch:fp32" else None,
             "accuracy_metric": None, "accuracy": None, "miou": None,
         }
+        if v in profiles:
+            row["profile"] = profiles[v]
         if dataset is not None:
             row.update(accuracy(s, dataset))
             if examples:
@@ -241,7 +365,8 @@ def _power_sampler():
 
 def bench_model(model, meta, variants, size: tuple[int, int], batch_size: int, workdir: Path,
                 calibration: list[np.ndarray], calib_method: str = "minmax", dataset=None, warmup: int = 2,
-                repeats: int = 10, progress: bool = True, exporter: str = "dynamo", batch: np.ndarray | None = None) -> list[dict]:
+                repeats: int = 10, progress: bool = True, exporter: str = "dynamo", batch: np.ndarray | None = None,
+                profile: bool = False) -> list[dict]:
     """One row per variant of a PyTorch model. ``batch`` (default: random normal at ``size``) is what is timed; pass a
     real image for detectors, whose cost depends on what they find. Agreement with PyTorch and accuracy on
     ``dataset`` as ``measure`` gives them."""
@@ -250,7 +375,7 @@ def bench_model(model, meta, variants, size: tuple[int, int], batch_size: int, w
     sessions, files = build_variants(model, meta, variants, workdir, calibration, calib_method, exporter)
     params_mb = sum(p.numel() * p.element_size() for p in model.parameters()) / 1e6
     rows, _ = measure(sessions, files, meta, batch, warmup, repeats, sessions.get("torch:fp32"), "torch:fp32", dataset,
-                      progress=progress, model_mb=params_mb)
+                      progress=progress, model_mb=params_mb, profile=profile)
     del sessions
     gc.collect()
     return rows
@@ -259,14 +384,16 @@ def bench_model(model, meta, variants, size: tuple[int, int], batch_size: int, w
 def run_bench(models: list[str], variants=DEFAULT_VARIANTS, size=(512, 512), batch_size: int = 1,
               num_classes: int = 21, in_channels: int = 3, calib_images: int = 4, calib_method: str = "minmax",
               warmup: int = 2, repeats: int = 10, workdir: str | Path | None = None, progress: bool = True,
-              log=print) -> dict:
-    """Random-initialised zoo models (latency only; accuracy needs a trained checkpoint: bench_checkpoint)."""
+              log=print, profile: bool = False) -> dict:
+    """Random-initialised zoo models (latency only; accuracy needs a trained checkpoint: bench_checkpoint). Variants
+    that cannot run here (TensorRT, CUDA) are left out with a note."""
     import torch
 
     from edgeseg.data.synthetic import make_scene, synthetic_info
     from edgeseg.export import default_meta
     from edgeseg.models import create, list_models
 
+    variants, notes = runnable_variants(variants)
     unknown = [m for m in models if m not in list_models()]
     if unknown:
         raise EdgeSegError(f"unknown model(s): {', '.join(unknown)}", "run 'edgeseg zoo' to list them")
@@ -286,10 +413,12 @@ def run_bench(models: list[str], variants=DEFAULT_VARIANTS, size=(512, 512), bat
             meta = default_meta(model)
             meta.class_names, meta.mean, meta.std = list(info.class_names), [0.5] * in_channels, [0.25] * in_channels
             rows += bench_model(model, meta, variants, size, batch_size, work, calibration, calib_method,
-                                warmup=warmup, repeats=repeats, progress=progress)
+                                warmup=warmup, repeats=repeats, progress=progress, profile=profile)
             for f in work.glob(f"{name}*.onnx"):
                 f.unlink()
-    return {"machine": machine(), "size": list(size), "batch": batch_size, "rows": rows}
+    for n in notes:
+        log(f"note: {n}")
+    return {"machine": machine(), "size": list(size), "batch": batch_size, "rows": rows, "notes": notes}
 
 
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
@@ -332,12 +461,14 @@ def _resolve(item: str | Path, data: str) -> dict:
 def bench_files(items: list[str | Path], data: str, variants=DEFAULT_VARIANTS, batch_size: int = 1,
                 size: tuple[int, int] | None = None, calib_images: int = 32, calib_data: str | None = None,
                 calib_method: str = "minmax", warmup: int = 2, repeats: int = 10, examples: int = 3,
-                check_images: int = 4, exporter: str = "dynamo", progress: bool = True, log=print) -> dict:
+                check_images: int = 4, exporter: str = "dynamo", progress: bool = True, log=print,
+                profile: bool = False) -> dict:
     """Any mix of ONNX files, engines, checkpoints and zoo names on ``data``'s validation split: each model's
     variants (``variants``, derived from its FP32 ONNX or checkpoint) timed round-robin at ``size`` (default: the
     first validation image), their accuracy, and their agreement with the reference (PyTorch where there is a
-    PyTorch model, else the FP32 ONNX) on ``check_images`` validation images. ``torch`` variants need a PyTorch model;
-    ``tensorrt`` variants are skipped with a note where TensorRT or a GPU is missing. INT8 is calibrated on the
+    PyTorch model, else the FP32 ONNX) on ``check_images`` validation images. ``torch*`` variants need a PyTorch model;
+    ``tensorrt`` variants are skipped with a note where TensorRT or a GPU is missing, ``torch-cuda*`` ones where CUDA is.
+    ``profile``: per-layer time in each row (``profile_variant``). INT8 is calibrated on the
     training split of ``calib_data`` (default ``data``; see ``calibration_batches``). The report's
     ``examples`` (not JSON) holds the first ``examples`` validation images with each variant's prediction."""
     from edgeseg.evaluate import calibration_batches, dataset_for
@@ -348,13 +479,13 @@ def bench_files(items: list[str | Path], data: str, variants=DEFAULT_VARIANTS, b
 
     if not items:
         raise EdgeSegError("nothing to benchmark", "pass .onnx/.engine/.pt files or zoo names")
-    wanted = [(v, *parse_variant(v)) for v in variants]
-    missing = tensorrt_missing() if any(b == "tensorrt" for _, b, _ in wanted) else None
-    notes = [f"tensorrt variants skipped: {missing}"] if missing else []
+    runnable, notes = runnable_variants(variants)  # a note for each backend that cannot run here
+    wanted = [(v, *parse_variant(v)) for v in runnable]
+    missing = tensorrt_missing()  # engines need TensorRT whatever the variants
     load_before = loadavg()
     sources = [_resolve(item, data) for item in items]
     for src in sources:  # calibration data read (or refused) before anything is timed
-        needs = src["kind"] != "engine" and any(p == "int8" and not (b == "tensorrt" and missing) for _, b, p in wanted)
+        needs = src["kind"] != "engine" and any(p == "int8" for _, _, p in wanted)
         src["calibration"] = calibration_batches(src["meta"], data, calib_data, calib_images) if needs else []
     rows, shown, shapes = [], {"columns": []}, []
     with tempfile.TemporaryDirectory() as tmp:
@@ -373,12 +504,9 @@ def bench_files(items: list[str | Path], data: str, variants=DEFAULT_VARIANTS, b
             meta, model = src["meta"], src["model"]
             fp32 = src["path"] if src["kind"] == "onnx" else work / f"{meta.model}.onnx"
             for v, backend, precision in wanted if src["kind"] != "engine" else []:
-                if backend == "torch" and model is None:
-                    continue  # no PyTorch model behind an ONNX file
-                if backend == "tensorrt" and missing:
-                    continue
-                if backend == "torch":
-                    sessions[v] = open_session(model, "torch", meta=meta)
+                if backend in TORCH_BACKENDS:
+                    if model is not None:  # no PyTorch model behind an ONNX file
+                        sessions[v] = open_torch_variant(model, meta, backend, precision)
                     continue
                 if not fp32.exists():
                     export_onnx(model, fp32, meta=meta, exporter=exporter)
@@ -401,7 +529,7 @@ def bench_files(items: list[str | Path], data: str, variants=DEFAULT_VARIANTS, b
             indices = list(range(min(examples, len(val))))
             params = sum(p.numel() * p.element_size() for p in model.parameters()) / 1e6 if model is not None else None
             r, preds = measure(sessions, files, meta, batch, warmup, repeats, reference, ref_name, val,
-                               list(dataset_batches(val, meta, check_images)), indices, progress, params)
+                               list(dataset_batches(val, meta, check_images)), indices, progress, params, profile)
             for row in r:
                 row["source"] = src["label"]
             rows += r
@@ -421,12 +549,12 @@ def bench_files(items: list[str | Path], data: str, variants=DEFAULT_VARIANTS, b
 
 def bench_checkpoints(checkpoints: list[str | Path], data: str, variants=DEFAULT_VARIANTS, batch_size: int = 1,
                       size: tuple[int, int] | None = None, calib_images: int = 32, calib_method: str = "minmax",
-                      warmup: int = 2, repeats: int = 10, progress: bool = True, log=print) -> dict:
+                      warmup: int = 2, repeats: int = 10, progress: bool = True, log=print, profile: bool = False) -> dict:
     """Trained checkpoints: ``bench_files`` on them."""
     if not checkpoints:
         raise EdgeSegError("no checkpoints to benchmark", "pass checkpoint files")
     return bench_files(checkpoints, data, variants, batch_size, size, calib_images, calib_method=calib_method,
-                       warmup=warmup, repeats=repeats, examples=0, progress=progress, log=log)
+                       warmup=warmup, repeats=repeats, examples=0, progress=progress, log=log, profile=profile)
 
 
 def loadavg() -> str | None:
@@ -475,11 +603,32 @@ def markdown(report: dict, title: str) -> str:
         lines += ["", "| model | backend | precision | img/s | mean W | max W | img/s per W |", "|---|---|---|---:|---:|---:|---:|"]
         lines += [f"| {r['model']} | {r['backend']} | {r['precision']} | {r['throughput_ips']:.2f} | {r['power_w_mean']:.2f} | "
                   f"{r['power_w_max']:.2f} | {r['fps_per_watt']:.2f} |" for r in powered]
+    for r in report["rows"]:
+        lines += profile_markdown(r)
     for n in report.get("notes") or []:
         lines += ["", f"Note: {n}."]
     if report.get("not_measured"):
         lines += ["", f"Not measured in this run (stopped first): {', '.join(report['not_measured'])}."]
     return "\n".join(lines) + "\n"
+
+
+def profile_markdown(row: dict) -> list[str]:
+    """A row's ``profile`` (``edgeseg bench --profile``) as markdown: its top op types, then its top layers."""
+    p = row.get("profile")
+    if not p:
+        return []
+    lines = ["", f"### {row['model']} {row['backend']} {row['precision']}: where the time goes", "",
+             f"{p['tool']}; mean of {p['runs']} runs after warm-up, in a pass of its own (not the timed runs). "
+             f"{'The' if p['layer_count'] is None else p['layer_count']} profiled {'ops' if p['layer_count'] is None else 'layers'} "
+             f"sum to {p['layers_ms']:.3f} ms a run (the end-to-end median is {row['latency_ms_median']:.3f} ms).", "",
+             "| op type | layers | ms per run | share |", "|---|---:|---:|---:|"]
+    lines += [f"| {o['op']} | {'–' if o['layers'] is None else o['layers']} | {o['ms']:.3f} | {o['share']:.1%} |"
+              for o in p["op_types"]]
+    if p["layers"]:
+        lines += ["", "| layer | op type | ms per run | share |", "|---|---|---:|---:|"]
+        lines += [f"| {layer['name'].replace('|', '/')} | {layer['op']} | {layer['ms']:.3f} | {layer['share']:.1%} |"
+                  for layer in p["layers"]]
+    return lines
 
 
 def write_report(report: dict, out_dir: str | Path, name: str, title: str) -> list[Path]:

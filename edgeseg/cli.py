@@ -305,7 +305,7 @@ def cmd_bench(a) -> None:
     if a.data:
         report = bench_files(items, a.data, variants, a.batch, (a.size, a.size) if a.size else None,
                              calib_images=a.calib_images, calib_data=a.calib_data, warmup=a.warmup, repeats=a.repeats,
-                             examples=a.examples)
+                             examples=a.examples, profile=a.profile)
         title = f"edgeseg benchmark on {a.data}: accuracy vs latency"
     else:
         files = [m for m in items if m not in list_models(task=None)]
@@ -314,7 +314,7 @@ def cmd_bench(a) -> None:
                                "add --data (e.g. --data synthetic, or folder:<path>)")
         size = a.size or 512
         report = run_bench(items, variants, (size, size), a.batch, a.num_classes,
-                           calib_images=a.calib_images, warmup=a.warmup, repeats=a.repeats)
+                           calib_images=a.calib_images, warmup=a.warmup, repeats=a.repeats, profile=a.profile)
         title = f"edgeseg zoo benchmark at {a.batch}×3×{size}×{size}"
     paths = write_report(report, a.out, a.name, title)
     print(Path(paths[1]).read_text())
@@ -467,8 +467,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "random weights, latency only)")
     s.add_argument("--calib-data", help="INT8 calibration images (their train split) when --data has no train/ split")
     s.add_argument("--variants", default="torch:fp32,onnxruntime:fp32,onnxruntime:int8",
-                   help="backend:precision list (torch only where there is a PyTorch model; tensorrt skipped with a note "
-                   "without TensorRT and a GPU)")
+                   help="backend:precision list. Backends: torch (eager, CPU, the reference), torch-compile (CPU), "
+                   "torch-cuda and torch-cuda-compile (fp32, or fp16 by autocast), onnxruntime (fp32/fp16/int8), tensorrt "
+                   "(fp32/fp16/int8). torch* only where there is a PyTorch model; tensorrt and torch-cuda* skipped with a "
+                   "note where TensorRT / a CUDA device is missing")
     s.add_argument("--size", type=int, help="input side (default 512; with --data the first validation image's size)")
     s.add_argument("--batch", type=int, default=1)
     s.add_argument("--num-classes", type=int, default=21, help="zoo models without --data")
@@ -476,6 +478,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--examples", type=int, default=3, help="validation images in <name>_examples.png (with --data)")
     s.add_argument("--warmup", type=int, default=2)
     s.add_argument("--repeats", type=int, default=10)
+    s.add_argument("--profile", action="store_true",
+                   help="per-layer time of each variant (ONNX Runtime's profiler, TensorRT's IProfiler, torch.profiler) "
+                   "in a pass of its own after the timed runs: top op types and layers in the report")
     s.add_argument("--out", default="runs/bench")
     s.add_argument("--name", default="bench")
     s.set_defaults(fn=cmd_bench)

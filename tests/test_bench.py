@@ -3,6 +3,7 @@ import json
 from edgeseg.bench import parse_variant, run_bench, write_report
 from edgeseg.errors import EdgeSegError
 
+import numpy as np
 import pytest
 
 from test_byo import byo, edgeseg_here  # noqa: F401  (byo: the foreign model + binary folder)
@@ -34,6 +35,93 @@ def test_variant_parsing():
         parse_variant("torch:int8")
     with pytest.raises(EdgeSegError):
         parse_variant("tvm:fp32")
+    assert parse_variant("torch-cuda:fp16") == ("torch-cuda", "fp16")
+    assert parse_variant("torch-cuda-compile:fp16") == ("torch-cuda-compile", "fp16")
+    assert parse_variant("torch-compile") == ("torch-compile", "fp32")
+    for bad in ("torch:fp16", "torch-compile:fp16", "torch-cuda:int8"):  # FP16 needs CUDA; PyTorch has no INT8 variant
+        with pytest.raises(EdgeSegError, match="fp16"):
+            parse_variant(bad)
+
+
+def test_bench_profile_gives_per_layer_time_of_onnxruntime_in_the_report(tmp_path):
+    """--profile: ONNX Runtime's profiler in a pass of its own; top op types and layers in the JSON and markdown."""
+    from edgeseg.bench import PROFILE_TOP
+
+    report = run_bench(["fcn32s_resnet18"], variants=("onnxruntime:fp32",), size=(64, 64), num_classes=4, calib_images=0,
+                       warmup=1, repeats=2, progress=False, log=lambda *_: None, profile=True)
+    (row,) = report["rows"]
+    p = row["profile"]
+    assert row["runs"] == 2 and p["runs"] == 2 and p["tool"].startswith("ONNX Runtime profiler")
+    assert p["op_types"][0]["op"] == "Conv" and p["op_types"][0]["layers"] >= 10  # a ResNet's time is its convolutions
+    assert sum(o["layers"] for o in p["op_types"]) == p["layer_count"]  # FCN-32s has fewer than 10 op types: all listed
+    assert sum(o["share"] for o in p["op_types"]) == pytest.approx(1.0)
+    assert len(p["layers"]) == min(PROFILE_TOP, p["layer_count"]) and p["layers_ms"] > 0
+    ms = [layer["ms"] for layer in p["layers"]]
+    assert ms == sorted(ms, reverse=True) and all(layer["op"] for layer in p["layers"])
+    paths = write_report(report, tmp_path, "p", "test")
+    assert json.loads(paths[0].read_text())["rows"][0]["profile"]["op_types"][0]["op"] == "Conv"
+    md = paths[1].read_text()
+    assert "### fcn32s_resnet18 onnxruntime fp32: where the time goes" in md and "| Conv | " in md
+    assert f"| {p['layers'][0]['name']} | {p['layers'][0]['op']} |" in md
+
+
+def test_the_profiled_pass_leaves_the_timed_session_unprofiled(tmp_path):
+    from edgeseg.bench import profile_variant
+    from edgeseg.export import export_onnx
+    from edgeseg.models import create
+    from edgeseg.runtime import open_session
+
+    meta = export_onnx(create("unet_padded", num_classes=3, base_width=4, depth=2).eval(), tmp_path / "m.onnx")
+    timed = open_session(tmp_path / "m.onnx")
+    batch = np.zeros((1, meta.in_channels, 32, 32), np.float32)
+    p = profile_variant(timed, batch, warmup=1, runs=3)
+    assert p["layer_count"] > 0 and p["runs"] == 3
+    assert timed.session.end_profiling() == ""  # the timed session never profiled anything: no profile file
+
+
+def test_torch_cuda_variants_run_or_are_skipped_with_a_note(tmp_path):
+    """torch-cuda:fp32/fp16 and torch-cuda-compile rows on a CUDA device; without one, one note and no rows."""
+    from edgeseg.runtime.torch_backend import cuda_missing
+
+    variants = ("torch:fp32", "torch-cuda:fp32", "torch-cuda:fp16", "torch-cuda-compile:fp16")
+    report = run_bench(["fcn32s_resnet18"], variants=variants, size=(64, 64), num_classes=4, calib_images=0, warmup=1,
+                       repeats=2, progress=False, log=lambda *_: None)
+    rows = {(r["backend"], r["precision"]): r for r in report["rows"]}
+    why = cuda_missing()
+    if why:
+        assert set(rows) == {("torch", "fp32")} and report["notes"] == [f"torch-cuda, torch-cuda-compile variants skipped: {why}"]
+        assert f"Note: torch-cuda, torch-cuda-compile variants skipped: {why}." in write_report(report, tmp_path, "c", "t")[1].read_text()
+    else:
+        assert set(rows) == {("torch", "fp32"), ("torch-cuda", "fp32"), ("torch-cuda", "fp16"), ("torch-cuda-compile", "fp16")}
+        assert all(r["agreement"] > 0.99 for r in rows.values())
+
+
+def test_pytorch_fp16_needs_cuda():
+    from edgeseg.errors import BackendError
+    from edgeseg.models import create
+    from edgeseg.runtime import open_session
+    from edgeseg.runtime.torch_backend import cuda_missing
+
+    model = create("unet_padded", num_classes=3, base_width=4, depth=2)
+    with pytest.raises(BackendError, match="FP16 runs on a CUDA device only"):
+        open_session(model, "torch", precision="fp16")
+    if cuda_missing():
+        with pytest.raises(BackendError, match="cannot run PyTorch on cuda"):
+            open_session(model, "torch", device="cuda")
+
+
+def test_torch_compile_on_the_cpu_is_a_bench_variant(tmp_path):
+    """torch-compile:fp32 for real on the CPU (inductor; compiling takes about a minute on 2 cores): same decisions
+    as eager PyTorch."""
+    from edgeseg.bench import bench_model
+    from edgeseg.export import default_meta
+    from edgeseg.models import create
+
+    model = create("unet_padded", num_classes=3, base_width=4, depth=2).eval()
+    rows = bench_model(model, default_meta(model), ("torch:fp32", "torch-compile:fp32"), (32, 32), 1, tmp_path, [],
+                       warmup=1, repeats=2, progress=False)
+    compiled = {r["backend"]: r for r in rows}["torch-compile"]
+    assert compiled["precision"] == "fp32" and compiled["runs"] == 2 and compiled["agreement"] == 1.0
 
 
 def test_bench_trained_checkpoint_reports_miou(tmp_path):

@@ -77,6 +77,32 @@ def test_engine_runs_with_engine_dtypes_on_a_gpu(tmp_path):
         assert out[meta.logits_output].shape == (1, 3, 256, 256) and out[meta.logits_output].dtype == np.float32
 
 
+def _tensorrt_missing():
+    from edgeseg.bench import tensorrt_missing
+
+    return tensorrt_missing()
+
+
+@pytest.mark.skipif(_tensorrt_missing() is not None, reason=f"needs TensorRT, pycuda and an NVIDIA GPU ({_tensorrt_missing()})")
+def test_layer_profile_comes_from_a_second_context_and_leaves_the_session_unprofiled(tmp_path):
+    """bench --profile on TensorRT: an IProfiler on a context of its own reports every layer of every profiled run;
+    the session's own context (the timed one) never gets a profiler."""
+    from edgeseg.bench import profile_variant
+    from edgeseg.export import export_onnx
+    from edgeseg.models import create
+
+    path = tmp_path / "m.onnx"
+    export_onnx(create("fcn8s_resnet18", num_classes=3).eval(), path)
+    batch = np.zeros((1, 3, 256, 256), np.float32)
+    with open_session(path, "tensorrt", precision="fp16", cache_folder=tmp_path / "cache") as s:
+        context = s.context
+        layers = s.profile_layers(batch, warmup=1, runs=3)
+        assert s.context is context and context.profiler is None
+        assert layers and all(ms > 0 for _, ms in layers.values())
+        p = profile_variant(s, batch, 1, 3)
+        assert p["layers"] and p["op_types"] and 0 < p["layers_ms"]
+
+
 def test_plugin_library_is_loaded_once_per_process_into_a_real_registry(tmp_path):
     """tensorrt_lean's plugin registry (the same IPluginRegistry as full TensorRT's, usable without a GPU) and the
     real libedgeseg_trt.so, in a fresh process: a second load is skipped, a rebuilt library at the same path is

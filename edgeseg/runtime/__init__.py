@@ -24,7 +24,8 @@ def meta_from_checkpoint_dict(config: dict, meta: dict) -> ModelMeta:
 
 def open_session(target: str | Path | nn.Module, backend: str = "onnxruntime", meta: ModelMeta | None = None,
                  **options) -> Session:
-    """``target``: an ONNX file (onnxruntime), a checkpoint or nn.Module (torch), an engine or an ONNX file
+    """``target``: an ONNX file (onnxruntime), a checkpoint or nn.Module (torch: ``device=`` "cpu"/"cuda",
+    ``precision=`` "fp16" by autocast on CUDA, ``compile=True`` through torch.compile), an engine or an ONNX file
     (tensorrt: the ONNX is built at ``precision=`` through the engine cache)."""
     if backend == "onnxruntime":
         from edgeseg.runtime.onnxruntime_backend import OnnxRuntimeSession
