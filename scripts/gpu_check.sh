@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # On a machine with CUDA and PyTorch (no TensorRT needed): build the plugins' CUDA launchers into
 # build/plugins/libedgeseg_cuda.so, check them against torchvision's CUDA ops and the PyTorch references
-# in FP32 and FP16, time them side by side, and write benchmarks/results/ops_cuda_<gpu>.{json,md}.
+# in FP32 and FP16 (the panoptic head against the CPU launcher, exactly), time them side by side, write
+# benchmarks/results/ops_cuda_<gpu>.{json,md}; then the bench's CUDA tests (torch-cuda variants, --profile).
 # PYTHON picks the interpreter (default: .venv/bin/python, else python3); CUDA_ARCHS the GPU target.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,3 +42,6 @@ for note in gpu_ops.check_panoptic(ctypes.CDLL('build/plugins/libedgeseg_cuda.so
     print('gpu_check: ' + note)"
 PYTHONPATH=.:benchmarks${PYTHONPATH:+:$PYTHONPATH} "$py" benchmarks/ops_bench.py --device cuda \
   --cuda-lib build/plugins/libedgeseg_cuda.so --warmup 5 --repeats 50 "$@"
+# PyTorch on CUDA as bench variants (torch-cuda fp32/fp16, torch-cuda-compile) and bench --profile; the TensorRT
+# per-layer profile where full TensorRT and pycuda are installed (its test skips otherwise, saying why).
+"$py" -m pytest -q tests/test_bench.py tests/test_tensorrt_session.py -k "cuda or fp16 or profile"
