@@ -87,8 +87,19 @@ def _read_kb(field: str) -> int:
 def first_run_peak_mb(session: Session, batch: np.ndarray) -> float | None:
     """Peak resident memory the first run of a fresh session adds (activations, arenas, workspace),
     above what the process held before it. Linux only (else None). Call before any other run of the
-    session: later runs reuse what the first one allocated."""
+    session: later runs reuse what the first one allocated. PyTorch on a CUDA device: the device memory the
+    first run adds (the caching allocator's peak above what it held)."""
     import ctypes
+
+    device = str(getattr(session, "device", ""))
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize(device)
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        session.run(batch)
+        return max(0, torch.cuda.max_memory_allocated(device) - before) / 2**20
 
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand memory freed by earlier sessions back, so it is not reused

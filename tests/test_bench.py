@@ -93,7 +93,7 @@ def test_torch_cuda_variants_run_or_are_skipped_with_a_note(tmp_path):
         assert f"Note: torch-cuda, torch-cuda-compile variants skipped: {why}." in write_report(report, tmp_path, "c", "t")[1].read_text()
     else:
         assert set(rows) == {("torch", "fp32"), ("torch-cuda", "fp32"), ("torch-cuda", "fp16"), ("torch-cuda-compile", "fp16")}
-        assert all(r["agreement"] > 0.99 for r in rows.values())
+        assert all(r["agreement"] > 0.99 and r["first_run_peak_mb"] >= 0 for r in rows.values())
 
 
 def test_pytorch_fp16_needs_cuda():
