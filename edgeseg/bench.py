@@ -5,7 +5,9 @@ session adds (activations, arenas; weights are the model size), model file size,
 argmax agreement with PyTorch, and mIoU where a data set is given. The variants of one model are
 timed round-robin in one process (one run of each per round), so they share the machine's state
 and their ratios are fair; OMP_WAIT_POLICY=PASSIVE and ORT's allow_spinning=0 keep one backend's
-idle threads from stealing the cores of the next (see DESIGN.md's timing rules).
+idle threads from stealing the cores of the next (see DESIGN.md's timing rules). GPU variants (tensorrt,
+torch-cuda*) wait for the device inside each timed call. With ``profile`` each variant's per-layer time is
+measured after the timed runs, in a pass of its own (``profile_variant``).
 """
 from __future__ import annotations
 
