@@ -216,6 +216,9 @@ def test_panoptic_paste_by_hand(impl):
     # A stuff region smaller than min_stuff_area stays void.
     ids2, table2 = ops.panoptic_paste(semantic, masks, scores, classes, 3, 1, 0.5, min_stuff_area=5, impl=impl)
     assert (ids2 == 0).sum() == 10 and table2[3, 1] == 2
+    # No instances at all: the stuff alone (the thing class's pixels are void).
+    ids3, table3 = ops.panoptic_paste(semantic, masks[:0], scores[:0], classes[:0], 3, 1, 0.5, min_stuff_area=3, impl=impl)
+    assert (ids3 == 0).sum() == 20 and table3.tolist() == [[1, 1, 0, 4, 1.0], [2, 2, 0, 24, 1.0]]
 
 
 def test_panoptic_paste_native_equals_reference_on_random_scenes():

@@ -106,7 +106,8 @@ def panoptic_paste(semantic: Tensor, masks: Tensor, scores: Tensor, classes: Ten
     idx = torch.arange(r, device=scores.device)
     before = (key[:, None] > key[None, :]) | ((key[:, None] == key[None, :]) & (idx[:, None] < idx[None, :]))
     rank = before.sum(0)
-    order = (rank[None, :] == idx[:, None]).int().argmax(1)
+    # (argmax over an empty axis fails: no instances leave the order empty, a size known when tracing)
+    order = (rank[None, :] == idx[:, None]).int().argmax(1) if r else idx
     binary = masks[order] > 0.5
     occupied = torch.zeros(semantic.shape, dtype=torch.int32, device=semantic.device)
     table = torch.zeros(rows, 5, dtype=torch.float32, device=semantic.device)
