@@ -81,9 +81,18 @@ def cmd_train(a) -> None:
 
 
 def cmd_eval(a) -> None:
-    from edgeseg.evaluate import dataset_for, evaluate, evaluate_instances, evaluate_panoptic
+    from edgeseg.evaluate import (dataset_for, evaluate, evaluate_connected_components, evaluate_instances,
+                                  evaluate_panoptic)
 
     session = _open(a.model, a.backend, a.plugins)
+    if a.components:
+        if session.meta.task == "instance":
+            raise EdgeSegError("--components splits per-pixel classes into segments; an instance model has none",
+                               "use it with a semantic or panoptic model")
+        pq = evaluate_connected_components(session, dataset_for(session.meta, a.data, a.split), limit=a.limit)
+        print(f"{session.meta.model} [{session.backend} {session.precision}] on {a.data}/{a.split}, classes split into "
+              "connected components:")
+        print("  " + pq.line("panoptic"))
     if session.meta.task == "panoptic":
         scores = evaluate_panoptic(session, dataset_for(session.meta, a.data, a.split), limit=a.limit)
         pq, sem = scores["panoptic"], scores["semantic"]
@@ -371,6 +380,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--split", default="val")
     s.add_argument("--limit", type=int)
     s.add_argument("--backend", default="auto")
+    s.add_argument("--components", action="store_true",
+                   help="also PQ of the per-pixel classes (a panoptic model: its semantic head) split into connected "
+                   "components: the semantic-model baseline of panoptic work, on a data set with thing classes")
     s.add_argument("--plugins", help="comma-separated plugin libraries a TensorRT engine may load "
                    "(default: the ones its sidecar names, from edgeseg's plugin folder, hash-checked)")
     s.set_defaults(fn=cmd_eval)

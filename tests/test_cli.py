@@ -107,9 +107,10 @@ def test_missing_data_package(small_onnx, tmp_path):
 
 
 def test_eval_parity_and_export_verbs(small_onnx, tmp_path):
-    r = edgeseg("eval", small_onnx / "m.pt", "--data", "lits", "--limit", "2")
+    r = edgeseg("eval", small_onnx / "m.pt", "--data", "lits", "--limit", "2", "--components")
     assert r.returncode == 0, r.stderr
     assert "mIoU" in r.stdout and "liver" in r.stdout
+    assert "connected components" in r.stdout and "panoptic PQ" in r.stdout  # LiTS: tumour components are things
     r = edgeseg("parity", small_onnx / "m.pt", small_onnx / "m.onnx", "--data", "lits", "--limit", "2")
     assert r.returncode == 0, r.stderr + r.stdout
     assert "PASS" in r.stdout and "argmax agreement" in r.stdout
