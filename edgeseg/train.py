@@ -64,7 +64,7 @@ RECIPES: dict[str, dict] = {
 
 
 def apply_recipe(cfg: TrainConfig) -> TrainConfig:
-    """``cfg`` with its recipe's values in the fields still at their defaults (a field the caller set wins),
+    """``cfg`` with its recipe's values in the fields still at their defaults (a field given another value keeps it),
     and the recipe's semantic loss weight in ``model_args`` for a model that takes one; checks the schedule."""
     if cfg.recipe is not None:
         if cfg.recipe not in RECIPES:

@@ -14,9 +14,9 @@ SMALL = {"max_detections": 8, "proposals": 50, "mask_channels": 16, "representat
          "anchor_size": 8, "min_stuff_area": 16}
 
 
-def small(thing_classes=(2,), num_classes=3):
+def small(thing_classes=(2,), num_classes=3, name="panoptic_fpn_resnet18"):
     torch.manual_seed(0)
-    model = create("panoptic_fpn_resnet18", num_classes=num_classes, in_channels=3, thing_classes=list(thing_classes), **SMALL)
+    model = create(name, num_classes=num_classes, in_channels=3, thing_classes=list(thing_classes), **SMALL)
     spread_scores(model.net)  # scores away from the 0.5 threshold and from each other: no near ties to flip
     return model.eval()
 
@@ -109,9 +109,9 @@ def test_panoptic_fpn_trains_through_edgeseg_train(tmp_path):
     assert all(s["area"] == int((ids == s["id"]).sum()) for s in info["segments_info"])
 
 
-@pytest.mark.parametrize("flavour", ["portable", "tensorrt"])
-def test_panoptic_fpn_exports_and_merges_in_the_graph(flavour, tmp_path):
-    """Segment ids identical to PyTorch's on ≥ 99.5 % of pixels at two sizes (here: all of them)."""
+def export_and_compare(model, flavour, path, exact=True):
+    """The built-in check of ``edgeseg.export_onnx`` passed, the merge a plugin node in the tensorrt flavour, and at
+    two sizes segment ids identical to PyTorch's on ≥ 99.5 % of pixels (``exact``: on all, and the same table)."""
     if flavour == "tensorrt" and not (plugin_dir() / "libedgeseg_ort.so").is_file():
         pytest.skip("libedgeseg_ort.so not built (scripts/build_plugins.sh could not fetch ONNX Runtime's headers)")
     import onnx
@@ -119,17 +119,31 @@ def test_panoptic_fpn_exports_and_merges_in_the_graph(flavour, tmp_path):
     import edgeseg
     from edgeseg.runtime import open_session
 
-    model = small()
-    report = edgeseg.export_onnx(model, tmp_path / "p.onnx", flavour=flavour, sample=torch.randn(1, 3, 96, 128))
+    report = edgeseg.export_onnx(model, path, flavour=flavour, sample=torch.randn(1, 3, 96, 128))
     assert report.passed and report.kind == "panoptic", report.summary()  # the built-in check: ids and PQ vs PyTorch
-    assert report.meta.task == "panoptic" and report.id_agreement == 1.0
-    ops = {n.op_type for n in onnx.load(tmp_path / "p.onnx").graph.node}
+    assert report.meta.task == "panoptic" and report.id_agreement >= (1.0 if exact else 0.995)
+    ops = {n.op_type for n in onnx.load(path).graph.node}
     assert ("EdgeSegPanopticPaste" in ops) == (flavour == "tensorrt")
-    session = open_session(tmp_path / "p.onnx")
+    session = open_session(path)
     with torch.no_grad():
         for size in [(96, 128), (64, 96)]:
             x = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(1))
             ref, out = model(x), session.run(x.numpy())
             assert (ref["segments"][0, :, 0] > 0).sum() >= 3  # instances and stuff to merge
             assert (ref["panoptic"].numpy() == out["panoptic"]).mean() >= 0.995
-            np.testing.assert_allclose(out["segments"], ref["segments"].numpy(), atol=1e-4)
+            if exact:
+                np.testing.assert_allclose(out["segments"], ref["segments"].numpy(), atol=1e-4)
+
+
+@pytest.mark.parametrize("flavour", ["portable", "tensorrt"])
+def test_panoptic_fpn_exports_and_merges_in_the_graph(flavour, tmp_path):
+    export_and_compare(small(), flavour, tmp_path / "p.onnx")
+
+
+# Measured on 2 cores at load ~7 (other jobs): portable 174 s (the first export of the run), tensorrt 72 s wall,
+# as the R18 tests' 70 s each; about 40 s of CPU time each: on an unloaded machine about 1.5 minutes together.
+@pytest.mark.slow
+@pytest.mark.parametrize("flavour", ["portable", "tensorrt"])
+def test_panoptic_fpn_resnet50_exports_and_merges_in_the_graph(flavour, tmp_path):
+    """The ResNet-50 variant (random weights, scores spread; the R18 tests' reduced head widths)."""
+    export_and_compare(small(name="panoptic_fpn_resnet50"), flavour, tmp_path / "p.onnx", exact=False)
