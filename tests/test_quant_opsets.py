@@ -22,10 +22,18 @@ TINY = {"unet": {"base_width": 4}, "unet_padded": {"base_width": 4, "depth": 2},
         **{f"fcn{s}s_{b}": {"fc_channels": 8} for s in (8, 16, 32) for b in ("resnet18", "vgg16")}}
 # Five of the six families run in the default suite (< 60 s together, HRNet costs 9-15 s alone); the rest is marked slow.
 FAST = {"unet", "unet_padded", "segnet", "deeplabv3plus_resnet18_os16", "fcdensenet56"}
-# Untrained, these keep logits within ~0.1-0.4 of each other, and INT8 noise flips the argmax of more than 5% of
-# the pixels (measured: fcn8s/16s/32s_resnet18 85-89%, hrnetv2_w48 94%). Their INT8 graphs must still load and
-# run; FP16 is held to its row as for every model.
-INT8_UNTRAINED_MARGINAL = {"fcn8s_resnet18", "fcn16s_resnet18", "fcn32s_resnet18", "hrnetv2_w48"}
+# A random 1×1 classifier reads random directions of its input features, where INT8's rounding noise is as large as
+# anywhere, so untrained FCN and HRNet logits differ by less than that noise (fcn8s/16s/32s_resnet18 85.9/84.9/88.8%,
+# hrnetv2_w48 93.9% argmax agreement; the whole backbone adds ~1 dB of noise per layer; keeping the score and
+# upsampling layers FP32 gained 1.5 points, entropy/percentile calibration none). Training points the classifier at the
+# directions in which the features vary: fcn8s_resnet18 trained 300 steps on "synthetic" passes the INT8 row with this
+# very quantizer (97.1% on a random 64² input, 98.7% at 128², 99.8% on its validation images calibrated on its training
+# ones). These models' classifiers are set so before export, by ``read_principal_directions``. Not FCN-VGG16 at
+# fc_channels=8: its untrained fc7 is its bias plus a variation ~15x smaller, so a classifier with such margins cancels
+# a large constant that 7-bit weights do not hold (79-87%; 91% with score_fr FP32, 96% with 8-bit weights); left as
+# it is, fcn32s_vgg16 picks one class everywhere.
+CLASSIFIER = {**{f"fcn{s}s_resnet18": "score_fr" for s in (8, 16, 32)},
+              **{f"hrnetv2_{c}": "classifier" for c in ("w18_small", "w18", "w48")}}
 # Its INT8 calibration alone took 17 min; deeplabv3plus_internimage_cpu (same blocks, fewer) stands for it.
 TOO_SLOW_TO_EXPORT = {"deeplabv3plus_internimage_t"}
 # The legacy exporter is 3-8x faster than dynamo here; SegNet's MaxUnpool exports with dynamo only.
@@ -37,7 +45,24 @@ def _side(divisor: int, name: str) -> int:
     return 128 if name == "unet" else -(-48 // divisor) * divisor
 
 
-def _check(fp32, meta, side, tmp_path, int8_marginal=False):
+def read_principal_directions(model: nn.Module, classifier: nn.Conv2d, side: int, spread: float = 3.0) -> None:
+    """Point ``classifier`` (a 1×1 convolution) at the directions in which its input features vary most on random
+    inputs, one per class, decorrelated and scaled so each class's logits have a standard deviation of ``spread``
+    (about a trained net's): trained-like margins for an untrained model."""
+    seen = []
+    hook = classifier.register_forward_hook(lambda m, i, o: seen.append(i[0]))
+    with torch.no_grad():
+        model(torch.randn(4, 3, side, side))
+        hook.remove()
+        features = seen[0].transpose(0, 1).flatten(1)  # channels × positions
+        variance, directions = torch.linalg.eigh(torch.cov(features))
+        k = classifier.out_channels
+        weight = spread * directions[:, -k:].T / variance[-k:].clamp_min(1e-12).sqrt()[:, None]
+        classifier.weight.copy_(weight.reshape(classifier.weight.shape))
+        classifier.bias.copy_(-weight @ features.mean(1))
+
+
+def _check(fp32, meta, side, tmp_path):
     """FP16 and INT8 of ``fp32`` load and pass parity against it; returns both reports."""
     reference = open_session(fp32)
     calibration = [b for b, _ in random_batches(meta, [(side, side)] * 4, seed=1)]
@@ -51,8 +76,6 @@ def _check(fp32, meta, side, tmp_path, int8_marginal=False):
         candidate = open_session(out)
         assert candidate.precision == precision
         reports[precision] = compare(reference, candidate, random_batches(meta, [(side, side)]))
-        if precision == "int8" and int8_marginal and not reports[precision].passed:
-            pytest.xfail(f"untrained {meta.model}: {reports[precision].summary()}")
         assert reports[precision].passed, f"{meta.model} {reports[precision].summary()}"
     return reports
 
@@ -68,9 +91,11 @@ def test_zoo_fp16_and_int8_load_and_pass_parity(name, tmp_path):
         for _ in range(2):
             model(torch.randn(2, 3, side, side))
     model.eval()
+    if name in CLASSIFIER:
+        read_principal_directions(model, getattr(model, CLASSIFIER[name]), side)
     meta = export_onnx(model, tmp_path / "m.onnx", sample=torch.randn(1, 3, side, side),
                        exporter="dynamo" if name in DYNAMO_ONLY else "legacy")
-    reports = _check(tmp_path / "m.onnx", meta, side, tmp_path, name in INT8_UNTRAINED_MARGINAL)
+    reports = _check(tmp_path / "m.onnx", meta, side, tmp_path)
     print(name, "|", " | ".join(r.summary() for r in reports.values()))
 
 
