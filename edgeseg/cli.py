@@ -70,14 +70,27 @@ def cmd_zoo(a) -> None:
         print(f"{name:34s} {task:9s} {count_parameters(m) / 1e6:10.2f} {cost}")
 
 
-def cmd_train(a) -> None:
-    from edgeseg.train import TrainConfig, train
+def train_config(a):
+    """The TrainConfig the ``train`` verb's arguments describe."""
+    from dataclasses import replace
 
+    from edgeseg.train import TrainConfig, apply_recipe
+
+    given = {k: v for k, v in dict(optimizer=a.optimizer, lr=a.lr, weight_decay=a.weight_decay, schedule=a.schedule,
+                                   decay_steps=tuple(a.decay_steps) if a.decay_steps else None,
+                                   decay_factor=a.decay_factor).items() if v is not None}
     cfg = TrainConfig(model=a.model, dataset=a.data, model_args=_kv(a.model_arg), dataset_args=_kv(a.data_arg),
-                      epochs=a.epochs, iterations=a.iterations, minutes=a.minutes,
-                      batch_size=a.batch_size, optimizer=a.optimizer, lr=a.lr, crop=a.crop, weight_map=a.weight_map,
-                      seed=a.seed)
-    train(cfg, a.out or f"runs/train/{a.model}_{a.data.replace(':', '_').replace('/', '_')}.pt", resume=a.resume)
+                      epochs=a.epochs, iterations=a.iterations, minutes=a.minutes, batch_size=a.batch_size,
+                      crop=a.crop, weight_map=a.weight_map, seed=a.seed, recipe=a.recipe, **given)
+    if a.recipe:  # an option typed on the command line wins over the recipe, even where it repeats a default
+        cfg = replace(apply_recipe(cfg), recipe=None, **given)
+    return cfg
+
+
+def cmd_train(a) -> None:
+    from edgeseg.train import train
+
+    train(train_config(a), a.out or f"runs/train/{a.model}_{a.data.replace(':', '_').replace('/', '_')}.pt", resume=a.resume)
 
 
 def cmd_eval(a) -> None:
@@ -364,8 +377,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--minutes", type=float, help="time budget (the LR schedule spans it)")
     s.add_argument("--data-arg", action="append", metavar="K=V", help="data set option, e.g. context=1 for lits")
     s.add_argument("--batch-size", type=int, default=8)
-    s.add_argument("--optimizer", choices=("sgd", "adamw"), default="adamw")
-    s.add_argument("--lr", type=float)
+    s.add_argument("--optimizer", choices=("sgd", "adamw"), help="default: adamw (sgd: momentum 0.9)")
+    s.add_argument("--lr", type=float, help="default: 2e-3 for AdamW, 0.01 for SGD")
+    s.add_argument("--weight-decay", type=float, help="default: 1e-4")
+    s.add_argument("--schedule", choices=("poly", "step"), help="learning-rate decay over the budget (default: poly)")
+    s.add_argument("--decay-steps", type=float, nargs="+", metavar="F",
+                   help="step schedule: where the LR drops, as fractions of the budget (default: 2/3 and 8/9)")
+    s.add_argument("--decay-factor", type=float, help="step schedule: the LR's factor at each drop (default: 0.1)")
+    s.add_argument("--recipe", choices=("lpsnet",), help="a seed's training recipe (lpsnet: SGD momentum 0.9, weight "
+                   "decay 1e-4, lr 0.01, step decay ×0.1, semantic loss weight 0.7 on COCO, 1.0 elsewhere); the "
+                   "options above, where given, win")
     s.add_argument("--crop", type=int)
     s.add_argument("--weight-map", action="store_true", help="U-Net paper class balancing + border weights")
     s.add_argument("--model-arg", action="append", metavar="K=V")

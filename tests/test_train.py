@@ -94,3 +94,19 @@ def test_two_sgd_steps_with_the_lpsnet_recipe(tmp_path):
     assert payload["optimizer"]["state"]  # momentum buffers: SGD took the steps
     saved = payload["train_config"]
     assert (saved["recipe"], saved["optimizer"], saved["schedule"]) == ("lpsnet", "sgd", "step")
+
+
+def test_train_verb_options_and_the_recipe():
+    """``edgeseg train``: the recipe fills what the command line leaves out; what it names wins, defaults too."""
+    from edgeseg.cli import build_parser, train_config
+
+    def cfg(*argv):
+        return train_config(build_parser().parse_args(["train", "lpsnet_resnet18", "--data", "nuclei", *argv]))
+
+    plain = cfg()
+    assert (plain.optimizer, plain.schedule, plain.lr, plain.recipe) == ("adamw", "poly", None, None)
+    seed = cfg("--recipe", "lpsnet")
+    assert (seed.optimizer, seed.lr, seed.schedule, seed.decay_factor) == ("sgd", 0.01, "step", 0.1)
+    assert seed.model_args["semantic_loss_weight"] == 1.0
+    mine = cfg("--recipe", "lpsnet", "--optimizer", "adamw", "--lr", "0.002", "--decay-steps", "0.5")
+    assert (mine.optimizer, mine.lr, mine.schedule, mine.decay_steps) == ("adamw", 0.002, "step", (0.5,))
