@@ -435,6 +435,9 @@ def plot(report: dict, path: Path) -> None:
                             xytext=(4, 4), textcoords="offset points")
     if shown:
         ax.legend(fontsize=7)
+        lo, hi = ax.get_ylim()
+        mid = (lo + hi) / 2
+        ax.set_ylim(min(lo, mid - 0.05), max(hi, mid + 0.05))  # at least ±0.05: PQ differences of 1e-4 are not drawn as gaps
     ax.set_xlabel("median ms per 128² crop")
     ax.set_ylabel("PQ (nuclei, held-out crops)")
     ax.set_title("PQ per precision against latency")
@@ -476,16 +479,24 @@ def main() -> None:
     names = [n for n in a.models.split(",") if n]
     report = {"date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv), "machine": machine(),
               "models": [], "notes": [], "fixed_notes": FIXED_NOTES, "not_measured": list(names)}
+    earlier = out / "panoptic_cpu.json"
+    if earlier.is_file() and not a.export_only:  # keep the other models of an earlier invocation (one model a run)
+        before = json.loads(earlier.read_text())
+        report["models"], report["notes"] = before["models"], before["notes"]  # each replaced once re-measured
+        report["command"] = "; ".join(dict.fromkeys([*before["command"].split("; "), report["command"]]))
     for name in names:
         if a.export_only:
             bench_one(name, a, work, report["notes"])
             continue
+        report["notes"] = [n for n in report["notes"] if n.split(":")[0] != name]
         try:
-            report["models"].append(bench_one(name, a, work, report["notes"]))
+            result = bench_one(name, a, work, report["notes"])
+            report["models"] = [r for r in report["models"] if r["model"] != name] + [result]
         except Exception as e:  # noqa: BLE001  one model's failure is reported, the others still run
             report["notes"].append(f"{name}: not measured ({reason(e)})")
             log(report["notes"][-1])
         report["not_measured"].remove(name)
+        report["models"].sort(key=lambda r: MODELS.index(r["model"]) if r["model"] in MODELS else len(MODELS))
         write_text_atomic(out / "panoptic_cpu.json", json.dumps(report, indent=1) + "\n")
         write_text_atomic(out / "panoptic_cpu.md", markdown(report))
         if report["models"]:
