@@ -320,7 +320,7 @@ def bench_one(name: str, args, work: Path, notes: list[str]) -> dict:
     return {"model": name, "weights": f"trained {steps} steps on nuclei" if is_trained else "random (seed 0)",
             "task": "panoptic" if panoptic else "semantic", "parameters_m": sum(p.numel() for p in model.parameters()) / 1e6,
             "detections_to_merge": detections, "merge_agreement_with_eager": merge_check, "export_s": export_s,
-            "warmup": args.warmup, "repeats": args.repeats, "variants": rows,
+            "warmup": args.warmup, "repeats": args.repeats, "command": " ".join(sys.argv), "variants": rows,
             "loadavg_before": load_before, "loadavg_after": loadavg()}
 
 
@@ -334,11 +334,14 @@ def _inference(merge, tensors):
 
 def markdown(report: dict) -> str:
     m = report["machine"]
+    shared = any(float((r[k] or "0").split()[0]) > 2.5 for r in report["models"] for k in ("loadavg_before", "loadavg_after"))
     lines = ["# Panoptic models end to end on the CPU, 1×1×512×512", "",
              (f"Machine: {m['cpu']} ({m['cores']} cores, GPU: {m['gpu'] or 'none'}); torch {m['torch']} "
               f"({m['torch_threads']} threads), onnxruntime {m['onnxruntime']}, onnx {m['onnx']}, python {m['python']}, "
               f"OMP_WAIT_POLICY={m['omp_wait_policy']}, ORT session.intra_op.allow_spinning=0. Written by "
-              f"`benchmarks/panoptic_bench.py` on {report['date']} (`{report['command']}`)."),
+              f"`benchmarks/panoptic_bench.py` on {report['date']} ("
+              + "; ".join(f"`{c}`" for c in dict.fromkeys(r.get("command", report["command"]) for r in report["models"]))
+              + ")."),
              ("Input: the real 512² nuclei image (1 channel, batch 1; panoptic graphs are exported at batch 1). Latency "
               "per image, median and p90 over round-robin rounds after warm-up, every variant of a model in one process; "
               "speed-up = PyTorch eager median / this median (in brackets: the median of the per-round ratios). "
@@ -346,9 +349,10 @@ def markdown(report: dict) -> str:
               "a graph of the merge alone exported in that flavour), timed in the same rounds; share = merge median / "
               "end-to-end median of the same backend. The share is given for the FP32 variants (the merge stays FP32 "
               "in the FP16/INT8 graphs)."), "",
-             "**The machine was shared with other jobs during this run** (load averages per model in the JSON: "
-             + "; ".join(f"{r['model']} {r['loadavg_before']} before, {r['loadavg_after']} after" for r in report["models"])
-             + "): absolute times are inflated and noisy; ratios measured side by side less so.", "",
+             ("**The machine was shared with other jobs during this run** (1-min load average above 2.5 around "
+              if shared else "1/5/15-min load averages (this run's own 2 threads count about 2) around ")
+             + "; ".join(f"{r['model']}: {r['loadavg_before']} before, {r['loadavg_after']} after" for r in report["models"])
+             + ("): absolute times are inflated and noisy; ratios measured side by side less so." if shared else "."), "",
              "| model | weights | variant | median ms | p90 ms | speed-up vs eager | merge ms | merge share |",
              "|---|---|---|---:|---:|---:|---:|---:|"]
     for r in report["models"]:
@@ -449,12 +453,19 @@ def plot(report: dict, path: Path) -> None:
 
 FIXED_NOTES = [
     ("The R18 models' weights: `benchmarks/panoptic_train.py`'s recipes, trained here for fewer steps than its 200 "
-     "(the step count is in the weights column), so their PQ is below that report's."),
+     "(the step count is in the weights column), so their PQ differs from that report's."),
     ("LPSNet-R50 has random weights with its class and border-ness logits spread to a standard deviation of 3 on this "
      "image (random heads score every location alike, under the thresholds): the merge then gets a full or nearly full "
      "detection table, a worst case for it. Its latency does not depend on the weights otherwise."),
     ("The InternImage DeepLab is the `deeplabv3plus_internimage_cpu` configuration, not -T (the -T export takes more than "
      "15 minutes on this machine); random weights, semantic only: no merge, no PQ, latency only."),
+    ("Why the merge mostly misses 5 %: it takes D = 100 full-image instance masks (100 × 512² floats, 105 MB, read at least "
+     "once), and in eager and the portable graph `panoptic_paste` is its PyTorch form, a loop over the D detections "
+     "(unrolled in the graph) with a few full-image operations each; the tensorrt flavour's EdgeSegPanopticPaste does "
+     "the loop in one C++ kernel, several times faster than the portable graph (the table), but still reads every mask. Boxes plus "
+     "mask-head-sized masks (Mask R-CNN's 28²) pasted inside the merge would cut what it reads by about 300×: not done here."),
+    ("The merge is timed as a graph of its own (same flavour, same session options), not inside the model's graph: "
+     "ONNX Runtime may schedule the in-graph merge slightly differently."),
     ("LPSNet's own instance masks (its semantic head's pixels inside each box) are counted in the network, not in the "
      "merge: the merge is `panoptic_merge` (semantic argmax, `panoptic_paste`, the segment table)."),
 ]
@@ -469,6 +480,7 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--export-only", action="store_true", help="make the ONNX files in --work-dir and stop")
+    p.add_argument("--report-only", action="store_true", help="rewrite the markdown and plot from <out>/panoptic_cpu.json")
     p.add_argument("--work-dir", default="runs/panoptic_bench")
     p.add_argument("--out", default=str(HERE / "results"))
     a = p.parse_args()
@@ -480,10 +492,16 @@ def main() -> None:
     report = {"date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv), "machine": machine(),
               "models": [], "notes": [], "fixed_notes": FIXED_NOTES, "not_measured": list(names)}
     earlier = out / "panoptic_cpu.json"
+    if a.report_only:  # re-render the markdown and the plot from the JSON, nothing measured
+        report = json.loads(earlier.read_text())
+        report["fixed_notes"] = FIXED_NOTES
+        write_text_atomic(earlier, json.dumps(report, indent=1) + "\n")
+        write_text_atomic(out / "panoptic_cpu.md", markdown(report))
+        plot(report, out / "panoptic_cpu.png")
+        return
     if earlier.is_file() and not a.export_only:  # keep the other models of an earlier invocation (one model a run)
         before = json.loads(earlier.read_text())
         report["models"], report["notes"] = before["models"], before["notes"]  # each replaced once re-measured
-        report["command"] = "; ".join(dict.fromkeys([*before["command"].split("; "), report["command"]]))
     for name in names:
         if a.export_only:
             bench_one(name, a, work, report["notes"])
