@@ -183,6 +183,33 @@ def raw_ort_session(path: Path):
     return ort.InferenceSession(proto.SerializeToString(), session_options(None, libs), providers=["CPUExecutionProvider"])
 
 
+def paste_node_profile(path: Path, batch: np.ndarray, runs: int, work: Path) -> dict:
+    """ONNX Runtime's profiler on the tensorrt-flavour graph (the benchmark's session options plus profiling):
+    ms per run of its EdgeSegPanopticPaste node (the merge's paste, in the graph) and of the whole run, the
+    mean over ``runs`` after one warm-up run. The cross-check of the merge timed alone."""
+    import onnxruntime as ort
+
+    from edgeseg.ops.native import library_path
+    from edgeseg.runtime.onnxruntime_backend import session_options
+
+    so = session_options(None, (str(library_path("libedgeseg_ort.so")),))
+    so.enable_profiling = True
+    so.profile_file_prefix = str(work / f"{path.stem}_profile")
+    session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    for _ in range(runs + 1):
+        session.run(None, {name: batch})
+    trace = Path(session.end_profiling())
+    events = json.loads(trace.read_text())
+    trace.unlink()
+    windows = [(e["ts"], e["ts"] + e["dur"]) for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"][1:]
+    paste = sum(e["dur"] for e in events if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time")
+                and e.get("args", {}).get("op_name") == "EdgeSegPanopticPaste" and any(a <= e["ts"] <= b for a, b in windows))
+    run = sum(b - a for a, b in windows)
+    return {"runs": len(windows), "paste_node_ms": paste / 1000 / len(windows), "run_ms": run / 1000 / len(windows),
+            "paste_node_share_pct": 100 * paste / run}
+
+
 # --- one model -------------------------------------------------------------------------------------
 
 
@@ -277,6 +304,15 @@ def bench_one(name: str, args, work: Path, notes: list[str]) -> dict:
     log(f"{name}: timing {', '.join(fns)} at 512², {args.warmup} warm-up + {args.repeats} rounds")
     times = time_callables(fns, args.warmup, args.repeats)
 
+    profile = None
+    if panoptic and "ort_tensorrt" in files:
+        log(f"{name}: ONNX Runtime profile of the tensorrt flavour (1 warm-up + 3 runs)")
+        try:
+            profile = paste_node_profile(files["ort_tensorrt"], batch, 3, work)
+        except Exception as e:  # noqa: BLE001
+            notes.append(f"{name}: no ORT profile of the tensorrt flavour ({reason(e)})")
+            log(notes[-1])
+
     # 128² (a held-out crop) and PQ per precision: trained panoptic models only
     pq, times_128 = {}, {}
     if is_trained and panoptic:
@@ -320,6 +356,7 @@ def bench_one(name: str, args, work: Path, notes: list[str]) -> dict:
     return {"model": name, "weights": f"trained {steps} steps on nuclei" if is_trained else "random (seed 0)",
             "task": "panoptic" if panoptic else "semantic", "parameters_m": sum(p.numel() for p in model.parameters()) / 1e6,
             "detections_to_merge": detections, "merge_agreement_with_eager": merge_check, "export_s": export_s,
+            "tensorrt_profile": profile,
             "warmup": args.warmup, "repeats": args.repeats, "command": " ".join(sys.argv), "variants": rows,
             "loadavg_before": load_before, "loadavg_after": loadavg()}
 
@@ -360,6 +397,14 @@ def markdown(report: dict) -> str:
             share = f"{v['merge_median_ms']:.1f} | {v['merge_share_pct']:.1f} %" if "merge_share_pct" in v else "– | –"
             lines.append(f"| {r['model']} | {r['weights']} | {v['label']} | {v['median_ms']:.0f} | {v['p90_ms']:.0f} | "
                          f"{v['speedup_vs_torch']:.2f}× ({v['speedup_vs_torch_paired']:.2f}×) | {share} |")
+    profiled = [r for r in report["models"] if r.get("tensorrt_profile")]
+    if profiled:
+        lines += ["", ("Cross-check inside the graph (ONNX Runtime's profiler on the tensorrt-flavour model, mean of "
+                       f"{profiled[0]['tensorrt_profile']['runs']} runs after 1 warm-up): the EdgeSegPanopticPaste node "
+                       "alone — the merge's paste, without its argmax, gathers and casts — takes ")
+                  + "; ".join(f"{r['model']} {r['tensorrt_profile']['paste_node_ms']:.1f} ms of "
+                              f"{r['tensorrt_profile']['run_ms']:.0f} ms ({r['tensorrt_profile']['paste_node_share_pct']:.1f} %)"
+                              for r in profiled) + "."]
     scored = [(r, v) for r in report["models"] for v in r["variants"] if "pq" in v]
     if scored:
         lines += ["", "## PQ per precision (nuclei, 7 held-out 128² crops) beside latency", "",
@@ -377,7 +422,7 @@ def markdown(report: dict) -> str:
         for v in r["variants"]:
             if "merge_share_pct" in v:
                 met = "met" if v["merge_share_pct"] < GOAL_SHARE else "NOT met"
-                lines.append(f"- {r['model']}, {v['label']}: {v['merge_share_pct']:.1f} % — {met}.")
+                lines.append(f"- {r['model']}, {v['label']}: {v['merge_share_pct']:.2f} % — {met}.")
     lines += ["", f"ONNX Runtime end to end ≥ {GOAL_SPEEDUP}× PyTorch eager (512²):"]
     for r in report["models"]:
         for v in r["variants"]:
