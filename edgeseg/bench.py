@@ -170,25 +170,15 @@ def profile_variant(session: Session, batch: np.ndarray, warmup: int, runs: int,
 def _onnxruntime_layers(session, batch: np.ndarray, warmup: int, runs: int) -> dict[str, tuple[str, float]]:
     """{node: (op type, ms summed over ``runs``)} from ONNX Runtime's profile of a second session (the timed one is
     never profiled); warm-up runs are left out by the profile's own run windows ("model_run" events)."""
-    import onnxruntime as ort
+    from edgeseg.runtime.onnxruntime_backend import OnnxRuntimeSession
 
-    from edgeseg.export.metadata import load_onnx
-    from edgeseg.export.plugins import plugin_nodes
-    from edgeseg.ops.native import library_path
-    from edgeseg.runtime.base import check_batch
-    from edgeseg.runtime.onnxruntime_backend import session_options
-
-    proto = load_onnx(session.path)
-    libraries = (str(library_path("libedgeseg_ort.so")),) if plugin_nodes(proto) else ()
-    feed = {session.input_name: check_batch(batch, session.meta).astype(session.input_dtype, copy=False)}
     with tempfile.TemporaryDirectory() as tmp:
-        options = session_options(custom_op_libraries=libraries)
-        options.enable_profiling = True
-        options.profile_file_prefix = str(Path(tmp) / "ort_profile")
-        profiled = ort.InferenceSession(proto.SerializeToString(), options, providers=session.session.get_providers())
+        profiled = OnnxRuntimeSession(session.path, session.session.get_providers(),
+                                      custom_op_libraries=session.custom_op_libraries,
+                                      profile_prefix=str(Path(tmp) / "ort_profile"))
         for _ in range(warmup + runs):
-            profiled.run(None, feed)
-        events = json.loads(Path(profiled.end_profiling()).read_text())
+            profiled.run(batch)
+        events = json.loads(Path(profiled.session.end_profiling()).read_text())
     windows = sorted((e["ts"], e["ts"] + e["dur"]) for e in events
                      if e.get("cat") == "Session" and e.get("name") == "model_run")[-runs:]
     layers: dict[str, tuple[str, float]] = {}

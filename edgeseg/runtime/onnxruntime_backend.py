@@ -13,10 +13,14 @@ from edgeseg.ops.native import library_path
 from edgeseg.runtime.base import check_batch
 
 
-def session_options(threads: int | None = None, custom_op_libraries: tuple[str, ...] = ()):
+def session_options(threads: int | None = None, custom_op_libraries: tuple[str, ...] = (), profile_prefix: str | None = None):
+    """``profile_prefix``: ONNX Runtime's profiler on, its JSON written there (``session.end_profiling()``)."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
+    if profile_prefix is not None:
+        so.enable_profiling = True
+        so.profile_file_prefix = profile_prefix
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     # Spinning threads steal the cores PyTorch needs in the same process and skew side-by-side timing.
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -34,12 +38,13 @@ class OnnxRuntimeSession:
     backend = "onnxruntime"
 
     def __init__(self, path: str | Path, providers: list[str] | None = None, threads: int | None = None,
-                 custom_op_libraries: tuple[str, ...] = ()):
+                 custom_op_libraries: tuple[str, ...] = (), profile_prefix: str | None = None):
         import onnxruntime as ort
 
         proto = load_onnx(path)
         if plugin_nodes(proto) and not custom_op_libraries:  # a tensorrt-flavour graph: its plugins run as CPU custom ops
             custom_op_libraries = (str(library_path("libedgeseg_ort.so")),)
+        self.custom_op_libraries = custom_op_libraries
         self.meta = read_metadata(proto, path)
         self.precision = self.meta.precision
         self.path = Path(path)
@@ -50,7 +55,7 @@ class OnnxRuntimeSession:
             raise BackendError(f"ONNX Runtime here has no {', '.join(missing)} (it has {', '.join(available)})",
                                "install onnxruntime-gpu on a machine with CUDA, or use the CPU provider")
         try:
-            self.session = ort.InferenceSession(proto.SerializeToString(), session_options(threads, custom_op_libraries),
+            self.session = ort.InferenceSession(proto.SerializeToString(), session_options(threads, custom_op_libraries, profile_prefix),
                                                 providers=providers)
         except Exception as e:  # ORT raises its own exception types for invalid graphs and missing custom ops
             raise OnnxFileError(f"ONNX Runtime cannot load {path}: {str(e).splitlines()[0][:300]}",
