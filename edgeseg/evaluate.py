@@ -24,6 +24,22 @@ def check_channels(dataset, meta: ModelMeta) -> None:
                         f"{meta.in_channels}", "evaluate on the data set the model was trained for")
 
 
+def check_panoptic_data(dataset, meta: ModelMeta, things: list[int] | None = None) -> None:
+    """Refuse a data set the model cannot read, one without panoptic ground truth (instances and thing classes),
+    or one whose classes (and, given the model's ``things``, thing classes) are not the model's."""
+    from edgeseg.errors import DataError
+
+    check_channels(dataset, meta)
+    info = dataset.info
+    if getattr(dataset, "instances", None) is None or not info.thing_classes:
+        raise DataError(f"data set '{info.name}' has no panoptic ground truth",
+                        "use nuclei, lits, synthetic or coco-panoptic:<images>,<json>,<pngs>")
+    if info.num_classes != meta.num_classes or (things is not None and sorted(things) != sorted(info.thing_classes)):
+        raise DataError(f"data set '{info.name}' has {info.num_classes} classes (things {sorted(info.thing_classes)}) but "
+                        f"the model {meta.num_classes}" + (f" (things {sorted(things)})" if things is not None else ""),
+                        "evaluate on the data set the model was trained for")
+
+
 def calibration_batches(meta: ModelMeta, data: str, calib_data: str | None, count: int) -> list:
     """INT8 calibration inputs: ``count`` images spread over the training split of ``calib_data`` (default
     ``data``), preprocessed as the model takes them. A data set without a train/ split is refused unless
@@ -93,15 +109,12 @@ def evaluate_panoptic(session: Session, dataset, limit: int | None = None, progr
     """PQ/SQ/RQ (``edgeseg.metrics.panoptic``) of a panoptic model against the data set's panoptic ground truth,
     and the mIoU of its semantic head beside them (as the papers report): ``{"panoptic": PanopticScores,
     "semantic": SemanticScores}``."""
-    from edgeseg.errors import DataError
     from edgeseg.metrics.panoptic import PanopticEvaluator
 
     meta = session.meta
-    check_channels(dataset, meta)
-    if getattr(dataset, "instances", None) is None or not dataset.info.thing_classes:
-        raise DataError(f"data set '{dataset.info.name}' has no panoptic ground truth",
-                        "evaluate a panoptic model on nuclei, lits, synthetic or coco-panoptic:<images>,<json>,<pngs>")
-    ev = PanopticEvaluator(meta.num_classes, thing_classes_of(meta), meta.class_names)
+    things = thing_classes_of(meta)
+    check_panoptic_data(dataset, meta, things)
+    ev = PanopticEvaluator(meta.num_classes, things, meta.class_names)
     cm = ConfusionMatrix(meta.num_classes, meta.ignore_index)
     n = len(dataset) if limit is None else min(limit, len(dataset))
     for i in tqdm(range(n), desc=f"eval {meta.model} [{session.backend} {session.precision}]", disable=not progress, leave=False):
@@ -119,15 +132,11 @@ def evaluate_connected_components(session: Session, dataset, min_area: int = 0, 
     per-pixel classes turned panoptic without any instance branch — one segment per stuff class, one per
     4-connected component of each of the data set's thing classes (``panoptic_from_labels``), segments under
     ``min_area`` pixels void. A semantic model's decision, or a panoptic model's semantic head (its argmax)."""
-    from edgeseg.errors import DataError
     from edgeseg.metrics.panoptic import PanopticEvaluator, panoptic_from_labels
 
     meta = session.meta
-    check_channels(dataset, meta)
+    check_panoptic_data(dataset, meta)
     things = dataset.info.thing_classes
-    if getattr(dataset, "instances", None) is None or not things:
-        raise DataError(f"data set '{dataset.info.name}' has no panoptic ground truth",
-                        "use nuclei, lits, synthetic or coco-panoptic:<images>,<json>,<pngs>")
     ev = PanopticEvaluator(meta.num_classes, things, meta.class_names)
     n = len(dataset) if limit is None else min(limit, len(dataset))
     for i in tqdm(range(n), desc=f"components {meta.model} [{session.backend} {session.precision}]", disable=not progress,

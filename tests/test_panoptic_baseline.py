@@ -44,3 +44,23 @@ def test_components_of_ground_truth_are_perfect_apart_from_touching_instances():
         ev.add(*panoptic_from_labels(ds.masks[i], [1]), *ds.panoptic(i))
     things = ev.scores().pq_things
     assert 0.5 < things < 1.0, things  # a ceiling below 1: touching nuclei merge into one component
+
+
+def test_a_data_set_with_other_classes_is_refused_in_one_line():
+    """A nuclei-trained panoptic model (2 classes, nucleus a thing) on LiTS (3 classes, tumour a thing): refused
+    naming both, before any class index reaches the evaluator."""
+    import pytest
+
+    from edgeseg.errors import DataError
+    from edgeseg.evaluate import check_panoptic_data
+    from edgeseg.export.metadata import ModelMeta
+
+    meta = ModelMeta(model="lpsnet_resnet18", class_names=["background", "nucleus"], in_channels=1, mean=[0.5], std=[0.25],
+                     size_divisor=64)
+    check_panoptic_data(get_dataset("nuclei", "val"), meta, [1])
+    with pytest.raises(DataError, match=r"'lits' has 3 classes \(things \[2\]\) but the model 2 \(things \[1\]\)"):
+        check_panoptic_data(get_dataset("lits", "val"), meta, [1])
+    lits3 = ModelMeta(model="lpsnet_resnet18", class_names=["bg", "liver", "tumour"], in_channels=1, mean=[0.5],
+                      std=[0.25], size_divisor=64)
+    with pytest.raises(DataError, match="things"):
+        check_panoptic_data(get_dataset("lits", "val"), lits3, [1])

@@ -69,8 +69,8 @@ class SegDataset(Dataset):
 
         mask = np.asarray(self.masks[i])
         things = self.info.thing_classes
-        if not things:
-            return panoptic_from_labels(mask, (), np.zeros(mask.shape, np.int64), self.info.ignore_index)
+        if not things:  # stuff only
+            return panoptic_from_labels(mask, (), ignore_index=self.info.ignore_index)
         if self.instances is None:
             raise DataError(f"{self.info.name} has thing classes but no instance ids", "panoptic ground truth needs instances")
         inst = np.asarray(self.instances[i])
