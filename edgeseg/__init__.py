@@ -33,6 +33,24 @@ def export_onnx(model, path, **kwargs):
     return report
 
 
+def stream(model, source, **kwargs):
+    """Run ``model`` (a Session, or a model file opened by its suffix: .onnx ONNX Runtime, .engine TensorRT, .pt
+    torch; ``backend=`` overrides) over ``source`` (an image, a folder, a video file, an RTSP/HTTP URL, /dev/videoN,
+    a GStreamer pipeline, or an ``edgeseg.runtime.stream.Source``) as pipelined stages: decode, infer, draw, write.
+
+    Iterate it for ``(frame, result)``: the H×W×3 uint8 RGB frame and its decisions (``edgeseg.runtime.predict``).
+    Live sources (URLs, cameras; ``live=`` overrides) keep the newest frame and count the dropped ones; files give
+    every frame. Keyword arguments: ``out`` (an overlay video at the source's fps, finalised and renamed into place
+    even when the loop is left early), ``labels_dir`` (a label PNG per frame), ``coco_json`` (instance models),
+    ``summary_json``, ``max_pixels`` (refused from the container header), ``timeout`` (seconds, network and cameras),
+    ``max_frames``. After the loop, ``.summary`` holds frames, drops, FPS, p50/p99 latency and ms per stage. Bad
+    input raises ``edgeseg.errors.SourceError`` once the frames before it have been written.
+    """
+    from edgeseg.runtime.stream import Stream
+
+    return Stream(model, source, **kwargs)
+
+
 def failed_path(path):
     """Where an export that failed its parity check is kept: ``m.onnx`` -> ``m.failed.onnx``."""
     from pathlib import Path
@@ -41,4 +59,4 @@ def failed_path(path):
     return path.with_name(f"{path.stem}.failed{path.suffix or '.onnx'}")
 
 
-__all__ = ["__version__", "export_onnx"]
+__all__ = ["__version__", "export_onnx", "stream"]

@@ -155,7 +155,8 @@ def cmd_export(a) -> None:
     else:
         raise EdgeSegError(f"'{a.model}' is neither a checkpoint file nor a zoo model", "pass a .pt file or a name from 'edgeseg zoo'")
     sample = torch.randn(1, model.edgeseg_config["in_channels"], a.size, a.size) if a.size else None
-    report = edgeseg.export_onnx(model, out, meta=meta, exporter=a.exporter, sample=sample, flavour=a.flavour)
+    report = edgeseg.export_onnx(model, out, meta=meta, exporter=a.exporter, sample=sample, flavour=a.flavour, io=a.io,
+                                 frame_order=a.frame_order)
     if not report.passed:
         raise EdgeSegError(f"the exported graph does not match PyTorch ({'; '.join(report.failures)}); "
                            f"nothing was written to {out}, the graph is kept as {report.path} for inspection",
@@ -206,15 +207,22 @@ def cmd_triton(a) -> None:
 
 def cmd_infer(a) -> None:
     from edgeseg.data import load_image
+    from edgeseg.data.folder import IMAGE_SUFFIXES
     from edgeseg.io import check_writable_folder
     from edgeseg.runtime import labels_from_outputs, preprocess
+    from edgeseg.runtime.stream import source_kind
     from edgeseg.viz import colourize, overlay, save_png
 
+    kinds = [source_kind(s) for s in a.images]
+    if a.out or a.labels_dir or a.coco_json or any(k not in ("image", "folder") for k in kinds):
+        return _infer_stream(a)
     out_dir = Path(a.out_dir)
     check_writable_folder(out_dir / "labels.png")  # before the model runs: out_dir and its parents are folders or absent
     session = _open(a.model, a.backend, a.plugins)
     meta = session.meta
-    for path in a.images:
+    paths = [p for s, k in zip(a.images, kinds)
+             for p in (sorted(q for q in Path(s).iterdir() if q.suffix.lower() in IMAGE_SUFFIXES) if k == "folder" else [s])]
+    for path in paths:
         image = load_image(path, meta.in_channels, max_pixels=a.max_pixels)
         x, size = preprocess(image, meta)
         if meta.task == "instance":
@@ -233,29 +241,54 @@ def cmd_infer(a) -> None:
         print(f"{path}: {present} -> {out_dir / (stem + '_labels.png')}")
 
 
+def _infer_stream(a) -> None:
+    """One SOURCE (video file, URL, /dev/videoN, GStreamer pipeline, folder, image) through the pipelined stream:
+    an overlay video (--out), label PNGs, COCO JSON, a progress bar with live FPS, and a summary (printed and JSON)."""
+    from tqdm import tqdm
+
+    from edgeseg.runtime.stream import Stream, open_source
+
+    if len(a.images) != 1:
+        raise EdgeSegError(f"a stream takes one SOURCE, got {len(a.images)}",
+                           "pass one video, URL, device, pipeline or folder (several images: without --out)")
+    summary = a.summary or (f"{a.out}.json" if a.out else str(Path(a.out_dir) / "stream.json"))
+    source = open_source(a.images[0], a.max_pixels, a.timeout, a.live)  # a bad source is refused before the model loads
+    try:
+        session = _open(a.model, a.backend, a.plugins)
+        stream = Stream(session, source, out=a.out, labels_dir=a.labels_dir, coco_json=a.coco_json, summary_json=summary,
+                        max_pixels=a.max_pixels, max_frames=a.max_frames)
+    except BaseException:
+        source.close()
+        raise
+    total = None if source.live else source.count
+    if total and a.max_frames:
+        total = min(total, a.max_frames)
+    try:
+        with tqdm(total=total, unit="frame", disable=None, dynamic_ncols=True) as bar:  # no bar unless a terminal
+            for _frame, _result in stream:
+                bar.update()
+    finally:
+        stream.close()
+        if stream.summary:
+            print(stream.summary_text())
+            written = [x for x in (a.out, a.labels_dir, a.coco_json) if x]
+            print(f"wrote {', '.join(map(str, written + [summary]))}")
+
+
 def _write_instances(path, image, out: dict, size: tuple[int, int], meta, out_dir: Path) -> None:
     """An instance model's answer for one image: a drawing, the instance id map and COCO results JSON."""
     import json
 
-    import numpy as np
-    from pycocotools import mask as rle
-
     from edgeseg.io import write_text_atomic
     from edgeseg.metrics.instance import detections
+    from edgeseg.runtime.stream import coco_detections
     from edgeseg.viz import draw_instances, instance_ids, save_png
 
     found = detections(out, 0, size)  # preprocess's padding undone
     stem = Path(path).stem
     save_png(out_dir / f"{stem}_instances.png", draw_instances(image, found, meta.class_names))
     save_png(out_dir / f"{stem}_ids.png", instance_ids(found["masks"]))
-    results = []
-    for box, score, label, mask in zip(found["boxes"], found["scores"], found["labels"], found["masks"]):
-        code = rle.encode(np.asfortranarray((mask >= 0.5).astype(np.uint8)))
-        x1, y1, x2, y2 = (float(v) for v in box)
-        results.append({"image_id": stem, "category_id": int(label), "category": meta.class_names[int(label)]
-                        if 0 <= label < len(meta.class_names) else str(int(label)), "score": float(score),
-                        "bbox": [x1, y1, x2 - x1, y2 - y1],
-                        "segmentation": {"size": code["size"], "counts": code["counts"].decode()}})
+    results = coco_detections(found, stem, meta.class_names)
     write_text_atomic(out_dir / f"{stem}_instances.json", json.dumps(results))
     counts = {}
     for r in results:
@@ -416,6 +449,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--flavour", choices=("portable", "tensorrt"), default="portable",
                    help="tensorrt: edgeseg plugin nodes for RoIAlign/deformable conv/mask pasting (ORT runs them as custom ops)")
     s.add_argument("--size", type=int, help="side of the sample input used for tracing")
+    s.add_argument("--io", choices=("tensors", "frames"), default="tensors",
+                   help="frames: a deploy graph (uint8 N×H×W×C frames of any size in; labels, compact instance outputs "
+                   "or panoptic ids out, at the frame's size; pre- and post-processing inside), checked against the "
+                   "float pipeline on the same frames")
+    s.add_argument("--frame-order", choices=("RGB", "BGR"), default="RGB",
+                   help="channel order of the frames a deploy graph takes (BGR: as OpenCV decodes)")
     s.add_argument("--num-classes", type=int, default=21)
     s.add_argument("--in-channels", type=int, default=3)
     s.add_argument("--model-arg", action="append", metavar="K=V")
@@ -463,16 +502,29 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-queue-delay-us", type=int, default=100)
     s.set_defaults(fn=cmd_triton)
 
-    s = sub.add_parser("infer", help="image(s) -> label PNG + colour overlay")
+    s = sub.add_parser("infer", help="image(s) -> label PNG + colour overlay; a video, stream or camera -> overlay video")
     s.add_argument("model")
-    s.add_argument("images", nargs="+")
+    s.add_argument("images", nargs="+", metavar="SOURCE",
+                   help="image files or folders (a label PNG and overlay each, in --out-dir), or one video file, "
+                   "RTSP/HTTP URL, /dev/videoN or GStreamer pipeline (any string with '!') streamed through decode, "
+                   "inference, drawing and encoding in parallel stages")
+    s.add_argument("--out", help="stream: write the overlay video here (.mp4/.mkv/.mov/.avi) at the source's fps; "
+                   "finalised and renamed into place also on Ctrl-C, SIGTERM or a lost source")
+    s.add_argument("--labels-dir", help="stream: a label PNG per frame (class ids; instance ids; panoptic RGB ids)")
+    s.add_argument("--coco-json", help="stream, instance models: every frame's detections as COCO results")
+    s.add_argument("--summary", help="stream: the summary JSON (default: <out>.json, else <out-dir>/stream.json)")
+    s.add_argument("--live", action=argparse.BooleanOptionalAction, default=None,
+                   help="keep the newest frame and drop the rest (default: on for URLs, cameras and pipelines, off "
+                   "for files, which give every frame)")
+    s.add_argument("--timeout", type=float, default=10.0, help="stream: seconds to wait for a URL or camera (default 10)")
+    s.add_argument("--max-frames", type=int, help="stream: stop after this many source frames")
     s.add_argument("--out-dir", default="runs/infer")
     s.add_argument("--backend", default="auto")
     s.add_argument("--colour", action="store_true", help="also write the colour label map")
     s.add_argument("--plugins", help="comma-separated plugin libraries a TensorRT engine may load "
                    "(default: the ones its sidecar names, from edgeseg's plugin folder, hash-checked)")
-    s.add_argument("--max-pixels", type=int, help="refuse larger images before decoding them "
-                   "(default 100000000, or $EDGESEG_MAX_PIXELS)")
+    s.add_argument("--max-pixels", type=int, help="refuse larger images and video frames before decoding them, "
+                   "from the header (default 100000000, or $EDGESEG_MAX_PIXELS)")
     s.set_defaults(fn=cmd_infer)
 
     s = sub.add_parser("parity", help="a candidate (ONNX, any precision) against the reference, by the tolerance table")

@@ -39,3 +39,7 @@ class BackendError(EdgeSegError):
 
 class ExportError(EdgeSegError):
     """Export to ONNX failed."""
+
+
+class SourceError(EdgeSegError):
+    """A video file, stream URL, camera or pipeline that cannot be opened or read, or that changes mid-stream."""

@@ -6,7 +6,8 @@ from tqdm import tqdm
 from edgeseg.data import SegDataset, get_dataset
 from edgeseg.export.metadata import ModelMeta
 from edgeseg.metrics import ConfusionMatrix, SemanticScores
-from edgeseg.runtime import Session, labels_from_outputs, preprocess
+from edgeseg.runtime import Session, predict
+from edgeseg.runtime.prepost import model_input
 
 
 def dataset_for(meta: ModelMeta, name: str, split: str) -> SegDataset:
@@ -52,7 +53,7 @@ def calibration_batches(meta: ModelMeta, data: str, calib_data: str | None, coun
         raise EdgeSegError(f"{name} has no train/ split: calibrating INT8 on it would calibrate on the images that are "
                            "scored", "pass --calib-data explicitly (other images), or split the folder into train/ and val/")
     step = max(1, len(ds) // count)
-    return [preprocess(ds.raw(i)[0], meta)[0] for i in range(0, len(ds), step)][:count]
+    return [model_input(ds.raw(i)[0], meta) for i in range(0, len(ds), step)][:count]
 
 
 def evaluate(session: Session, dataset, limit: int | None = None, progress: bool = True) -> SemanticScores:
@@ -62,8 +63,7 @@ def evaluate(session: Session, dataset, limit: int | None = None, progress: bool
     n = len(dataset) if limit is None else min(limit, len(dataset))
     for i in tqdm(range(n), desc=f"eval {meta.model} [{session.backend} {session.precision}]", disable=not progress, leave=False):
         image, mask = dataset.raw(i)
-        x, size = preprocess(image, meta)
-        cm.update(labels_from_outputs(session.run(x), meta, size)[0], mask)
+        cm.update(predict(session, image)["labels"], mask)
     return cm.scores()
 
 
@@ -73,7 +73,7 @@ def evaluate_instances(session: Session, dataset, limit: int | None = None, prog
     import numpy as np
 
     from edgeseg.errors import DataError
-    from edgeseg.metrics.instance import InstanceEvaluator, detections
+    from edgeseg.metrics.instance import InstanceEvaluator
 
     meta = session.meta
     instances = getattr(dataset, "instances", None)
@@ -84,8 +84,8 @@ def evaluate_instances(session: Session, dataset, limit: int | None = None, prog
     n = len(dataset) if limit is None else min(limit, len(dataset))
     for i in tqdm(range(n), desc=f"eval {meta.model} [{session.backend} {session.precision}]", disable=not progress, leave=False):
         image, mask = dataset.raw(i)
-        x, (h, w) = preprocess(image, meta)
-        found = detections(session.run(x), 0, (h, w))  # preprocess's padding undone
+        found = predict(session, image, masks=True)  # at the image's size, whichever I/O form the graph has
+        h, w = image.shape[1:]
         ids = np.asarray(instances[i])
         keys = [k for k in np.unique(ids) if k > 0]
         gt = np.stack([ids == k for k in keys]) if keys else np.zeros((0, h, w), bool)
@@ -119,10 +119,9 @@ def evaluate_panoptic(session: Session, dataset, limit: int | None = None, progr
     n = len(dataset) if limit is None else min(limit, len(dataset))
     for i in tqdm(range(n), desc=f"eval {meta.model} [{session.backend} {session.precision}]", disable=not progress, leave=False):
         image, mask = dataset.raw(i)
-        x, (h, w) = preprocess(image, meta)
-        out = session.run(x)
-        ev.add_batch(out["panoptic"][:1], out["segments"][:1], [dataset.panoptic(i)])  # cropped to the image
-        cm.update(out["semantic_logits"][0, :, :h, :w].argmax(0), mask)
+        out = predict(session, image)
+        ev.add_batch(out["panoptic"][None], out["segments"][None], [dataset.panoptic(i)])
+        cm.update(out["semantic"], mask)
     return {"panoptic": ev.scores(), "semantic": cm.scores()}
 
 
@@ -142,9 +141,7 @@ def evaluate_connected_components(session: Session, dataset, min_area: int = 0, 
     for i in tqdm(range(n), desc=f"components {meta.model} [{session.backend} {session.precision}]", disable=not progress,
                   leave=False):
         image, _ = dataset.raw(i)
-        x, (h, w) = preprocess(image, meta)
-        out = session.run(x)
-        labels = (out["semantic_logits"][0, :, :h, :w].argmax(0) if meta.task == "panoptic"
-                  else labels_from_outputs(out, meta, (h, w))[0])
+        out = predict(session, image)
+        labels = out["semantic"] if meta.task == "panoptic" else out["labels"]
         ev.add(*panoptic_from_labels(labels, things, ignore_index=meta.ignore_index, min_area=min_area), *dataset.panoptic(i))
     return ev.scores()

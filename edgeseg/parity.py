@@ -58,6 +58,11 @@ class ParityReport:
             pq = "n/a (no segments)" if self.pq_vs_reference is None else f"{self.pq_vs_reference:.4f}"
             return (f"{self.precision}: segment ids agree on {100 * self.id_agreement:.3f}% of pixels, PQ vs reference {pq}, "
                     + ("PASS" if self.passed else "FAIL: " + "; ".join(self.failures)))
+        if self.kind == "labels":
+            parts = [f"{self.precision}: label agreement {100 * self.argmax_agreement:.3f}% over {self.pixels} pixels"]
+            if self.miou_drop is not None:
+                parts.append(f"mIoU {self.miou_reference:.4f} -> {self.miou_candidate:.4f} (Δ {100 * self.miou_drop:+.2f} pts)")
+            return ", ".join(parts + ["PASS" if self.passed else "FAIL: " + "; ".join(self.failures)])
         if self.kind == "instance":
             if self.detections == 0:  # e.g. an untrained detector on random inputs: nothing but shapes to compare
                 return f"{self.precision}: no detections on the check inputs (shapes only), " + (
@@ -86,6 +91,8 @@ def compare(reference: Session, candidate: Session, batches: Iterable[tuple[np.n
     """Run both sessions on each (batch, labels-or-None) and judge the outputs by the tolerance table. Decisions are
     compared at the labels' size (the image's) where labels are given, else at the batch's size."""
     precision = precision or candidate.precision
+    if "frames" in (reference.meta.io, candidate.meta.io):
+        return compare_frames(reference, candidate, batches, precision)
     if reference.meta.task == "instance":
         return compare_instances(reference, candidate, (b for b, _ in batches), precision)
     if reference.meta.task == "panoptic":
@@ -162,23 +169,32 @@ def _judge_binary(report: ParityReport, agreement: float, cm_ref, cm_out, tol) -
 def compare_instances(reference: Session, candidate: Session, batches: Iterable[np.ndarray], precision: str) -> ParityReport:
     """Detections of both sessions matched image by image by box IoU (same label), then held to the
     instance row of the tolerance table."""
-    tol = tolerance(precision, "instance")
+    def pairs():
+        for batch in batches:
+            ref, out = reference.run(batch), candidate.run(batch)
+            for i in range(batch.shape[0]):
+                yield detections(ref, i), detections(out, i)
+
+    return judge_instances(pairs(), precision)
+
+
+def judge_instances(pairs: Iterable[tuple[dict, dict]], precision: str, kind: str = "instance") -> ParityReport:
+    """Per image (reference detections, candidate detections), each with boxes, scores, labels and masks:
+    matched by box IoU (same label), then held to the ``kind`` row of the tolerance table."""
+    tol = tolerance(precision, kind)
     report = ParityReport(precision, kind="instance")
     inter = union = 0
     ious, deltas = [], []
-    for batch in batches:
-        ref, out = reference.run(batch), candidate.run(batch)
-        for i in range(batch.shape[0]):
-            r, c = detections(ref, i), detections(out, i)
-            m = match_detections(r["boxes"], r["scores"], r["labels"], c["boxes"], c["labels"])
-            report.detections += max(len(r["boxes"]), len(c["boxes"]))
-            report.matched += len(m.pairs)
-            for (a, b), iou in zip(m.pairs, m.ious):
-                ious.append(iou)
-                deltas.append(abs(float(r["scores"][a]) - float(c["scores"][b])))
-                ma, mb = r["masks"][a] >= 0.5, c["masks"][b] >= 0.5
-                inter += int((ma & mb).sum())
-                union += int((ma | mb).sum())
+    for r, c in pairs:
+        m = match_detections(r["boxes"], r["scores"], r["labels"], c["boxes"], c["labels"])
+        report.detections += max(len(r["boxes"]), len(c["boxes"]))
+        report.matched += len(m.pairs)
+        for (a, b), iou in zip(m.pairs, m.ious):
+            ious.append(iou)
+            deltas.append(abs(float(r["scores"][a]) - float(c["scores"][b])))
+            ma, mb = r["masks"][a] >= 0.5, c["masks"][b] >= 0.5
+            inter += int((ma & mb).sum())
+            union += int((ma | mb).sum())
     report.min_box_iou = float(min(ious)) if ious else 1.0
     report.max_score_delta = float(max(deltas)) if deltas else 0.0
     report.mask_agreement = inter / union if union else 1.0
@@ -197,23 +213,32 @@ def compare_instances(reference: Session, candidate: Session, batches: Iterable[
 def compare_panoptic(reference: Session, candidate: Session, batches: Iterable[np.ndarray], precision: str) -> ParityReport:
     """Segment-id maps compared pixel by pixel, and the candidate's segments scored (PQ) with the reference's
     as ground truth, against the panoptic row of the tolerance table."""
+    def pairs():
+        for batch in batches:
+            ref, out = reference.run(batch), candidate.run(batch)
+            for i in range(batch.shape[0]):
+                yield (ref["panoptic"][i], ref["segments"][i]), (out["panoptic"][i], out["segments"][i])
+
+    return judge_panoptic(pairs(), reference.meta, precision)
+
+
+def judge_panoptic(pairs: Iterable[tuple[tuple, tuple]], meta, precision: str, kind: str = "panoptic") -> ParityReport:
+    """Per image ((reference ids, table), (candidate ids, table)): ids compared pixel by pixel and the candidate's
+    segments scored (PQ) with the reference's as ground truth, against the ``kind`` row of the tolerance table."""
     from edgeseg.evaluate import thing_classes_of
     from edgeseg.metrics.panoptic import PanopticEvaluator
 
-    tol = tolerance(precision, "panoptic")
+    tol = tolerance(precision, kind)
     report = ParityReport(precision, kind="panoptic")
-    meta = reference.meta
     ev = PanopticEvaluator(meta.num_classes, thing_classes_of(meta))
     agree = 0
-    for batch in batches:
-        ref, out = reference.run(batch), candidate.run(batch)
-        if ref["panoptic"].shape != out["panoptic"].shape:
-            report.failures.append(f"panoptic shape {out['panoptic'].shape} != reference {ref['panoptic'].shape}")
+    for (ref_ids, ref_table), (out_ids, out_table) in pairs:
+        if ref_ids.shape != out_ids.shape:
+            report.failures.append(f"panoptic shape {out_ids.shape} != reference {ref_ids.shape}")
             return report
-        agree += int((ref["panoptic"] == out["panoptic"]).sum())
-        report.pixels += ref["panoptic"].size
-        for i in range(batch.shape[0]):
-            ev.add(out["panoptic"][i], out["segments"][i], ref["panoptic"][i], ref["segments"][i])
+        agree += int((ref_ids == out_ids).sum())
+        report.pixels += ref_ids.size
+        ev.add(out_ids, out_table, ref_ids, ref_table)
     if not report.pixels:
         report.failures.append("no batches were compared")
         return report
@@ -227,21 +252,75 @@ def compare_panoptic(reference: Session, candidate: Session, batches: Iterable[n
     return report
 
 
+def compare_frames(reference: Session, candidate: Session, batches: Iterable[tuple[np.ndarray, np.ndarray | None]],
+                   precision: str) -> ParityReport:
+    """Where either side is a deploy graph: both sessions' decisions on the same uint8 frames (``predict``: the float
+    pipeline on one side, the graph's own on the other), held to the deploy rows of the tolerance table: label
+    agreement (and the mIoU drop, with labels) for semantic models, matched detections and their masks for instance
+    models, segment ids and PQ against the reference for panoptic ones."""
+    from edgeseg.runtime.prepost import predict
+
+    meta = reference.meta
+    masks = meta.task == "instance"
+
+    def pairs():
+        for frames, labels in batches:
+            for i, frame in enumerate(frames):
+                yield (predict(reference, frame, masks=masks), predict(candidate, frame, masks=masks),
+                       None if labels is None else labels[i])
+
+    if meta.task == "instance":
+        return judge_instances(((r, c) for r, c, _ in pairs()), precision, "deploy_instance")
+    if meta.task == "panoptic":
+        return judge_panoptic((((r["panoptic"], r["segments"]), (c["panoptic"], c["segments"])) for r, c, _ in pairs()),
+                              meta, precision, "deploy_panoptic")
+    tol = tolerance(precision, "labels")
+    report = ParityReport(precision, kind="labels")
+    cm_ref = ConfusionMatrix(meta.num_classes, meta.ignore_index)
+    cm_out = ConfusionMatrix(meta.num_classes, meta.ignore_index)
+    agree = scored = 0
+    for r, c, labels in pairs():
+        if r["labels"].shape != c["labels"].shape:
+            report.failures.append(f"labels shape {c['labels'].shape} != reference {r['labels'].shape}")
+            return report
+        agree += int((r["labels"] == c["labels"]).sum())
+        report.pixels += r["labels"].size
+        if labels is not None:
+            cm_ref.update(r["labels"], labels)
+            cm_out.update(c["labels"], labels)
+            scored += 1
+    if not report.pixels:
+        report.failures.append("no frames were compared")
+        return report
+    report.argmax_agreement = agree / report.pixels
+    if scored:
+        report.miou_reference, report.miou_candidate = cm_ref.scores().miou, cm_out.scores().miou
+    if report.argmax_agreement < tol.min_argmax_agreement:
+        report.failures.append(f"label agreement {100 * report.argmax_agreement:.3f}% < {100 * tol.min_argmax_agreement:.1f}%")
+    if report.miou_drop is not None and report.miou_drop > tol.max_miou_drop:
+        report.failures.append(f"mIoU drop {100 * report.miou_drop:.2f} pts > {100 * tol.max_miou_drop:.2f}")
+    return report
+
+
 def dataset_batches(dataset, meta, limit: int | None = None):
     """(a batch of one image as the model takes it, 1×H×W labels) for the first ``limit`` images of a data set."""
     from edgeseg.runtime import preprocess
 
+    from edgeseg.runtime.prepost import model_input
+
     n = len(dataset) if limit is None else min(limit, len(dataset))
     for i in range(n):
         image, mask = dataset.raw(i)
-        x, _ = preprocess(image, meta)
-        yield x, mask[None]
+        yield model_input(image, meta), mask[None]
 
 
 def random_batches(meta, sizes: list[tuple[int, int]], batch: int = 1, seed: int = 0):
     """Standard-normal inputs of each (H, W) in ``sizes`` (a fixed-size model's own size instead), in the model's layout."""
     rng = np.random.default_rng(seed)
     for h, w in sizes:
+        if meta.io == "frames":  # uint8 frames of the size asked, whatever the network size
+            yield rng.integers(0, 256, (batch, h, w, meta.in_channels), dtype=np.uint8), None
+            continue
         h, w = meta.input_size or (h, w)
         x = rng.standard_normal((batch, meta.in_channels, h, w)).astype(np.float32)
         yield (x.transpose(0, 2, 3, 1).copy() if meta.input_layout == "NHWC" else x), None
@@ -254,4 +333,10 @@ def verify_export(model, onnx_path, meta) -> ParityReport:
     d = meta.size_divisor
     base = max(4 * d, 128) // d * d
     sizes = [(base, base), (base + d, base + 2 * d)]
+    if meta.io == "frames":  # against the float pipeline (PyTorch) on frames that need padding
+        from edgeseg.export.deploy import float_twin
+
+        sizes = [(base - 3, base + 5), (base + d + 1, base + 2 * d - 7)]
+        return compare(open_session(model, "torch", meta=float_twin(meta)), open_session(onnx_path),
+                       random_batches(meta, sizes), "fp32")
     return compare(open_session(model, "torch", meta=meta), open_session(onnx_path), random_batches(meta, sizes), "fp32")

@@ -71,6 +71,20 @@ TOLERANCES[("fp16", "panoptic")] = PanopticTolerance(0.98, 0.95, 0.005)
 TOLERANCES[("int8", "panoptic")] = PanopticTolerance(0.90, 0.80, 0.02)
 
 
+# Deploy graphs (uint8 frames in, decisions out) against the float pipeline on the same frames: kind ``labels``
+# (semantic decisions; only agreement and the mIoU drop: there are no logits to compare), ``deploy_instance`` (every
+# detection matched at FP32) and ``deploy_panoptic`` (ids and PQ against the float pipeline's segments).
+TOLERANCES[("fp32", "labels")] = Tolerance(atol=None, rtol=0.0, min_argmax_agreement=0.999, max_miou_drop=0.001)
+TOLERANCES[("fp16", "labels")] = Tolerance(atol=None, rtol=0.0, min_argmax_agreement=0.99, max_miou_drop=0.005)
+TOLERANCES[("int8", "labels")] = Tolerance(atol=None, rtol=0.0, min_argmax_agreement=0.95, max_miou_drop=0.01)
+TOLERANCES[("fp32", "deploy_instance")] = InstanceTolerance(0.99, 1e-4, 0.995, 1.0, 0.001)
+TOLERANCES[("fp16", "deploy_instance")] = TOLERANCES[("fp16", "instance")]
+TOLERANCES[("int8", "deploy_instance")] = TOLERANCES[("int8", "instance")]
+TOLERANCES[("fp32", "deploy_panoptic")] = PanopticTolerance(0.999, 0.999, 0.001)
+TOLERANCES[("fp16", "deploy_panoptic")] = TOLERANCES[("fp16", "panoptic")]
+TOLERANCES[("int8", "deploy_panoptic")] = TOLERANCES[("int8", "panoptic")]
+
+
 def tolerance(precision: str, kind: str = "logits"):
     try:
         return TOLERANCES[(precision, kind)]

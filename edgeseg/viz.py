@@ -39,11 +39,12 @@ def instance_ids(masks: np.ndarray, threshold: float = 0.5) -> np.ndarray:
 
 
 def draw_instances(image: np.ndarray, found: dict[str, np.ndarray], class_names: list[str], alpha: float = 0.5) -> np.ndarray:
-    """image C×H×W in [0, 1] and one image's detections (boxes, scores, labels, masks) -> H×W×3 uint8: a colour
-    per instance blended into its mask, its box, and "class score" above the box."""
+    """image C×H×W in [0, 1] and one image's detections (boxes, scores, labels, and masks or the compact
+    ``instance_map`` of ``prepost.predict``) -> H×W×3 uint8: a colour per instance blended into its mask, its box,
+    and "class score" above the box."""
     from PIL import Image, ImageDraw
 
-    ids = instance_ids(found["masks"])
+    ids = found["instance_map"] if "instance_map" in found else instance_ids(found["masks"])
     colours = palette(len(found["boxes"]) + 1)
     rgb = np.repeat(image, 3, axis=0) if image.shape[0] == 1 else image[:3]
     rgb = (np.clip(rgb.transpose(1, 2, 0), 0, 1) * 255).astype(np.float32)

@@ -220,3 +220,14 @@ def test_resnet50_export_matches_pytorch_in_onnxruntime(flavour, tmp_path):
     in ONNX Runtime as in PyTorch on >= 99.5 % of pixels at two sizes, batch 1."""
     model = spread_scores(small(seed=2, name="lpsnet_resnet50", paste_score_threshold=0.05, min_stuff_area=16))
     export_and_compare(model, flavour, tmp_path / "m.onnx", torch.randn(1, 3, 192, 192))
+
+
+def test_zoo_panoptic_model_metadata_records_its_thing_classes():
+    """Issue 19.1: a zoo panoptic model created with its default thing classes exports through the Python API with
+    them in its metadata (before, its config held none and the export's check refused the model)."""
+    from edgeseg.evaluate import thing_classes_of
+    from edgeseg.export import default_meta
+
+    for name in ("lpsnet_resnet18", "panoptic_fpn_resnet18"):
+        model = create(name, num_classes=5, in_channels=3)
+        assert thing_classes_of(default_meta(model)) == [1, 2, 3, 4]

@@ -14,7 +14,8 @@ from torch import nn
 import edgeseg
 from edgeseg.errors import ExportError
 from edgeseg.export import surgery
-from edgeseg.export.metadata import ModelMeta, load_onnx, read_metadata, write_metadata
+from edgeseg.export.deploy import OUTPUTS as DEPLOY_OUTPUTS, FramesGraph, frames_sample
+from edgeseg.export.metadata import CHANNEL_ORDERS, IO_FORMS, ModelMeta, load_onnx, read_metadata, write_metadata
 from edgeseg.export.plugins import to_plugins
 from edgeseg.models.detection import wrap_torchvision
 from edgeseg.ops.export import FLAVOURS, export_flavour
@@ -51,17 +52,24 @@ def output_keys(model: nn.Module, sample: torch.Tensor) -> tuple[list[str] | Non
 
 def export_onnx(model: nn.Module, path: str | Path, *, meta: ModelMeta | None = None,
                 sample: torch.Tensor | None = None, opset: int = OPSET, dynamic: bool = True,
-                exporter: str = "dynamo", flavour: str = "portable") -> ModelMeta:
+                exporter: str = "dynamo", flavour: str = "portable", io: str = "tensors",
+                frame_order: str = "RGB") -> ModelMeta:
     """Export ``model`` to ``path`` and return the metadata written into it.
 
     ``meta`` describes pre/post-processing (class names, mean/std...); defaults come from the model's
     ``edgeseg_config`` where it has one. ``exporter`` is ``dynamo`` (falls back to ``legacy`` with a
     warning where dynamo cannot trace the model) or ``legacy``. ``flavour``: ``portable`` (standard ONNX
     only) or ``tensorrt`` (edgeseg plugin nodes where the model uses edgeseg's or torchvision's custom ops;
-    ONNX Runtime runs them through the custom-op library).
+    ONNX Runtime runs them through the custom-op library). ``io``: ``tensors`` (the float contract) or ``frames``
+    (a deploy graph, ``edgeseg.export.deploy``: uint8 frames in ``frame_order`` in, decisions out; ``sample`` is
+    then the float contract's, and the frames graph is traced on a uint8 frame).
     """
     if flavour not in FLAVOURS:
         raise ExportError(f"unknown flavour '{flavour}'", f"use one of: {', '.join(FLAVOURS)}")
+    if io not in IO_FORMS:
+        raise ExportError(f"unknown I/O form '{io}'", f"use one of: {', '.join(IO_FORMS)}")
+    if frame_order not in CHANNEL_ORDERS:
+        raise ExportError(f"unknown frame channel order '{frame_order}'", f"use one of: {', '.join(CHANNEL_ORDERS)}")
     model = wrap_torchvision(model)
     if sample is not None and sample.ndim != 4:
         raise ExportError(f"the sample has shape {tuple(sample.shape)}", "pass an N×C×H×W sample tensor")
@@ -82,11 +90,19 @@ def export_onnx(model: nn.Module, path: str | Path, *, meta: ModelMeta | None = 
             meta.logits_output = "out" if "out" in names else names[0]
         if not meta.class_names:  # a foreign model: take the class count from its logits
             meta.class_names = [f"class_{i}" for i in range(outputs[meta.logits_output].shape[1])]
+        spatial = (2, 3)
+        if io == "frames":
+            model = FramesGraph(model, meta, frame_order).eval()
+            sample = frames_sample(meta, sample.shape[-1])
+            names = list(DEPLOY_OUTPUTS[meta.task])
+            keys, spatial = names, (1, 2)
+            # logits_output keeps naming the float model's scores: the float twin (the parity reference) reads it
+            meta.outputs, meta.io, meta.frame_order = dict(DEPLOY_OUTPUTS[meta.task]), io, frame_order
         wrapped = _TupleOutputs(model, keys).eval()
         with export_flavour(flavour):
             # Panoptic models merge image by image (the merge op takes one image): their batch is the sample's.
-            batch_axis = dynamic and getattr(model, "task", "semantic") != "panoptic"
-            proto = _run_exporter(wrapped, sample, meta.input_name, names, opset, dynamic, exporter, batch_axis)
+            batch_axis = dynamic and meta.task != "panoptic"
+            proto = _run_exporter(wrapped, sample, meta.input_name, names, opset, dynamic, exporter, batch_axis, spatial)
     finally:
         model.train(was_training)
     proto = surgery.rename_io(surgery.clean(proto), meta.input_name, names)
@@ -105,10 +121,12 @@ def export_onnx(model: nn.Module, path: str | Path, *, meta: ModelMeta | None = 
     return meta
 
 
-def _run_exporter(wrapped, sample, input_name, names, opset, dynamic, exporter, batch_axis=True) -> onnx.ModelProto:
+def _run_exporter(wrapped, sample, input_name, names, opset, dynamic, exporter, batch_axis=True,
+                  spatial=(2, 3)) -> onnx.ModelProto:
+    """``spatial``: the input's H and W axes (1, 2 for N×H×W×C frames)."""
     if exporter not in ("dynamo", "legacy"):
         raise ExportError(f"unknown exporter '{exporter}'", "use 'dynamo' or 'legacy'")
-    axes = [0, 2, 3] if batch_axis else [2, 3]
+    axes = ([0] if batch_axis else []) + list(spatial)
     if exporter == "dynamo":
         auto = torch.export.Dim.AUTO
         shapes = {"x": {a: auto for a in axes}} if dynamic else None
@@ -124,7 +142,8 @@ def _run_exporter(wrapped, sample, input_name, names, opset, dynamic, exporter, 
             warnings.warn(f"dynamo export failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); using the legacy exporter")
     import io
 
-    dynamic_axes = {input_name: {a: {0: "batch", 2: "height", 3: "width"}[a] for a in axes}} if dynamic else None
+    axis_names = {0: "batch", spatial[0]: "height", spatial[1]: "width"}
+    dynamic_axes = {input_name: {a: axis_names[a] for a in axes}} if dynamic else None
     if dynamic_axes and batch_axis:
         dynamic_axes.update({n: {0: "batch"} for n in names})
     buf = io.BytesIO()
@@ -165,6 +184,8 @@ def default_meta(model: nn.Module, in_channels: int | None = None) -> ModelMeta:
         normalization = (([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]) if in_channels == 3
                          else ([0.5] * in_channels, [0.25] * in_channels))
     mean, std = normalization
+    if task == "panoptic" and getattr(model, "thing_classes", None) is not None:
+        cfg["thing_classes"] = [int(c) for c in model.thing_classes]  # the model's own, where its config left the default
     outputs = {}
     if task == "instance":
         outputs = {"boxes": "N×D×4 boxes (x1, y1, x2, y2) in input pixels", "scores": "N×D", "labels": "N×D int64 (0: empty slot)",

@@ -25,6 +25,7 @@ PIXEL_SCALES = (1 / 255, 1.0)
 RESIZE_MODES = ("stretch", "letterbox")
 OUTPUT_KINDS = ("softmax", "sigmoid_binary", "sigmoid_multilabel")
 MAX_INPUT_SIDE = 8192
+IO_FORMS = ("tensors", "frames")
 
 
 @dataclass
@@ -52,6 +53,11 @@ class ModelMeta:
     ignore_index: int = 255
     max_detections: int = 0  # instance models: D, the fixed number of detection slots (0: not a detector)
     flavour: str = "portable"
+    # tensors: the float contract (normalised N×C×H×W in, logits / full-size masks out; the oracle).
+    # frames: a deploy graph (edgeseg.export.deploy): uint8 N×H×W×C frames in channel order frame_order, any size;
+    # decisions out at the frame's size (labels; boxes + instance_map + mask_probs; panoptic ids + table + labels).
+    io: str = "tensors"
+    frame_order: str = "RGB"
     precision: str = "fp32"
     edgeseg_version: str = ""
     config: dict = field(default_factory=dict)
@@ -175,6 +181,12 @@ def _check_meta(meta: ModelMeta, source: str, error: type[EdgeSegError]) -> None
         raise bad("ignore_index", "must be an integer")
     if meta.flavour not in ("portable", "tensorrt"):
         raise bad("flavour", "must be portable or tensorrt")
+    if meta.io not in IO_FORMS:
+        raise bad("io", f"must be one of {', '.join(IO_FORMS)}")
+    if meta.frame_order not in CHANNEL_ORDERS:
+        raise bad("frame_order", f"must be one of {', '.join(CHANNEL_ORDERS)}")
+    if meta.frame_order == "BGR" and meta.in_channels != 3:
+        raise bad("frame_order", f"BGR needs 3 input channels, the model takes {meta.in_channels}")
     if meta.precision not in PRECISIONS:
         raise bad("precision", f"must be one of {', '.join(PRECISIONS)}")
     short_string("edgeseg_version", meta.edgeseg_version, 64)
@@ -211,7 +223,7 @@ def bind_to_graph(meta: ModelMeta, model: onnx.ModelProto, source: str) -> Model
             raise OnnxFileError(f"{source}: metadata field 'input_name' is '{meta.input_name[:60]}' but the graph's "
                                 f"inputs are {', '.join(inputs)[:200]}", "name the image input in input_name")
         meta.input_name = inputs[0]
-    if meta.task != "semantic":
+    if meta.task != "semantic" or meta.io == "frames":  # a deploy graph's outputs are decisions, not scores
         return meta
     outputs = {o.name: o for o in model.graph.output}
     if meta.logits_output not in outputs:

@@ -9,7 +9,7 @@ from torch import nn
 from edgeseg.errors import BackendError, ModelError
 from edgeseg.export.metadata import ModelMeta
 from edgeseg.runtime.base import Session, check_batch
-from edgeseg.runtime.prepost import labels_from_outputs, preprocess
+from edgeseg.runtime.prepost import labels_from_outputs, predict, preprocess
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 
@@ -51,4 +51,4 @@ def open_session(target: str | Path | nn.Module, backend: str = "onnxruntime", m
     raise BackendError(f"unknown backend '{backend}'", f"use one of: {', '.join(BACKENDS)}")
 
 
-__all__ = ["BACKENDS", "Session", "check_batch", "labels_from_outputs", "open_session", "preprocess"]
+__all__ = ["BACKENDS", "Session", "check_batch", "labels_from_outputs", "open_session", "predict", "preprocess"]

@@ -23,7 +23,10 @@ class Session(Protocol):
 
 
 def check_batch(batch: np.ndarray, meta: ModelMeta) -> np.ndarray:
-    """Refuse what the model cannot take, saying what was expected; return a contiguous float32 array."""
+    """Refuse what the model cannot take, saying what was expected; return a contiguous float32 array
+    (uint8 frames for a deploy graph)."""
+    if meta.io == "frames":
+        return check_frames(batch, meta)
     nhwc = meta.input_layout == "NHWC"
     form = f"N×H×W×{meta.in_channels}" if nhwc else f"N×{meta.in_channels}×H×W"
     if not isinstance(batch, np.ndarray):
@@ -46,3 +49,17 @@ def check_batch(batch: np.ndarray, meta: ModelMeta) -> np.ndarray:
         raise InputError(f"input size {h}×{w} is not a multiple of {meta.size_divisor}",
                          "pad it (edgeseg.runtime.preprocess does) or resize it")
     return np.ascontiguousarray(batch, dtype=np.float32)
+
+
+def check_frames(batch: np.ndarray, meta: ModelMeta) -> np.ndarray:
+    """A deploy graph's input: uint8 N×H×W×C frames of any size (the graph normalises, resizes and pads)."""
+    form = f"uint8 N×H×W×{meta.in_channels} frames ({meta.frame_order})"
+    if not isinstance(batch, np.ndarray) or batch.ndim != 4 or batch.shape[3] != meta.in_channels:
+        raise InputError(f"input has shape {getattr(batch, 'shape', None)}, deploy graph '{meta.model}' takes {form}",
+                         "pass decoded frames as they come (edgeseg.runtime.prepost.to_frame converts a C×H×W image)")
+    if batch.dtype != np.uint8:
+        raise InputError(f"input dtype is {batch.dtype}, deploy graph '{meta.model}' takes {form}",
+                         "pass 8-bit pixels, not normalised floats")
+    if min(batch.shape[1:3]) < 1:
+        raise InputError(f"input has an empty frame ({batch.shape[1]}×{batch.shape[2]})", "pass frames of at least 1×1 pixel")
+    return np.ascontiguousarray(batch)

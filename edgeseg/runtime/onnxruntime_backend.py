@@ -62,7 +62,8 @@ class OnnxRuntimeSession:
                                 "check the model's opset and custom ops (tensorrt-flavour graphs need the custom-op library)") from None
         self.input_name = self.session.get_inputs()[0].name
         self.output_names = [o.name for o in self.session.get_outputs()]
-        self.input_dtype = np.float16 if self.session.get_inputs()[0].type == "tensor(float16)" else np.float32
+        self.input_dtype = {"tensor(float16)": np.float16, "tensor(uint8)": np.uint8}.get(self.session.get_inputs()[0].type,
+                                                                                           np.float32)
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         batch = check_batch(batch, self.meta).astype(self.input_dtype, copy=False)

@@ -127,3 +127,106 @@ def decide(scores: np.ndarray, meta: ModelMeta) -> np.ndarray:
 def labels_from_outputs(outputs: dict[str, np.ndarray], meta: ModelMeta, size: tuple[int, int]) -> np.ndarray:
     """A session's outputs for a batch of images of ``size`` (from ``preprocess``) -> N×H×W class ids."""
     return decide(scores_at_image(model_scores(outputs, meta), meta, size), meta)
+
+
+# --- frames: one image in, its decisions out, whichever I/O form the graph has -----------------------------
+
+def to_frame(image: np.ndarray) -> np.ndarray:
+    """C×H×W image in [0, 1] -> H×W×C uint8 frame, as a camera or decoder gives it (pixels rounded)."""
+    return np.ascontiguousarray((np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8).transpose(1, 2, 0))
+
+
+def from_frame(frame: np.ndarray) -> np.ndarray:
+    """H×W×C uint8 frame -> C×H×W image in [0, 1] (the float contract's input)."""
+    return np.ascontiguousarray(frame.transpose(2, 0, 1), dtype=np.float32) / np.float32(255)
+
+
+def model_input(image: np.ndarray, meta: ModelMeta) -> np.ndarray:
+    """A C×H×W image in [0, 1] as a batch of one the graph takes: normalised and padded for the float contract,
+    a uint8 frame (in ``frame_order``) for a deploy graph."""
+    if meta.io == "frames":
+        frame = to_frame(image)
+        return (frame[..., ::-1] if meta.frame_order == "BGR" else frame)[None].copy()
+    return preprocess(image, meta)[0]
+
+
+def predict(session, image: np.ndarray, masks: bool = False) -> dict[str, np.ndarray]:
+    """One image's decisions at its own size, from a float-contract graph or a deploy graph alike.
+
+    ``image``: an H×W×C uint8 frame (channels in a deploy graph's ``frame_order``, else RGB) or a C×H×W float
+    image in [0, 1]. Returns, by task:
+    semantic ``labels`` H×W; instance ``boxes`` R×4, ``scores`` R, ``labels`` R, ``instance_map`` H×W (pixel = 1 +
+    the highest-scoring detection whose mask covers it, 0 where none does) and, with ``masks``, ``masks`` R×H×W
+    probabilities; panoptic ``panoptic`` H×W ids, ``segments`` S×5 table and ``semantic`` H×W labels."""
+    meta = session.meta
+    frame = image.dtype == np.uint8
+    if frame and (image.ndim != 3 or image.shape[2] != meta.in_channels):
+        raise InputError(f"frame has shape {image.shape}, model '{meta.model}' takes H×W×{meta.in_channels} uint8",
+                         f"convert the frame to {meta.in_channels} channel(s), channels last")
+    if meta.io == "frames":
+        out = session.run(image[None] if frame else model_input(image, meta))
+        h, w = out[_FRAME_SIZE_OUTPUT[meta.task]].shape[1:3]
+        return _decode_frames_outputs(out, meta, (h, w), masks)
+    x, size = preprocess(from_frame(image) if frame else image, meta)
+    out = session.run(x)
+    if meta.task == "semantic":
+        return {"labels": labels_from_outputs(out, meta, size)[0]}
+    h, w = size
+    if meta.task == "instance":
+        from edgeseg.metrics.instance import detections
+
+        found = detections(out, 0, size)
+        result = {k: found[k] for k in ("boxes", "scores", "labels")}
+        result["instance_map"] = instance_map(found["masks"], meta.max_detections)
+        if masks:
+            result["masks"] = found["masks"]
+        return result
+    return {"panoptic": out["panoptic"][0, :h, :w], "segments": out["segments"][0],
+            "semantic": out["semantic_logits"][0, :, :h, :w].argmax(0).astype(label_dtype(meta.num_classes))}
+
+
+_FRAME_SIZE_OUTPUT = {"semantic": "labels", "instance": "instance_map", "panoptic": "panoptic"}
+
+
+def label_dtype(count: int) -> type:
+    """The smallest dtype every runtime passes for ids 0..count (uint8, else int32; TensorRT has no uint16)."""
+    return np.uint8 if count <= 255 else np.int32
+
+
+def instance_map(masks: np.ndarray, max_detections: int, threshold: float = 0.5) -> np.ndarray:
+    """R×H×W mask probabilities in decreasing score -> H×W ids: 1 + the first (highest-scoring) mask ≥ ``threshold``
+    covering the pixel, 0 where none does. The deploy graph computes the same map in the graph."""
+    ids = np.zeros(masks.shape[1:], label_dtype(max_detections))
+    if len(masks):
+        covered = masks >= threshold
+        ids[...] = np.where(covered.any(0), covered.argmax(0) + 1, 0)
+    return ids
+
+
+def _decode_frames_outputs(out: dict[str, np.ndarray], meta: ModelMeta, size: tuple[int, int], masks: bool) -> dict:
+    if meta.task == "semantic":
+        return {"labels": out["labels"][0]}
+    if meta.task == "panoptic":
+        return {"panoptic": out["panoptic"][0], "segments": out["segments"][0], "semantic": out["semantic"][0]}
+    k = int(out["num_detections"][0])
+    h, w = size
+    boxes = out["boxes"][0, :k]
+    result = {"boxes": np.clip(boxes, 0, [w, h, w, h]).astype(boxes.dtype), "scores": out["scores"][0, :k],
+              "labels": out["labels"][0, :k], "instance_map": out["instance_map"][0]}
+    if masks:  # pasted from the graph's boxes, which are not clipped to the frame (as the float contract pastes)
+        result["masks"] = paste_mask_probs(out["mask_probs"][0, :k], boxes, size)
+    return result
+
+
+def paste_mask_probs(mask_probs: np.ndarray, boxes: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A deploy graph's mask-head probabilities (R×M×M) pasted into their boxes at ``size``: R×H×W probabilities,
+    by the same arithmetic as the float contract's in-graph paste (edgeseg.ops.paste_masks)."""
+    import torch
+
+    from edgeseg.ops import paste_masks
+
+    if not len(mask_probs):
+        return np.zeros((0, *size), np.float32)
+    with torch.no_grad():
+        return paste_masks(torch.from_numpy(np.ascontiguousarray(mask_probs, np.float32)),
+                           torch.from_numpy(np.ascontiguousarray(boxes, np.float32)), tuple(size), threshold=-1).numpy()

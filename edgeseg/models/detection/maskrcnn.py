@@ -150,7 +150,9 @@ class MaskRCNN(nn.Module):
         best, proposals = _topk(scores, rpn._post_nms_top_n["testing"], boxes)
         return proposals, best > _INVALID
 
-    def detect(self, x: Tensor, features: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
+    def detect(self, x: Tensor, features: dict[str, Tensor] | None = None, mask_probs: bool = False) -> dict[str, Tensor]:
+        """The fixed-size contract; ``mask_probs`` adds the mask head's N×D×28×28 probabilities of each detection's
+        class (what the deploy graph returns instead of full-size masks; empty slots zero)."""
         n = x.shape[0]
         image = (x.shape[-2], x.shape[-1])
         features = self.net.backbone(x) if features is None else features
@@ -176,10 +178,14 @@ class MaskRCNN(nn.Module):
         mask_logits = heads.mask_predictor(heads.mask_head(
             ops.multilevel_roi_align(fpn, _rois(det_boxes), 14, scales, sampling_ratio=2)))   # (N·D)×C×28×28
         picked = mask_logits.gather(1, det_labels.reshape(-1, 1, 1, 1).expand(-1, 1, *mask_logits.shape[-2:]))
-        masks = ops.paste_masks(torch.sigmoid(picked[:, 0]), det_boxes.reshape(-1, 4), x, threshold=-1)
+        probs = torch.sigmoid(picked[:, 0])
+        masks = ops.paste_masks(probs, det_boxes.reshape(-1, 4), x, threshold=-1)
         masks = masks.view(n, d, *image) * found[..., None, None].to(masks.dtype)
-        return {"boxes": det_boxes, "scores": torch.where(found, best, torch.zeros_like(best)), "labels": det_labels,
-                "masks": masks, "num_detections": found.sum(1)}
+        out = {"boxes": det_boxes, "scores": torch.where(found, best, torch.zeros_like(best)), "labels": det_labels,
+               "masks": masks, "num_detections": found.sum(1)}
+        if mask_probs:
+            out["mask_probs"] = probs.view(n, d, *probs.shape[-2:]) * found[..., None, None].to(probs.dtype)
+        return out
 
 
 def _coco_names(num_classes: int) -> list[str] | None:

@@ -15,12 +15,22 @@ Run: I/O dtypes come from the engine (FP16 inputs get FP16, int32/int64 outputs 
 only for a bigger shape; one CUDA stream; optionally (``cuda_graph=True``, for fixed shapes) the enqueue is
 captured as a CUDA graph per input shape and replayed (through cuda-python: pycuda has no graph API). ``close()`` tears down in order: graphs, context, engine, runtime,
 buffers, stream, then the CUDA context is popped.
+
+Asynchronous runs (``submit(batch)`` -> ``PendingRun``; ``.result()`` waits) for a caller that keeps two frames in
+flight from two threads (``edgeseg.runtime.stream``'s inference stage): each in-flight run has its own slot of
+page-locked host and device buffers; the upload runs on a copy stream, the engine on the compute stream (after an
+event says the upload is done), the download on a third stream, so frame n+1's upload and frame n's download overlap
+frame n's and n+1's compute. ``run`` stays synchronous; the session starts no thread. Every call makes the session's
+CUDA context current in the calling thread (pycuda.autoinit makes it current only in the thread that opened it).
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import queue
+import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -189,6 +199,9 @@ class TensorRTSession:
         self.context = self.engine.create_execution_context()
         if self.context is None:
             raise BackendError(f"TensorRT could not create an execution context for {target}", "free GPU memory and retry")
+        import pycuda.autoinit
+
+        self.cuda_context = pycuda.autoinit.context
         self.stream = cuda.Stream()
         self.names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.inputs = [n for n in self.names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
@@ -201,32 +214,79 @@ class TensorRTSession:
         self._device: dict[str, tuple[int, Any]] = {}
         self._graphs: dict[tuple[int, ...], CudaGraph] = {}
         self.cuda_graph = cuda_graph
+        self._copy_in, self._copy_out = cuda.Stream(), cuda.Stream()  # submit(): uploads and downloads
+        self._slots: list[_Slot] = [_Slot(self) for _ in range(2)]
+        self._free: queue.Queue[_Slot] = queue.Queue()
+        for slot in self._slots:
+            self._free.put(slot)
+        self._enqueue_lock = threading.Lock()  # the context's shapes, addresses and enqueue: one caller at a time
         self._closed = False
         profile = info.get("shapes")
         if warmup > 0 and isinstance(profile, list) and profile and isinstance(profile[0], dict):
             opt = profile[0].get("opt")
             if isinstance(opt, list) and all(isinstance(d, int) and 0 < d <= 8192 for d in opt):
                 for _ in range(warmup):
-                    self.run(np.zeros(opt, np.float32))
+                    self.run(np.zeros(opt, np.uint8 if self.meta.io == "frames" else np.float32))  # deploy graphs: frames
 
     # ---------------------------------------------------------------- buffers
 
-    def _buffers(self, name: str, shape: tuple[int, ...]) -> tuple[np.ndarray, Any]:
-        """A page-locked host view of ``shape`` and the device buffer behind it, reallocated only to grow."""
+    def _buffers(self, name: str, shape: tuple[int, ...], slot: "_Slot | None" = None) -> tuple[np.ndarray, Any]:
+        """A page-locked host view of ``shape`` and the device buffer behind it, reallocated only to grow (``slot``:
+        an asynchronous run's own buffers, else the synchronous run's)."""
+        hosts, devices = (slot.host, slot.device) if slot is not None else (self._host, self._device)
         dtype = self.dtypes[name]
         nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-        size, device = self._device.get(name, (0, None))
+        size, device = devices.get(name, (0, None))
         if size < nbytes or device is None:
             if device is not None:
                 device.free()
             device = self.cuda.mem_alloc(max(nbytes, 1))
-            self._device[name] = (nbytes, device)
-            self._host[name] = self.cuda.pagelocked_empty(max(nbytes // dtype.itemsize, 1), dtype)
-            for graph in self._graphs.values():  # captured graphs hold the old addresses
-                graph.close()
-            self._graphs.clear()
-        host = self._host[name][: nbytes // dtype.itemsize].reshape(shape)
+            devices[name] = (nbytes, device)
+            hosts[name] = self.cuda.pagelocked_empty(max(nbytes // dtype.itemsize, 1), dtype)
+            if slot is None:
+                for graph in self._graphs.values():  # captured graphs hold the old addresses
+                    graph.close()
+                self._graphs.clear()
+        host = hosts[name][: nbytes // dtype.itemsize].reshape(shape)
         return host, device
+
+    @contextlib.contextmanager
+    def _current(self) -> Iterator[None]:
+        """The session's CUDA context, current in this thread for the block (pushed where it is not)."""
+        pushed = self.cuda.Context.get_current() != self.cuda_context
+        if pushed:
+            self.cuda_context.push()
+        try:
+            yield
+        finally:
+            if pushed:
+                self.cuda.Context.pop()
+
+    def _bind(self, batch: np.ndarray, slot: "_Slot | None" = None) -> tuple[np.ndarray, Any, dict[str, tuple[np.ndarray, Any]]]:
+        """Set the input shape, resolve the output shapes, and point the context at (``slot``'s) buffers: the input's
+        host view and device buffer, and each output's."""
+        name_in = self.meta.input_name
+        if not self.context.set_input_shape(name_in, tuple(batch.shape)):
+            lo, opt, hi = self.engine.get_tensor_profile_shape(name_in, 0)
+            raise BackendError(f"input shape {tuple(batch.shape)} is outside the engine's profile "
+                               f"(min {tuple(lo)}, opt {tuple(opt)}, max {tuple(hi)})",
+                               "resize the input into that range, or build an engine with --shapes covering it")
+        missing = self.context.infer_shapes()
+        if missing:
+            raise BackendError(f"TensorRT cannot infer the shapes of {missing} from input {tuple(batch.shape)}",
+                               "check the input shape against the engine's profile")
+        host_in, dev_in = self._buffers(name_in, tuple(batch.shape), slot)
+        host_in[...] = batch.astype(self.dtypes[name_in], copy=False)  # FP16-input engines take FP16
+        self.context.set_tensor_address(name_in, int(dev_in))
+        outs = {}
+        for name in self.outputs:
+            dims = self.context.get_tensor_shape(name)
+            shape = tuple(dims[i] for i in range(len(dims)))
+            if any(d < 0 for d in shape):
+                raise BackendError(f"output {name} has an unresolved shape {shape}", "rebuild the engine with edgeseg")
+            outs[name] = self._buffers(name, shape, slot)
+            self.context.set_tensor_address(name, int(outs[name][1]))
+        return host_in, dev_in, outs
 
     def _enqueue(self) -> None:
         if not self.context.execute_async_v3(self.stream.handle):
@@ -238,46 +298,48 @@ class TensorRTSession:
         if self._closed:
             raise BackendError("this TensorRT session is closed", "open a new session")
         batch = check_batch(batch, self.meta)
-        name_in = self.meta.input_name
-        if not self.context.set_input_shape(name_in, tuple(batch.shape)):
-            lo, opt, hi = self.engine.get_tensor_profile_shape(name_in, 0)
-            raise BackendError(f"input shape {tuple(batch.shape)} is outside the engine's profile "
-                               f"(min {tuple(lo)}, opt {tuple(opt)}, max {tuple(hi)})",
-                               "resize the input into that range, or build an engine with --shapes covering it")
-        missing = self.context.infer_shapes()
-        if missing:
-            raise BackendError(f"TensorRT cannot infer the shapes of {missing} from input {tuple(batch.shape)}",
-                               "check the input shape against the engine's profile")
-        host_in, dev_in = self._buffers(name_in, tuple(batch.shape))
-        host_in[...] = batch.astype(self.dtypes[name_in], copy=False)  # FP16-input engines take FP16
-        self.context.set_tensor_address(name_in, int(dev_in))
-        outs = {}
-        for name in self.outputs:
-            dims = self.context.get_tensor_shape(name)
-            shape = tuple(dims[i] for i in range(len(dims)))
-            if any(d < 0 for d in shape):
-                raise BackendError(f"output {name} has an unresolved shape {shape}", "rebuild the engine with edgeseg")
-            outs[name] = self._buffers(name, shape)
-            self.context.set_tensor_address(name, int(outs[name][1]))
-        self.cuda.memcpy_htod_async(dev_in, host_in, self.stream)
-        key = tuple(batch.shape)
-        if self.cuda_graph:
-            graph = self._graphs.get(key)
-            if graph is None:
-                self._enqueue()  # the first run of a shape sets TensorRT's own state up outside capture
-                graph = CudaGraph(self.stream.handle, self._enqueue)
-                self._graphs[key] = graph
-            graph.launch()
-        else:
-            self._enqueue()
-        for name, (host, device) in outs.items():
-            self.cuda.memcpy_dtoh_async(host, device, self.stream)
-        self.stream.synchronize()
-        result = {}
-        for name, (host, _) in outs.items():
-            # Floating outputs as float32 (FP16 engines' outputs included); integer outputs keep their type.
-            result[name] = host.astype(np.float32) if host.dtype.kind == "f" else host.copy()
-        return result
+        with self._current(), self._enqueue_lock:
+            host_in, dev_in, outs = self._bind(batch)
+            self.cuda.memcpy_htod_async(dev_in, host_in, self.stream)
+            key = tuple(batch.shape)
+            if self.cuda_graph:
+                graph = self._graphs.get(key)
+                if graph is None:
+                    self._enqueue()  # the first run of a shape sets TensorRT's own state up outside capture
+                    graph = CudaGraph(self.stream.handle, self._enqueue)
+                    self._graphs[key] = graph
+                graph.launch()
+            else:
+                self._enqueue()
+            for name, (host, device) in outs.items():
+                self.cuda.memcpy_dtoh_async(host, device, self.stream)
+            self.stream.synchronize()
+            return _copy_outputs(outs)
+
+    def submit(self, batch: np.ndarray) -> "PendingRun":
+        """Start a run and return at once; ``.result()`` of what it returns waits for the outputs (call it: the run
+        holds one of two buffer slots until then, and a third ``submit`` waits for a slot). The upload runs on its own
+        stream, so it overlaps the compute of a run submitted before; the engine waits for it by an event."""
+        if self._closed:
+            raise BackendError("this TensorRT session is closed", "open a new session")
+        batch = check_batch(batch, self.meta)
+        slot = self._free.get()
+        try:
+            with self._current(), self._enqueue_lock:
+                host_in, dev_in, outs = self._bind(batch, slot)
+                self.cuda.memcpy_htod_async(dev_in, host_in, self._copy_in)
+                slot.uploaded.record(self._copy_in)
+                self.stream.wait_for_event(slot.uploaded)
+                self._enqueue()
+                slot.computed.record(self.stream)
+                self._copy_out.wait_for_event(slot.computed)
+                for host, device in outs.values():
+                    self.cuda.memcpy_dtoh_async(host, device, self._copy_out)
+                slot.downloaded.record(self._copy_out)
+        except BaseException:
+            self._free.put(slot)
+            raise
+        return PendingRun(self, slot, outs)
 
     # ---------------------------------------------------------------- per-layer time
 
@@ -329,18 +391,21 @@ class TensorRTSession:
         if self._closed:
             return
         self._closed = True
-        self.stream.synchronize()
+        for stream in (self.stream, self._copy_in, self._copy_out):
+            stream.synchronize()
         for graph in self._graphs.values():
             graph.close()
         self._graphs.clear()
         del self.context
         del self.engine
         del self.runtime
-        for _size, device in self._device.values():
-            device.free()
-        self._device.clear()
+        for devices in [self._device] + [slot.device for slot in self._slots]:
+            for _size, device in devices.values():
+                device.free()
+            devices.clear()
         self._host.clear()
-        del self.stream
+        self._slots.clear()
+        del self.stream, self._copy_in, self._copy_out
 
     def __enter__(self) -> "TensorRTSession":
         return self
@@ -353,6 +418,43 @@ class TensorRTSession:
             self.close()
         except Exception:  # interpreter shutdown: the CUDA context may already be gone
             pass
+
+
+def _copy_outputs(outs: dict[str, tuple[np.ndarray, Any]]) -> dict[str, np.ndarray]:
+    """Floating outputs as float32 (FP16 engines' outputs included); integer outputs keep their type. Copies: the
+    page-locked buffers are reused by the next run."""
+    return {name: host.astype(np.float32) if host.dtype.kind == "f" else host.copy() for name, (host, _) in outs.items()}
+
+
+class _Slot:
+    """One in-flight asynchronous run's page-locked host and device buffers and the events that order its copies."""
+
+    def __init__(self, session: TensorRTSession) -> None:
+        self.host: dict[str, np.ndarray] = {}
+        self.device: dict[str, tuple[int, Any]] = {}
+        self.uploaded, self.computed, self.downloaded = (session.cuda.Event() for _ in range(3))
+
+
+class PendingRun:
+    """A run started by ``TensorRTSession.submit``: ``result()`` waits for its download and returns its outputs."""
+
+    def __init__(self, session: TensorRTSession, slot: _Slot, outs: dict[str, tuple[np.ndarray, Any]]) -> None:
+        self.session, self.outs = session, outs
+        self.slot: _Slot | None = slot
+        self._result: dict[str, np.ndarray] | None = None
+
+    def result(self) -> dict[str, np.ndarray]:
+        if self.slot is not None:  # the first call waits, copies and gives the slot back
+            slot, self.slot = self.slot, None
+            try:
+                with self.session._current():
+                    slot.downloaded.synchronize()
+                self._result = _copy_outputs(self.outs)
+            finally:
+                self.session._free.put(slot)
+        if self._result is None:
+            raise BackendError("this TensorRT run failed (see the first error)", "submit the batch again")
+        return self._result
 
 
 def write_engine_copy(engine: Path, out: str | Path) -> Path:
