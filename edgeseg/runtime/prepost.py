@@ -9,6 +9,7 @@ Resizes are bilinear with half-pixel centres (PyTorch's ``align_corners=False``)
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 
@@ -150,25 +151,40 @@ def model_input(image: np.ndarray, meta: ModelMeta) -> np.ndarray:
     return preprocess(image, meta)[0]
 
 
-def predict(session, image: np.ndarray, masks: bool = False) -> dict[str, np.ndarray]:
+def predict(session, image: np.ndarray, masks: bool = False, timings: dict | None = None) -> dict[str, np.ndarray]:
     """One image's decisions at its own size, from a float-contract graph or a deploy graph alike.
 
     ``image``: an H×W×C uint8 frame (channels in a deploy graph's ``frame_order``, else RGB) or a C×H×W float
     image in [0, 1]. Returns, by task:
     semantic ``labels`` H×W; instance ``boxes`` R×4, ``scores`` R, ``labels`` R, ``instance_map`` H×W (pixel = 1 +
     the highest-scoring detection whose mask covers it, 0 where none does) and, with ``masks``, ``masks`` R×H×W
-    probabilities; panoptic ``panoptic`` H×W ids, ``segments`` S×5 table and ``semantic`` H×W labels."""
+    probabilities; panoptic ``panoptic`` H×W ids, ``segments`` S×5 table and ``semantic`` H×W labels.
+    ``timings``: filled with ``pre_ms``, ``run_ms``, ``post_ms`` and the model's ``output_bytes`` (the host's share
+    of a frame, as the stream benchmark reports it)."""
     meta = session.meta
     frame = image.dtype == np.uint8
     if frame and (image.ndim != 3 or image.shape[2] != meta.in_channels):
         raise InputError(f"frame has shape {image.shape}, model '{meta.model}' takes H×W×{meta.in_channels} uint8",
                          f"convert the frame to {meta.in_channels} channel(s), channels last")
+    t0 = time.perf_counter()
     if meta.io == "frames":
-        out = session.run(image[None] if frame else model_input(image, meta))
-        h, w = out[_FRAME_SIZE_OUTPUT[meta.task]].shape[1:3]
-        return _decode_frames_outputs(out, meta, (h, w), masks)
-    x, size = preprocess(from_frame(image) if frame else image, meta)
+        x, size = (image[None] if frame else model_input(image, meta)), None
+    else:
+        x, size = preprocess(from_frame(image) if frame else image, meta)
+    t1 = time.perf_counter()
     out = session.run(x)
+    t2 = time.perf_counter()
+    if meta.io == "frames":
+        result = _decode_frames_outputs(out, meta, out[_FRAME_SIZE_OUTPUT[meta.task]].shape[1:3], masks)
+    else:
+        result = _decode_float_outputs(out, meta, size, masks)
+    if timings is not None:
+        timings.update(pre_ms=1e3 * (t1 - t0), run_ms=1e3 * (t2 - t1), post_ms=1e3 * (time.perf_counter() - t2),
+                       output_bytes=sum(v.nbytes for v in out.values()))
+    return result
+
+
+def _decode_float_outputs(out: dict[str, np.ndarray], meta: ModelMeta, size: tuple[int, int], masks: bool) -> dict:
     if meta.task == "semantic":
         return {"labels": labels_from_outputs(out, meta, size)[0]}
     h, w = size
