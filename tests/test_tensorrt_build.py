@@ -71,6 +71,16 @@ def test_profile_aligns_sides_fixes_panoptic_batch_and_follows_layout():
         derive_profile(ModelMeta(model="m"), [None, 1, None, None])
 
 
+def test_deploy_graph_profile_is_frames_of_any_size():
+    """A deploy graph (uint8 N×H×W×C frames, padded inside the graph) builds for frame sizes, not multiples of the divisor."""
+    meta = ModelMeta(model="f", io="frames", size_divisor=32)
+    p = derive_profile(meta, [None, None, None, 3], max_batch=2)
+    assert p.min[3] == p.max[3] == 3 and p.max[0] == 2
+    check_profile(parse_shapes("input:1x479x641x3:1x720x1280x3:2x1080x1920x3")[0], meta, [None, None, None, 3])
+    with pytest.raises(BackendError, match="axis 3"):  # N×C×H×W shapes against the frames input
+        check_profile(parse_shapes("input:1x3x480x640")[0], meta, [None, None, None, 3])
+
+
 def test_explicit_profiles_are_checked_against_graph_and_metadata():
     meta = ModelMeta(model="m", size_divisor=32)
     dims = [None, 3, None, None]

@@ -252,7 +252,7 @@ def derive_profile(meta: ModelMeta, graph_dims: Sequence[int | None], max_batch:
     if len(graph_dims) != 4:
         raise BackendError(f"input '{meta.input_name}' has rank {len(graph_dims)}, not 4 (N, C, H, W or N, H, W, C)",
                            "build from an edgeseg ONNX export")
-    nhwc = meta.input_layout == "NHWC"
+    nhwc = meta.input_layout == "NHWC" or meta.io == "frames"  # a deploy graph takes N×H×W×C frames
     n, c, h, w = (graph_dims[0], graph_dims[3], graph_dims[1], graph_dims[2]) if nhwc else tuple(graph_dims)
     if c is not None and c != meta.in_channels:
         raise BackendError(f"input '{meta.input_name}' has {c} channels in the graph, the metadata says {meta.in_channels}",
@@ -292,7 +292,7 @@ def check_profile(profile: ShapeProfile, meta: ModelMeta, graph_dims: Sequence[i
     if len(profile.min) != len(graph_dims):
         raise BackendError(f"--shapes gives rank {len(profile.min)} for '{profile.name}', the graph has rank {len(graph_dims)}",
                            "give one dimension per axis")
-    nhwc = meta.input_layout == "NHWC"
+    nhwc = meta.input_layout == "NHWC" or meta.io == "frames"  # a deploy graph takes N×H×W×C frames
     c_axis, hw_axes = (3, (1, 2)) if nhwc else (1, (2, 3))
     for shape in (profile.min, profile.opt, profile.max):
         for axis, (want, got) in enumerate(zip(graph_dims, shape)):
@@ -305,7 +305,7 @@ def check_profile(profile: ShapeProfile, meta: ModelMeta, graph_dims: Sequence[i
         if shape[0] > MAX_BATCH or any(shape[a] > MAX_SIDE for a in hw_axes):
             raise BackendError(f"--shapes {profile.name}: {shape} is over the budget (batch {MAX_BATCH}, side {MAX_SIDE})",
                                "choose smaller shapes")
-        if meta.input_size is None and any(shape[a] % meta.size_divisor for a in hw_axes):
+        if meta.input_size is None and meta.io != "frames" and any(shape[a] % meta.size_divisor for a in hw_axes):
             raise BackendError(f"--shapes {profile.name}: H and W of {shape} are not multiples of {meta.size_divisor} "
                                "(the model's size_divisor)", "round them to multiples of it (the runtime pads images so)")
     if panoptic_batch_fixed and meta.task == "panoptic" and not (profile.min[0] == profile.max[0] == 1 or graph_dims[0] is not None):
