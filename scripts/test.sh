@@ -5,4 +5,4 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 scripts/build_plugins.sh
 export OMP_WAIT_POLICY=PASSIVE
-exec .venv/bin/python -m pytest -q -ra "$@" tests
+exec .venv/bin/python -m pytest -q -ra --durations=30 "$@" tests

@@ -1,0 +1,106 @@
+"""Timing: round-robin rounds after warm-up, the first run's peak memory, the load average, the machine, and the
+environment the timing rules ask for (DESIGN.md: OMP_WAIT_POLICY=PASSIVE before the thread pools start).
+
+A ``Probe`` samples the machine while the variants are timed (Jetson's tegrastats power sampler is one). bench owns
+this interface and takes a probe as an argument, so nothing here imports whoever implements one (``deploy/``)."""
+from __future__ import annotations
+
+import functools
+import os
+import time
+from pathlib import Path
+from typing import Callable, Protocol
+
+import numpy as np
+from tqdm import tqdm
+
+from edgeseg.runtime import Session
+
+
+class Probe(Protocol):
+    """Samples while the ``with`` block times the variants; ``fields(throughput_ips)`` then gives the report row's
+    extra fields (kept only where one variant was timed, so the samples are its own)."""
+
+    def __enter__(self) -> object: ...
+
+    def __exit__(self, *exc) -> object: ...
+
+    def fields(self, throughput_ips: float | None = None) -> dict: ...
+
+
+def _read_kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def first_run_peak_mb(session: Session, batch: np.ndarray) -> float | None:
+    """Peak resident memory the first run of a fresh session adds (activations, arenas, workspace),
+    above what the process held before it. Linux only (else None). Call before any other run of the
+    session: later runs reuse what the first one allocated. PyTorch on a CUDA device: the device memory the
+    first run adds (the caching allocator's peak above what it held)."""
+    import ctypes
+
+    device = str(getattr(session, "device", ""))
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize(device)
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        session.run(batch)
+        return max(0, torch.cuda.max_memory_allocated(device) - before) / 2**20
+
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand memory freed by earlier sessions back, so it is not reused
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # resets the VmHWM high-water mark
+        before = _read_kb("VmRSS")
+        session.run(batch)
+        return max(0, _read_kb("VmHWM") - before) / 1024
+    except OSError:
+        return None
+
+
+def time_callables(fns: dict[str, Callable[[], object]], warmup: int, repeats: int, progress: bool = False,
+                   sync: Callable[[], object] = lambda: None) -> dict[str, list[float]]:
+    """Milliseconds per call of each function, timed round-robin after ``warmup`` calls each (side by side,
+    so drifting clocks and neighbours affect all alike). ``sync`` waits for queued GPU work."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    sync()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in tqdm(range(repeats), desc="timing", leave=False, disable=not progress):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            times[k].append((time.perf_counter() - t0) * 1000)
+    return times
+
+
+def time_round_robin(sessions: dict[str, Session], batch: np.ndarray, warmup: int, repeats: int,
+                     progress: bool = False) -> dict[str, list[float]]:
+    return time_callables({k: functools.partial(s.run, batch) for k, s in sessions.items()}, warmup, repeats, progress)
+
+
+def loadavg() -> str | None:
+    """/proc/loadavg's 1, 5 and 15-minute averages (Linux), to record how busy the machine was."""
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return None
+
+
+def machine() -> dict:
+    from edgeseg.sysinfo import machine_info
+
+    return machine_info()
+
+
+def set_timing_environment() -> None:
+    """Must run before torch/onnxruntime start their thread pools (the CLI calls it first)."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
