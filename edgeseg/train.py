@@ -206,6 +206,8 @@ def train(cfg: TrainConfig, checkpoint: str | Path, resume: bool = False, progre
                            "use an instance data set: nuclei, lits, synthetic or coco:<images>,<json>")
     if instance and (cfg.weight_map or cfg.dice):
         raise EdgeSegError("--weight-map and the Dice loss are for semantic models", "drop them for an instance model")
+    if cfg.weight_map and hasattr(model, "losses"):
+        raise EdgeSegError(f"{cfg.model} trains on its paper's losses, which take no weight map", "drop --weight-map")
     opt, lr = make_optimizer(cfg, model.parameters())
     state = {"epoch": 0, "iteration": 0, "elapsed": 0.0, "losses": []}
     if resume and Path(checkpoint).is_file():
@@ -262,8 +264,11 @@ def train(cfg: TrainConfig, checkpoint: str | Path, resume: bool = False, progre
             if instance:  # the model's own losses (Mask R-CNN: torchvision's RPN and RoI-head losses)
                 loss = sum(model(image, instance_targets(mask)).values())
             else:
-                logits = model(image)["logits"]
-                loss = weighted_loss(logits, mask, weight)
+                outputs = model(image)
+                logits = outputs["logits"]
+                # A model naming its paper's loss terms (edgeseg.models.realtime: OHEM, auxiliary heads) is trained on them.
+                paper_losses = getattr(model, "losses", None)
+                loss = sum(paper_losses(outputs, mask).values()) if paper_losses else weighted_loss(logits, mask, weight)
                 if cfg.dice:
                     loss = loss + soft_dice_loss(logits, mask)
             opt.zero_grad(set_to_none=True)

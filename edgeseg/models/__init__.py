@@ -6,7 +6,7 @@ input resolution, instance models the fixed-size detections of ``edgeseg.models.
 """
 from __future__ import annotations
 
-from edgeseg.models import deeplab, detection, fcdensenet, fcn, hrnet, segnet, unet  # noqa: F401  (registers the models)
+from edgeseg.models import deeplab, detection, fcdensenet, fcn, hrnet, realtime, segnet, unet  # noqa: F401  (registers the models)
 from edgeseg.models.common import count_parameters, gflops
 from edgeseg.models.registry import create, list_models, model_task
 

@@ -5,13 +5,20 @@ import torch
 from torch import nn
 
 
-def conv_bn_relu(cin: int, cout: int, k: int = 3, stride: int = 1, dilation: int = 1, bn: bool = True) -> nn.Sequential:
+def conv_bn_relu(cin: int, cout: int, k: int = 3, stride: int = 1, dilation: int = 1, bn: bool = True,
+                 groups: int = 1) -> nn.Sequential:
     pad = dilation * (k - 1) // 2
-    layers: list[nn.Module] = [nn.Conv2d(cin, cout, k, stride, pad, dilation=dilation, bias=not bn)]
+    layers: list[nn.Module] = [nn.Conv2d(cin, cout, k, stride, pad, dilation=dilation, groups=groups, bias=not bn)]
     if bn:
         layers.append(nn.BatchNorm2d(cout))
     layers.append(nn.ReLU(inplace=True))
     return nn.Sequential(*layers)
+
+
+def separable_conv_bn_relu(cin: int, cout: int, dilation: int = 1) -> nn.Sequential:
+    """Atrous separable convolution (DeepLabV3+ §3.1, Fig. 3): a depth-wise 3×3 (dilated) conv-BN-ReLU, then a
+    point-wise 1×1 conv-BN-ReLU; ~k² fewer multiply-adds than a 3×3 convolution of the same widths."""
+    return nn.Sequential(conv_bn_relu(cin, cin, 3, dilation=dilation, groups=cin), conv_bn_relu(cin, cout, 1))
 
 
 def bilinear_kernel(channels: int, k: int) -> torch.Tensor:
