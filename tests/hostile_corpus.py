@@ -347,6 +347,126 @@ def zip_bomb_checkpoint(d: Path) -> Path:
     return path
 
 
+# ---------------------------------------------------------------- builders of hostile data sets (round two)
+
+def tiny_png(path: Path, width: int = 8, height: int = 8, mode: str = "RGB") -> Path:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new(mode, (width, height)).save(path)
+    return path
+
+
+def coco_json(d: Path, annotations: list | None = None, images: list | None = None, text: str | bytes | None = None,
+              size: tuple[int, int] = (8, 8), categories: list | None = None) -> str:
+    """``coco:<images>,<json>`` for a set of one ``size`` (W, H) image (1-bit: big ones cost nothing) and the given
+    records (default: one triangle), or the raw ``text`` as the JSON."""
+    tiny_png(d / "images" / "a.png", *size, mode="1")
+    path = d / "instances.json"
+    if text is not None:
+        path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    else:
+        w, h = size
+        data = {"images": images if images is not None else [{"id": 1, "file_name": "a.png", "width": w, "height": h}],
+                "annotations": annotations if annotations is not None else [
+                    {"id": 1, "image_id": 1, "category_id": 1, "segmentation": [[1, 1, 6, 1, 1, 6]]}],
+                "categories": categories if categories is not None else [{"id": 1, "name": "thing"}]}
+        path.write_text(json.dumps(data))
+    return f"coco:{d / 'images'},{path}"
+
+
+def polygon_ann(i: int, points, image_id: int = 1) -> dict:
+    return {"id": i, "image_id": image_id, "category_id": 1, "segmentation": [[float(v) for v in points]]}
+
+
+def zigzag(n: int, w: int, h: int) -> list:
+    """``n`` points alternating between the left and right edges: every edge spans the image."""
+    return [v for k in range(n) for v in ((0 if k % 2 else w - 1), k * (h - 1) / n)]
+
+
+def panoptic_json(d: Path, segments: list | None = None, images: list | None = None, text: str | None = None,
+                  png_name: str = "a.png") -> str:
+    """``coco-panoptic:<images>,<json>,<pngs>`` for one 8×8 image whose PNG is all segment 1."""
+    from PIL import Image
+
+    tiny_png(d / "images" / "a.png")
+    (d / "png").mkdir(exist_ok=True)
+    Image.new("RGB", (8, 8), (1, 0, 0)).save(d / "png" / "a.png")
+    path = d / "panoptic.json"
+    if text is not None:
+        path.write_text(text)
+    else:
+        path.write_text(json.dumps({
+            "images": images if images is not None else [{"id": 1, "file_name": "a.png", "width": 8, "height": 8}],
+            "annotations": [{"image_id": 1, "file_name": png_name,
+                             "segments_info": segments if segments is not None else [{"id": 1, "category_id": 1}]}],
+            "categories": [{"id": 1, "name": "thing", "isthing": 1}]}))
+    return f"coco-panoptic:{d / 'images'},{path},{d / 'png'}"
+
+
+def folder_set(d: Path, size: tuple[int, int] = (8, 8), count: int = 1, mode: str = "1", classes: int = 2,
+               mask_value: int = 0, image_mode: str = "RGB") -> str:
+    """``folder:<root>``: ``count`` images of ``size`` (W, H), all links to one file (cheap however large), masks alike."""
+    from PIL import Image
+
+    root = d / "set"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    (root / "classes.txt").write_text("".join(f"c{i}\n" for i in range(classes)))
+    Image.new(image_mode, size).save(root / "one_image.png")
+    Image.new(mode, size, mask_value).save(root / "one_mask.png")
+    for i in range(count):
+        (root / "images" / f"{i}.png").symlink_to(root / "one_image.png")
+        (root / "masks" / f"{i}.png").symlink_to(root / "one_mask.png")
+    return f"folder:{root}"
+
+
+def rgb_checkpoint(d: Path, classes: int = 2, **meta_changes) -> Path:
+    """A 3-channel U-Net checkpoint (the data sets' images are RGB) with its meta changed."""
+    from edgeseg.models import create
+    from edgeseg.models.checkpoint import save_checkpoint
+
+    meta = {"class_names": [f"c{i}" for i in range(classes)], "in_channels": 3, "mean": [0.5] * 3, "std": [0.25] * 3,
+            **meta_changes}
+    path = d / "rgb.pt"
+    save_checkpoint(path, create("unet_padded", num_classes=classes, in_channels=3, base_width=4, depth=2), meta)
+    return path
+
+
+def with_dataset(f: Fixtures, d: Path, dataset: str, args) -> Path:
+    """The fixture checkpoint, its config naming ``dataset`` and ``args`` (what 'edgeseg train' records)."""
+    return checkpoint(d, good_payload(f, meta={"class_names": ["bg", "fg"], "in_channels": 1, "mean": [0.5], "std": [0.25],
+                                               "config": {"dataset": dataset, "dataset_args": args}}))
+
+
+def float_tiff(d: Path, value: float) -> Path:
+    """A float32 TIFF holding ``value`` somewhere, saved under a .png name (decoders go by content)."""
+    from PIL import Image
+
+    a = np.zeros((16, 16), np.float32)
+    a[3, 4] = value
+    path = d / "float.png"
+    Image.fromarray(a, mode="F").save(path, format="TIFF")
+    return path
+
+
+def wide_png(d: Path, width: int, height: int) -> Path:
+    return png(d, width, height, "1", "wide.png")
+
+
+def symlink(d: Path, name: str, target: str | Path) -> Path:
+    os.symlink(target, d / name)
+    return d / name
+
+
+def evaluate(model, data: str, d: Path, *extra) -> list:
+    return ["eval", model, "--data", data, *extra]
+
+
+def quantize_uncalibrated(model, d: Path) -> list:
+    return ["quantize", model, "--out", d / "out" / "q.onnx"]
+
+
 # ---------------------------------------------------------------- the verbs
 
 def infer(f: Fixtures, model, d: Path, image=None, *extra) -> list:
@@ -477,6 +597,198 @@ CASES: list[Case] = [
     Case("plugin: offset input left out", lambda f, d: infer(f, plugin_node_edited(f, d, inputs=_deform_inputs(f, 2)), d),
          ("left out",)),
     Case("quantize: truncated ONNX", lambda f, d: quantize(_write(d / "t.onnx", f.onnx.read_bytes()[:999]), d), ("t.onnx",)),
+]
+
+
+def _loop(d: Path) -> str:
+    (d / "images").mkdir(parents=True, exist_ok=True)
+    os.symlink("loop.png", d / "images" / "loop.png")
+    return coco_json(d, images=[{"id": 1, "file_name": "loop.png", "width": 8, "height": 8}])
+
+
+def _fifo(d: Path, name: str) -> Path:
+    os.mkfifo(d / name)
+    return d / name
+
+
+def _sparse(d: Path, name: str, size: int) -> Path:
+    with open(d / name, "wb") as f:
+        f.truncate(size)
+    return d / name
+
+
+def _coco_at(d: Path, json_path: Path) -> str:
+    tiny_png(d / "images" / "a.png")
+    return f"coco:{d / 'images'},{json_path}"
+
+
+def _coco_literal(d: Path, literal: str) -> str:
+    """A COCO set whose polygon holds the raw JSON ``literal`` (NaN, 1e400: what Python's parser accepts)."""
+    spec = coco_json(d)
+    path = d / "instances.json"
+    path.write_text(path.read_text().replace("[[1, 1, 6", f"[[1, 1, {literal}", 1))
+    return spec
+
+
+def _coco_linked_image(d: Path) -> str:
+    spec = coco_json(d, images=[{"id": 1, "file_name": "z.png", "width": 8, "height": 8}])
+    symlink(d / "images", "z.png", "/dev/zero")
+    return spec
+
+
+def _folder_mask(d: Path, target: Path) -> str:
+    """A folder set whose one mask is a link to ``target``."""
+    spec = folder_set(d)
+    (d / "set" / "masks" / "0.png").unlink()
+    symlink(d / "set" / "masks", "0.png", target)
+    return spec
+
+
+def _rle(counts) -> dict:
+    return {"id": 1, "image_id": 1, "category_id": 1, "segmentation": {"size": [8, 8], "counts": counts}}
+
+
+SEMANTIC_META = {"class_names": ["bg", "fg"], "in_channels": 1, "mean": [0.5], "std": [0.25]}
+TRI = [1, 1, 6, 1, 1, 6]
+
+# Round two (issue 20): data sets and model files that decide what is read, allocated and written.
+CASES += [
+    # COCO instances JSON: budgets before pycocotools (which crashes on unchecked allocations) and before json.loads
+    Case("coco: 150,000-point polygon", lambda f, d: evaluate(f.onnx, coco_json(d, [polygon_ann(1, zigzag(150_000, 8, 8))]), d),
+         ("polygon", "EDGESEG_MAX_POLYGON_POINTS")),
+    Case("coco: 20,000 image-wide edges on 4000²", lambda f, d: evaluate(f.onnx, coco_json(
+        d, [polygon_ann(1, zigzag(20_000, 4000, 4000))], size=(4000, 4000)), d), ("rasterising",)),
+    Case("coco: 600 polygons on one 4000² image", lambda f, d: evaluate(f.onnx, coco_json(
+        d, [polygon_ann(i, [10, 10, 3000, 10, 10, 3000]) for i in range(600)], size=(4000, 4000)), d), ("decoded masks",)),
+    Case("coco: 20,000 annotations on one image", lambda f, d: evaluate(f.onnx, coco_json(
+        d, [polygon_ann(i, TRI) for i in range(20_000)]), d), ("annotations",)),
+    Case("coco: RLE of 2·10^6 runs", lambda f, d: evaluate(f.onnx, coco_json(d, [_rle([0] * 2_000_000)]), d), ("RLE",)),
+    Case("coco: compressed RLE of 2·10^6 characters", lambda f, d: evaluate(f.onnx, coco_json(d, [_rle("0" * 2_000_000)]), d),
+         ("RLE",)),
+    Case("coco: RLE runs not covering the image", lambda f, d: evaluate(f.onnx, coco_json(d, [_rle([3, 5])]), d), ("RLE",)),
+    Case("coco: image record 10^5×10^5", lambda f, d: evaluate(f.onnx, coco_json(
+        d, images=[{"id": 1, "file_name": "a.png", "width": 100_000, "height": 100_000}]), d), ("memory", "--max-bytes")),
+    Case("coco: 40 records of a 3000² image", lambda f, d: evaluate(f.onnx, coco_json(
+        d, [], images=[{"id": i, "file_name": "a.png", "width": 3000, "height": 3000} for i in range(40)],
+        size=(3000, 3000)), d), ("--max-bytes",)),
+    Case("coco: 200,000 image records", lambda f, d: evaluate(f.onnx, coco_json(
+        d, [], images=[{"id": i, "file_name": "a.png", "width": 8, "height": 8} for i in range(200_000)]), d), ("images",)),
+    Case("coco: 10^5-digit width", lambda f, d: evaluate(f.onnx, coco_json(
+        d, text='{"images": [{"id": 1, "file_name": "a.png", "width": ' + "9" * 100_000 + "}]}"), d), ("number",)),
+    Case("coco: 10^5-deep nesting", lambda f, d: evaluate(f.onnx, coco_json(d, text=DEEP), d), ("nesting",)),
+    Case("coco: 40-deep nesting in a field", lambda f, d: evaluate(f.onnx, coco_json(
+        d, text='{"images": [], "extra": ' + "[" * 40 + "]" * 40 + "}"), d), ("nesting",)),
+    Case("coco: number 1e400 in a polygon", lambda f, d: evaluate(f.onnx, _coco_literal(d, "1e400"), d), ("non-finite",)),
+    Case("coco: NaN in a polygon", lambda f, d: evaluate(f.onnx, _coco_literal(d, "NaN"), d), ("non-finite",)),
+    Case("coco: polygon far outside its image", lambda f, d: evaluate(f.onnx, coco_json(
+        d, [polygon_ann(1, [0, 0, 1e6, 0, 0, 1e6])]), d), ("far outside",)),
+    Case("coco: JSON not UTF-8", lambda f, d: evaluate(f.onnx, coco_json(d, text=b'{"images": "\xff\xfe"}'), d),
+         ("not valid JSON",)),
+    Case("coco: JSON is a 1 TB sparse file", lambda f, d: evaluate(f.onnx, _coco_at(d, _sparse(d, "huge.json", 1 << 40)), d),
+         ("EDGESEG_MAX_JSON_BYTES",)),
+    Case("coco: JSON links to /dev/zero", lambda f, d: evaluate(f.onnx, _coco_at(d, symlink(d, "z.json", "/dev/zero")), d),
+         ("not a regular file",)),
+    Case("coco: JSON is a FIFO", lambda f, d: evaluate(f.onnx, _coco_at(d, _fifo(d, "fifo.json")), d),
+         ("not a regular file",)),
+    Case("coco: file_name of 5000 characters", lambda f, d: evaluate(f.onnx, coco_json(
+        d, images=[{"id": 1, "file_name": "a" * 5000, "width": 8, "height": 8}]), d), ("file_name",)),
+    Case("coco: file_name holding a NUL", lambda f, d: evaluate(f.onnx, coco_json(
+        d, images=[{"id": 1, "file_name": "a.png\x00x", "width": 8, "height": 8}]), d), ("NUL",)),
+    Case("coco: file_name a symlink loop", lambda f, d: evaluate(f.onnx, _loop(d), d), ("loop",)),
+    Case("coco: file_name outside the folder", lambda f, d: evaluate(f.onnx, coco_json(
+        d, images=[{"id": 1, "file_name": "../instances.json", "width": 8, "height": 8}]), d), ("outside",)),
+    Case("coco: file_name linked to /dev/zero", lambda f, d: evaluate(f.onnx, _coco_linked_image(d), d), ("outside",)),
+    Case("coco: 300 categories", lambda f, d: evaluate(f.onnx, coco_json(
+        d, categories=[{"id": i, "name": f"c{i}"} for i in range(1, 301)]), d), ("categories",)),
+    # COCO panoptic
+    Case("panoptic: 20,000 segments on one image", lambda f, d: evaluate(f.onnx, panoptic_json(
+        d, [{"id": i, "category_id": 1} for i in range(1, 20_001)]), d), ("segments",)),
+    Case("panoptic: image record 10^5×10^5", lambda f, d: evaluate(f.onnx, panoptic_json(
+        d, images=[{"id": 1, "file_name": "a.png", "width": 100_000, "height": 100_000}]), d), ("--max-bytes",)),
+    Case("panoptic: 10^5-deep nesting", lambda f, d: evaluate(f.onnx, panoptic_json(d, text=DEEP), d), ("nesting",)),
+    Case("panoptic: 10^5-digit segment id", lambda f, d: evaluate(f.onnx, panoptic_json(
+        d, text='{"annotations": [{"segments_info": [{"id": ' + "7" * 100_000 + "}]}]}"), d), ("number",)),
+    Case("panoptic: PNG outside its folder", lambda f, d: evaluate(f.onnx, panoptic_json(d, png_name="../panoptic.json"), d),
+         ("outside",)),
+    Case("panoptic: segment id 2^24", lambda f, d: evaluate(f.onnx, panoptic_json(d, [{"id": 1 << 24, "category_id": 1}]), d),
+         ("segment",)),
+    # folder data sets: budgets from the headers, before decoding
+    Case("folder: 1-bit 9999² image and mask", lambda f, d: evaluate(f.onnx, folder_set(d, (9999, 9999), image_mode="1"), d),
+         ("--max-bytes",)),
+    Case("folder: 60 masks of 3000²", lambda f, d: evaluate(f.onnx, folder_set(d, (3000, 3000), 60, image_mode="1"), d),
+         ("--max-bytes",)),
+    Case("folder: mask header claims 65535²", lambda f, d: evaluate(f.onnx, _folder_mask(d, png_header_only(d, 65535, 65535)), d),
+         ("pixels",)),
+    Case("folder: mask over --max-bytes 1000", lambda f, d: evaluate(f.onnx, folder_set(d, (64, 64)), d, "--max-bytes", "1000"),
+         ("--max-bytes",)),
+    Case("folder: mask class 7 of 2 classes", lambda f, d: evaluate(f.onnx, folder_set(d, mode="L", mask_value=7), d),
+         ("class index 7",)),
+    Case("folder: mask classes beyond the model's", lambda f, d: evaluate(rgb_checkpoint(d), folder_set(
+        d, mode="L", mask_value=2, classes=3), d), ("class index 2", "2 classes")),
+    Case("folder: RGB mask", lambda f, d: evaluate(f.onnx, folder_set(d, mode="RGB"), d), ("mode RGB",)),
+    Case("folder: mask linked to /dev/zero", lambda f, d: evaluate(f.onnx, _folder_mask(d, Path("/dev/zero")), d),
+         ("no mask",)),
+    # images: a defined result or one refusal for every mode, memory budgets before decoding and before the run
+    Case("image: 1-bit 9999²", lambda f, d: infer(f, f.onnx, d, png(d, 9999, 9999)), ("--max-bytes",)),
+    Case("image: 6000² through the model", lambda f, d: infer(f, f.onnx, d, png(d, 6000, 6000)), ("model", "--max-bytes")),
+    Case("image: 100000×1 padded to size_divisor 1024", lambda f, d: infer(
+        f, foreign_with_sidecar(f, d, size_divisor=1024), d, wide_png(d, 100_000, 1)), ("--max-bytes",)),
+    Case("image: 1×1 resized to input_size 8192²", lambda f, d: infer(
+        f, foreign_with_sidecar(f, d, input_size=[8192, 8192]), d, png(d, 1, 1, "L")), ("8192×8192",)),
+    Case("image: float TIFF .png with NaN", lambda f, d: infer(f, f.onnx, d, float_tiff(d, float("nan"))), ("NaN",)),
+    Case("image: float TIFF .png with inf", lambda f, d: infer(f, f.onnx, d, float_tiff(d, float("inf"))), ("infinite",)),
+    Case("image: over --max-bytes 1000", lambda f, d: infer(f, f.onnx, d, None, "--max-bytes", "1000"), ("--max-bytes",)),
+    Case("cli: --max-bytes 0", lambda f, d: infer(f, f.onnx, d, None, "--max-bytes", "0"), ("--max-bytes",)),
+    # normalisation values finite in the graph's input precision
+    Case("meta: std 1e-300", lambda f, d: infer(f, onnx_with_props(f, d, std="[1e-300]"), d), ("overflow",)),
+    Case("meta: mean 1e308", lambda f, d: infer(f, onnx_with_props(f, d, mean="[1e308]"), d), ("overflow",)),
+    Case("sidecar: std 1e-40 (float32 denormal)", lambda f, d: infer(f, foreign_with_sidecar(f, d, std=[1e-40]), d),
+         ("overflow",)),
+    Case("sidecar: mean 3e38", lambda f, d: infer(f, foreign_with_sidecar(f, d, mean=[3e38]), d), ("overflow",)),
+    Case("checkpoint: meta std 1e-45", lambda f, d: export(checkpoint(d, good_payload(
+        f, meta={**SEMANTIC_META, "std": [1e-45]})), d), ("overflow",)),
+    # the task against the graph's outputs
+    Case("meta: task instance on a semantic graph", lambda f, d: infer(f, onnx_with_props(f, d, task='"instance"', max_detections="100"), d),
+         ("num_detections",)),
+    Case("meta: task panoptic on a semantic graph", lambda f, d: infer(f, onnx_with_props(f, d, task='"panoptic"'), d),
+         ("segments",)),
+    Case("sidecar: task instance", lambda f, d: infer(f, foreign_with_sidecar(f, d, task="instance", max_detections=100), d), ("task",)),
+    Case("checkpoint: task instance of a U-Net", lambda f, d: export(checkpoint(d, good_payload(
+        f, meta={**SEMANTIC_META, "task": "instance", "max_detections": 100})), d), ("task",)),
+    # dataset_args from a model file: type, range and size
+    Case("dataset_args: 10^7 synthetic images", lambda f, d: evaluate(with_dataset(
+        f, d, "synthetic", {"num_images": 10**7}), "synthetic", d), ("num_images",)),
+    Case("dataset_args: 50,000 synthetic 512² images", lambda f, d: evaluate(with_dataset(
+        f, d, "synthetic", {"num_images": 50_000, "size": [512, 512]}), "synthetic", d), ("--max-bytes",)),
+    Case("dataset_args: num_images a string", lambda f, d: evaluate(with_dataset(
+        f, d, "synthetic", {"num_images": "many"}), "synthetic", d), ("num_images",)),
+    Case("dataset_args: size 10^9", lambda f, d: evaluate(with_dataset(
+        f, d, "synthetic", {"size": [10**9, 10**9]}), "synthetic", d), ("size",)),
+    Case("dataset_args: num_classes -1", lambda f, d: evaluate(with_dataset(
+        f, d, "synthetic", {"num_classes": -1}), "synthetic", d), ("num_classes",)),
+    Case("dataset_args: a list", lambda f, d: evaluate(with_dataset(f, d, "synthetic", [1, 2]), "synthetic", d), ("mapping",)),
+    Case("dataset_args: unknown key root=/etc", lambda f, d: evaluate(with_dataset(
+        f, d, "synthetic", {"root": "/etc"}), "synthetic", d), ("root",)),
+    Case("dataset_args: lits context 10^6", lambda f, d: evaluate(with_dataset(
+        f, d, "lits", {"context": 10**6}), "lits", d), ("context",)),
+    # model files never choose what is read
+    Case("quantize: config.dataset a system folder", lambda f, d: quantize_uncalibrated(
+        onnx_with_props(f, d, config=json.dumps({"dataset": "/etc"})), d), ("--calib-data",)),
+    Case("quantize: config.dataset folder:/", lambda f, d: quantize_uncalibrated(
+        onnx_with_props(f, d, config=json.dumps({"dataset": "folder:/"})), d), ("--calib-data",)),
+    Case("quantize: config.dataset coco on /dev/zero", lambda f, d: quantize_uncalibrated(
+        onnx_with_props(f, d, config=json.dumps({"dataset": "coco:/dev,/dev/zero"})), d), ("--calib-data",)),
+    Case("quantize: config.dataset a number", lambda f, d: quantize_uncalibrated(
+        onnx_with_props(f, d, config=json.dumps({"dataset": 7})), d), ("--calib-data",)),
+    # outputs: plain names inside the folder the user named
+    Case("out: triton --name ..", lambda f, d: ["triton", f.onnx, "--repo", d / "out" / "repo", "--name", ".."], ("name",)),
+    Case("out: triton --name .", lambda f, d: ["triton", f.onnx, "--repo", d / "out" / "repo", "--name", "."], ("name",)),
+    Case("out: triton --name a/b", lambda f, d: ["triton", f.onnx, "--repo", d / "out" / "repo", "--name", "a/b"], ("name",)),
+    Case("out: triton --name .hidden", lambda f, d: ["triton", f.onnx, "--repo", d / "out" / "repo", "--name", ".h"],
+         ("name",)),
+    Case("out: triton --name with a newline", lambda f, d: ["triton", f.onnx, "--repo", d / "out" / "repo", "--name", "m\n"],
+         ("name",)),
+    Case("out: bench --name ../x", lambda f, d: ["bench", f.onnx, "--out", d / "out", "--name", "../x"], ("--name",)),
 ]
 
 
