@@ -16,7 +16,7 @@ Four variants per model, timed round-robin in one process after warm-up (one run
 The breakdowns: ONNX Runtime's profiler on a separate session of each flavour (same options, profiling
 on), node times grouped into stages by the dataflow of the optimised graph ORT runs (saved with
 ``optimized_model_filepath``, so profiled node names are the graph's): every stage is the set of nodes a
-cut tensor depends on, minus the earlier stages (see ``stage_cuts``). The eager breakdown times
+cut tensor depends on, minus the earlier stages (``edgeseg.bench.profile.instance_stage_cuts``). The eager breakdown times
 torchvision's pipeline stage by stage (module hooks). Writes ``<out>/instance_cpu.{json,md}`` after every
 model (a stopped run keeps what it measured). Random weights, seed 0: latency does not depend on them,
 and with them every image already fills all D = 100 detection slots (recorded as num_detections).
@@ -43,6 +43,7 @@ from torchvision.models.detection.image_list import ImageList  # noqa: E402
 from edgeseg.models.detection.maskrcnn import torchvision_pipeline  # noqa: E402
 
 from edgeseg.bench import time_callables  # noqa: E402
+from edgeseg.bench.profile import INSTANCE_STAGES, REST_STAGE, Dataflow, instance_stage_cuts  # noqa: E402
 from edgeseg.export import export_onnx  # noqa: E402
 from edgeseg.io import write_text_atomic  # noqa: E402
 from edgeseg.metrics.instance import match_detections  # noqa: E402
@@ -56,11 +57,7 @@ FLAVOURS = ("portable", "tensorrt")
 VARIANTS = ("torchvision_eager", "edgeseg_eager", "ort_portable", "ort_tensorrt")
 LABELS = {"torchvision_eager": "PyTorch eager, torchvision pipeline", "edgeseg_eager": "PyTorch eager, edgeseg detect",
           "ort_portable": "ONNX Runtime, portable", "ort_tensorrt": "ONNX Runtime, tensorrt flavour"}
-STAGES = ("backbone + FPN", "RPN + NMS (proposals)", "RoIAlign (box)", "box head + detection NMS",
-          "RoIAlign (mask)", "mask head", "paste", "other")
-ROI_OPS = {"RoiAlign", "EdgeSegMultilevelRoIAlign", "EdgeSegRoIAlign"}
-GEMM_OPS = {"Gemm", "FusedGemm", "MatMul", "FusedMatMul"}
-CONV_OPS = {"Conv", "FusedConv"}  # any domain (ORT's NCHWc convs are com.microsoft.nchwc Conv)
+STAGES = (*INSTANCE_STAGES, REST_STAGE)
 GOAL = 1.3
 NOTES = [
     ("Random weights already fill all D = 100 detection slots: torchvision's 0.05 score threshold is left as it is "
@@ -135,107 +132,12 @@ def eager_stages(net, x, runs: int) -> dict[str, float]:
 # --- ONNX Runtime profile --------------------------------------------------------------------------
 
 
-def _graph_index(graph: onnx.GraphProto):
-    producer = {o: i for i, n in enumerate(graph.node) for o in n.output if o}
-    consumers: dict[str, list[int]] = defaultdict(list)
-    for i, n in enumerate(graph.node):
-        for t in n.input:
-            consumers[t].append(i)
-    return producer, consumers
-
-
-def _ancestors(graph: onnx.GraphProto, producer: dict, tensors) -> set[int]:
-    """Indices of the nodes the tensors depend on (the producers included)."""
-    seen: set[int] = set()
-    stack = [producer[t] for t in tensors if t in producer]
-    while stack:
-        i = stack.pop()
-        if i in seen:
-            continue
-        seen.add(i)
-        stack.extend(producer[t] for t in graph.node[i].input if t in producer)
-    return seen
-
-
-def stage_cuts(graph: onnx.GraphProto) -> dict[str, list[str]]:
-    """The tensors at which Mask R-CNN's stages end, found by op types and dataflow, not by node names
-    (the exported names carry no module path, and ORT's optimiser fuses and renames nodes):
-
-    backbone + FPN ends at the RoIAlign nodes' feature inputs (and the FPN's extra max-pool level);
-    the proposal stage at their box inputs; the box RoIAlign (the RoIAlign nodes with no RoIAlign
-    upstream, plus the multi-level glue) at the input of the first Gemm after it (the box head);
-    box head + detection NMS + top-k at the mask RoIAlign's box inputs; the mask RoIAlign at the input of
-    the first Conv after it; the mask head at the output of the last Conv after the ConvTranspose;
-    paste at the ``masks`` output. Everything else (the other outputs' last steps) is ``other``."""
-    producer, consumers = _graph_index(graph)
-    nodes = graph.node
-    roi = [i for i, n in enumerate(nodes) if n.op_type in ROI_OPS]
-    if not roi:
-        raise ValueError("no RoIAlign node in the graph")
-    up = {i: _ancestors(graph, producer, nodes[i].input) for i in roi}
-    box_roi = [i for i in roi if not up[i] & set(roi)]
-    mask_roi = [i for i in roi if i not in box_roi]
-
-    def feats(i):
-        n = nodes[i]
-        return list(n.input[2:]) if n.op_type.startswith("EdgeSeg") else [n.input[0]]
-
-    def boxes(i):
-        n = nodes[i]
-        return list(n.input[:2]) if n.op_type.startswith("EdgeSeg") else list(n.input[1:3])
-
-    downstream_cache: dict[int, set[int]] = {}
-
-    def downstream(i):  # nodes that depend on node i
-        if i not in downstream_cache:
-            seen: set[int] = set()
-            stack = [c for o in nodes[i].output for c in consumers.get(o, [])]
-            while stack:
-                j = stack.pop()
-                if j not in seen:
-                    seen.add(j)
-                    stack.extend(c for o in nodes[j].output for c in consumers.get(o, []))
-            downstream_cache[i] = seen
-        return downstream_cache[i]
-
-    def first(candidates):  # the one with the fewest ancestors: the earliest in the data flow
-        return min(candidates, key=lambda j: len(_ancestors(graph, producer, nodes[j].input)))
-
-    def before_reorder(t):  # ORT's NCHWc layout: cut before the ReorderInput that feeds a blocked conv
-        j = producer.get(t)
-        return nodes[j].input[0] if j is not None and nodes[j].op_type == "ReorderInput" else t
-
-    feature_tensors = sorted({t for i in box_roi for t in feats(i)})
-    pools = [o for t in feature_tensors for c in consumers.get(t, []) if nodes[c].op_type == "MaxPool"
-             for o in nodes[c].output]  # FPN's LastLevelMaxPool (P6, RPN only)
-    after_box = set().union(*(downstream(i) for i in box_roi))
-    gemm = first([j for j in after_box if nodes[j].op_type in GEMM_OPS])
-    after_mask = set().union(*(downstream(i) for i in mask_roi)) if mask_roi else set()
-    convs = [j for j in after_mask if nodes[j].op_type in CONV_OPS]
-    deconv = [j for j in after_mask if nodes[j].op_type == "ConvTranspose"]
-    last_conv = max([j for j in convs if deconv and j in downstream(deconv[0])] or convs,
-                    key=lambda j: len(_ancestors(graph, producer, nodes[j].input)))
-    head_out = list(nodes[last_conv].output)
-    reorder = [c for c in consumers.get(head_out[0], []) if nodes[c].op_type == "ReorderOutput"]
-    if reorder:
-        head_out = list(nodes[reorder[0]].output)
-    return {
-        "backbone + FPN": feature_tensors + pools,
-        "RPN + NMS (proposals)": sorted({t for i in box_roi for t in boxes(i)}),
-        "RoIAlign (box)": [nodes[gemm].input[0]],
-        "box head + detection NMS": sorted({t for i in mask_roi for t in boxes(i)}),
-        "RoIAlign (mask)": [before_reorder(nodes[first(convs)].input[0])],
-        "mask head": head_out,
-        "paste": ["masks"],
-    }
-
-
 def node_stages(graph: onnx.GraphProto) -> dict[str, str]:
-    """node name -> stage."""
-    producer, _ = _graph_index(graph)
+    """node name -> stage, by ``edgeseg.bench``'s Mask R-CNN cuts on the graph ORT optimised."""
+    flow = Dataflow(graph)
     assigned: dict[int, str] = {}
-    for stage, cut in stage_cuts(graph).items():
-        for i in _ancestors(graph, producer, cut):
+    for stage, cut in instance_stage_cuts(graph).items():
+        for i in flow.ancestors(cut):
             assigned.setdefault(i, stage)
     return {n.name: assigned.get(i, "other") for i, n in enumerate(graph.node)}
 

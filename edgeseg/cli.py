@@ -32,6 +32,57 @@ def _kv(items: list[str] | None) -> dict:
     return out
 
 
+def _add_crf_args(s, what: str, window: bool = False) -> None:
+    """``--crf`` and the CRF's parameters; defaults: DeepLab's (edgeseg.crf.CRFParams)."""
+    from edgeseg.crf import CRFParams
+
+    d = CRFParams()
+    s.add_argument("--crf", action="store_true", help=what)
+    s.add_argument("--crf-iterations", type=int, default=d.iterations, metavar="N", help=f"mean-field iterations ({d.iterations})")
+    s.add_argument("--crf-w-appearance", type=float, default=d.w_appearance, metavar="W1",
+                   help=f"weight of the appearance (position + intensity) kernel ({d.w_appearance:g})")
+    s.add_argument("--crf-theta-alpha", type=float, default=d.theta_alpha, metavar="PX",
+                   help=f"appearance kernel's position width ({d.theta_alpha:g} pixels)")
+    s.add_argument("--crf-theta-beta", type=float, default=d.theta_beta, metavar="LEVELS",
+                   help=f"appearance kernel's intensity width ({d.theta_beta:g} of 255 levels)")
+    s.add_argument("--crf-w-smoothness", type=float, default=d.w_smoothness, metavar="W2",
+                   help=f"weight of the smoothness (position) kernel ({d.w_smoothness:g})")
+    s.add_argument("--crf-theta-gamma", type=float, default=d.theta_gamma, metavar="PX",
+                   help=f"smoothness kernel's width ({d.theta_gamma:g} pixels)")
+    if window:
+        s.add_argument("--crf-window", type=int, default=d.window, metavar="K",
+                       help=f"the exported layer's K×K neighbourhood, odd ({d.window})")
+
+
+def _crf_params(a):
+    """The checked CRF parameters of the command line (checked even without --crf: a typo is never silent)."""
+    from edgeseg.crf import CRFParams
+
+    return CRFParams(iterations=a.crf_iterations, w_appearance=a.crf_w_appearance, theta_alpha=a.crf_theta_alpha,
+                     theta_beta=a.crf_theta_beta, w_smoothness=a.crf_w_smoothness, theta_gamma=a.crf_theta_gamma,
+                     window=getattr(a, "crf_window", CRFParams.window)).checked()
+
+
+def _crf_line(p) -> str:
+    return (f"w1 {p.w_appearance:g}, θα {p.theta_alpha:g}, θβ {p.theta_beta:g}, w2 {p.w_smoothness:g}, "
+            f"θγ {p.theta_gamma:g}, {p.iterations} iterations")
+
+
+def _crf_search(a, session, dataset, base) -> None:
+    from edgeseg.crf import search
+
+    results = search(session, dataset, limit=a.limit, base=base)
+    print(f"{session.meta.model} on {a.data}/{a.split}: dense CRF grid search ({len(results) - 1} settings), mIoU:")
+    for params, miou in results[:8]:
+        print(f"  {miou:.4f}  {'no CRF' if params is None else _crf_line(params)}")
+    best = results[0][0]
+    if best is None:
+        print("best: no CRF (the network's own labels)")
+    else:
+        print(f"best: --crf --crf-w-appearance {best.w_appearance:g} --crf-theta-alpha {best.theta_alpha:g} "
+              f"--crf-theta-beta {best.theta_beta:g}")
+
+
 def _backend_for(path: str, backend: str) -> str:
     if backend != "auto":
         return backend
@@ -58,16 +109,22 @@ def _open(path: str, backend: str, plugins: str | None = None):
 def cmd_zoo(a) -> None:
     import torch
 
-    from edgeseg.models import count_parameters, create, gflops, list_models, model_task
+    from edgeseg.models import create, gflops, list_models, model_task
+    from edgeseg.models.realtime import PAPER, inference_parameters
 
-    print(f"{'model':34s} {'task':9s} {'params (M)':>10s} {'GFLOPs @ ' + str(a.size) + '²':>16s}")
+    print(f"{'model':34s} {'task':9s} {'params (M)':>10s} {'GFLOPs @ ' + str(a.size) + '²':>16s}  "
+          "paper vs ours at 1024×2048 (params M, GMACs: the papers' \"GFLOPs\")")
     for name in list_models(task=None):
         task = model_task(name)
         with torch.device("meta"):
             m = create(name, num_classes=a.num_classes, in_channels=a.in_channels)
         # Detectors' cost depends on their data (proposals, detections): counted for semantic models only.
         cost = f"{gflops(m, a.in_channels, (a.size, a.size)):16.1f}" if task == "semantic" else f"{'—':>16s}"
-        print(f"{name:34s} {task:9s} {count_parameters(m) / 1e6:10.2f} {cost}")
+        paper = PAPER.get(name)
+        versus = (f"  {paper['params'] or '—'} M, {paper['gmacs'] or '—'} vs {gflops(m, a.in_channels, (1024, 2048)) / 2:.1f}"
+                  if paper else "")
+        # params: what runs in eval and exports (training-only heads excluded)
+        print(f"{name:34s} {task:9s} {inference_parameters(m) / 1e6:10.2f} {cost}{versus}")
 
 
 def train_config(a):
@@ -97,36 +154,48 @@ def cmd_eval(a) -> None:
     from edgeseg.evaluate import (dataset_for, evaluate, evaluate_connected_components, evaluate_instances,
                                   evaluate_panoptic)
 
+    params = _crf_params(a)  # bad parameters are refused before the model is read
+    crf = params if a.crf else None
     session = _open(a.model, a.backend, a.plugins)
+    if crf is not None or a.crf_search:
+        from edgeseg.crf import check_crf_model
+
+        check_crf_model(session.meta)
+    if a.crf_search:
+        return _crf_search(a, session, dataset_for(session.meta, a.data, a.split), params)
+    if a.components and session.meta.task == "instance":
+        raise EdgeSegError("--components splits per-pixel classes into segments; an instance model has none",
+                           "use it with a semantic or panoptic model")
+    dataset = dataset_for(session.meta, a.data, a.split)
+    # a folder without <split>/ is scored whole: the header must not name a folder that does not exist
+    where = f"{a.data} (no {a.split}/ split: all its images)" if dataset.info.notes.get("unsplit") else f"{a.data}/{a.split}"
     if a.components:
-        if session.meta.task == "instance":
-            raise EdgeSegError("--components splits per-pixel classes into segments; an instance model has none",
-                               "use it with a semantic or panoptic model")
-        pq = evaluate_connected_components(session, dataset_for(session.meta, a.data, a.split), limit=a.limit)
-        print(f"{session.meta.model} [{session.backend} {session.precision}] on {a.data}/{a.split}, classes split into "
+        pq = evaluate_connected_components(session, dataset, limit=a.limit)
+        print(f"{session.meta.model} [{session.backend} {session.precision}] on {where}, classes split into "
               "connected components:")
         print("  " + pq.line("panoptic"))
     if session.meta.task == "panoptic":
-        scores = evaluate_panoptic(session, dataset_for(session.meta, a.data, a.split), limit=a.limit)
+        scores = evaluate_panoptic(session, dataset, limit=a.limit)
         pq, sem = scores["panoptic"], scores["semantic"]
-        print(f"{session.meta.model} [{session.backend} {session.precision}] on {a.data}/{a.split}:")
+        print(f"{session.meta.model} [{session.backend} {session.precision}] on {where}:")
         print("  " + pq.line("panoptic"))
         print(f"  semantic head mIoU {sem.miou:.4f}")
         for c, name in enumerate(session.meta.class_names):
             print(f"  {name:20s} PQ {pq.per_class_pq[c]:.4f} SQ {pq.per_class_sq[c]:.4f} RQ {pq.per_class_rq[c]:.4f}")
         return
     if session.meta.task == "instance":
-        ap = evaluate_instances(session, dataset_for(session.meta, a.data, a.split), limit=a.limit)
-        print(f"{session.meta.model} [{session.backend} {session.precision}] on {a.data}/{a.split}:")
+        ap = evaluate_instances(session, dataset, limit=a.limit)
+        print(f"{session.meta.model} [{session.backend} {session.precision}] on {where}:")
         print("  " + ap["bbox"].line("box "))
         print("  " + ap["segm"].line("mask"))
         return
-    dataset = dataset_for(session.meta, a.data, a.split)
     if dataset.info.notes.get("unsplit"):  # the user must know these may be the images the model saw
         n = len(dataset) if a.limit is None else min(a.limit, len(dataset))
         print(f"note: {a.data} has no {a.split}/ split: scoring {n} image(s) of {dataset.info.notes['images']}")
-    s = evaluate(session, dataset, limit=a.limit)
-    print(f"{session.meta.model} [{session.backend} {session.precision}] on {a.data}/{a.split}: "
+    s = evaluate(session, dataset, limit=a.limit, crf=crf)
+    if crf is not None:
+        print(f"dense CRF: {_crf_line(crf)}")
+    print(f"{session.meta.model} [{session.backend} {session.precision}] on {where}: "
           f"pixel acc {s.pixel_accuracy:.4f}, mean acc {s.mean_accuracy:.4f}, mIoU {s.miou:.4f}, f.w. IoU {s.fw_iou:.4f}")
     for name, iou in zip(session.meta.class_names, s.per_class_iou):
         print(f"  {name:20s} IoU {iou:.4f}")
@@ -140,13 +209,17 @@ def cmd_export(a) -> None:
     from edgeseg.models import create, list_models
     from edgeseg.runtime import meta_from_checkpoint_dict
 
+    crf = _crf_params(a) if a.crf else None
+    if crf is None:
+        _crf_params(a)  # a bad value is refused even without --crf
     out = a.out or Path(a.model).with_suffix(".onnx").name
     check_writable_folder(out)
     meta = None
     if Path(a.model).is_file():
         from edgeseg.models.checkpoint import load_model_file
 
-        model, payload = load_model_file(a.model)  # edgeseg's own, or a torchvision Mask R-CNN state dict
+        # edgeseg's own, or a torchvision Mask R-CNN state dict (--model-arg: its thresholds and detection count)
+        model, payload = load_model_file(a.model, _kv(a.model_arg))
         if payload is not None:
             meta = meta_from_checkpoint_dict(payload["config"], payload["meta"])
     elif a.model in list_models(task=None):
@@ -155,17 +228,20 @@ def cmd_export(a) -> None:
     else:
         raise EdgeSegError(f"'{a.model}' is neither a checkpoint file nor a zoo model", "pass a .pt file or a name from 'edgeseg zoo'")
     sample = torch.randn(1, model.edgeseg_config["in_channels"], a.size, a.size) if a.size else None
-    report = edgeseg.export_onnx(model, out, meta=meta, exporter=a.exporter, sample=sample, flavour=a.flavour, io=a.io,
-                                 frame_order=a.frame_order)
-    if not report.passed:
-        raise EdgeSegError(f"the exported graph does not match PyTorch ({'; '.join(report.failures)}); "
-                           f"nothing was written to {out}, the graph is kept as {report.path} for inspection",
-                           "try --exporter legacy and report the model")
+    from edgeseg.errors import ExportCheckError
+
+    try:
+        # the CRF's unrolled iterations trace in seconds with the legacy exporter, in minutes with dynamo
+        exporter = a.exporter or ("legacy" if crf else "dynamo")
+        report = edgeseg.export_onnx(model, out, meta=meta, exporter=exporter, sample=sample, flavour=a.flavour,
+                                     io=a.io, frame_order=a.frame_order, crf=crf)
+    except ExportCheckError as e:  # the API's message, with the CLI's spelling of the fix
+        raise ExportCheckError(e.what, "try --exporter legacy and report the model", report=e.report) from None
     print(f"wrote {out}; ONNX Runtime vs PyTorch: {report.summary()}")
 
 
 def cmd_quantize(a) -> None:
-    from edgeseg.evaluate import calibration_batches
+    from edgeseg.evaluate import BUILTIN_DATASETS, calibration_batches
     from edgeseg.export.metadata import load_onnx, read_metadata
     from edgeseg.io import check_writable_folder
     from edgeseg.quant import check_quantizable, convert_fp16, quantize_int8
@@ -178,7 +254,15 @@ def cmd_quantize(a) -> None:
         proto = load_onnx(a.model, load_weights=False)
         meta = read_metadata(proto, a.model)
         check_quantizable(proto, meta, a.model)  # before the calibration data is read
-        batches = calibration_batches(meta, meta.config.get("dataset") or "lits", a.calib_data, a.calib_images)
+        trained_on = meta.config.get("dataset")
+        if not trained_on and not a.calib_data:  # no silent fallback: a foreign model's images are the user's to name
+            raise EdgeSegError(f"{a.model} records no data set it was trained on, so there are no images to calibrate INT8 on",
+                               "pass --calib-data with images like the model's input (a data set name or folder:<path>)")
+        if not a.calib_data and trained_on not in BUILTIN_DATASETS:  # a model file never picks the files edgeseg reads
+            raise EdgeSegError(f"the model's config names the calibration data set {str(trained_on)[:80]!r}, which is not "
+                               f"built in ({', '.join(BUILTIN_DATASETS)}); edgeseg reads only data sets you name",
+                               "pass --calib-data with the images to calibrate on")
+        batches = calibration_batches(meta, trained_on, a.calib_data, a.calib_images)
         full_range = a.full_range or a.target == "tensorrt"  # TensorRT runs 8-bit weights; 7 bits lose levels
         quantize_int8(a.model, out, batches, a.method, per_channel=not a.per_tensor, reduce_range=not full_range)
     print(f"wrote {out}")
@@ -205,6 +289,17 @@ def cmd_triton(a) -> None:
     print(f"wrote {folder} (config.pbtxt, {a.version}/, edgeseg.json)")
 
 
+def cmd_serve(a) -> None:
+    from edgeseg.deploy.serve import ServeError, serve
+
+    code = serve(a.model, http_port=a.http_port, grpc_port=a.grpc_port, metrics_port=a.metrics_port, host=a.host,
+                 max_batch=a.max_batch, max_queue_delay_us=a.max_queue_delay_us, instances=a.instances,
+                 dynamic_batching=not a.no_dynamic_batching, name=a.name, exit_timeout_s=a.exit_timeout,
+                 max_request_mb=a.max_request_mb)
+    if code != 0:
+        raise ServeError(f"tritonserver exited with status {code}", "see its log above")
+
+
 def cmd_infer(a) -> None:
     from edgeseg.data import load_image
     from edgeseg.data.folder import IMAGE_SUFFIXES
@@ -214,24 +309,52 @@ def cmd_infer(a) -> None:
     from edgeseg.viz import colourize, overlay, save_png
 
     kinds = [source_kind(s) for s in a.images]
+    params = _crf_params(a)
+    crf = params if a.crf else None
     if a.out or a.labels_dir or a.coco_json or any(k not in ("image", "folder") for k in kinds):
+        if crf is not None:
+            raise EdgeSegError("--crf refines image files (the dense CRF is far slower than a frame)",
+                               "pass image files or folders, or export the model with --crf for streams")
+        if a.image_ids:
+            raise EdgeSegError("--image-ids names the ids of image files; a stream's frames are numbered",
+                               "drop --image-ids, or infer the images without --out/--labels-dir/--coco-json")
         return _infer_stream(a)
     out_dir = Path(a.out_dir)
     check_writable_folder(out_dir / "labels.png")  # before the model runs: out_dir and its parents are folders or absent
+    ids = coco_ids = None
+    if a.image_ids:  # results pycocotools' loadRes takes against the data set's JSON
+        from edgeseg.data.coco import image_ids
+
+        ids, coco_ids = image_ids(a.image_ids)
     session = _open(a.model, a.backend, a.plugins)
     meta = session.meta
+    if crf is not None:
+        from edgeseg.crf import check_crf_model, crf_labels
+
+        check_crf_model(meta)
+    if coco_ids is not None and len(coco_ids) + 1 != meta.num_classes:
+        raise EdgeSegError(f"{a.image_ids} lists {len(coco_ids)} categories but model '{meta.model}' has "
+                           f"{meta.num_classes - 1} besides background", "pass the JSON of the data set the model was trained on")
     paths = [p for s, k in zip(a.images, kinds)
              for p in (sorted(q for q in Path(s).iterdir() if q.suffix.lower() in IMAGE_SUFFIXES) if k == "folder" else [s])]
+    missing = [str(p) for p in paths if ids is not None and Path(p).name not in ids]
+    if missing:
+        raise EdgeSegError(f"{missing[0]} is not among the images of {a.image_ids}",
+                           "pass the images that JSON lists, or drop --image-ids")
     for path in paths:
         image = load_image(path, meta.in_channels, max_pixels=a.max_pixels)
         x, size = preprocess(image, meta)
         if meta.task == "instance":
-            _write_instances(path, image, session.run(x), size, meta, out_dir)
+            _write_instances(path, image, session.run(x), size, meta, out_dir,
+                             None if ids is None else (ids[Path(path).name], coco_ids))
             continue
         if meta.task == "panoptic":
             _write_panoptic(path, image, session.run(x), size, meta, out_dir)
             continue
-        labels = labels_from_outputs(session.run(x), meta, size)[0]
+        if crf is not None:
+            labels = crf_labels(session, image, crf)
+        else:
+            labels = labels_from_outputs(session.run(x), meta, size)[0]
         stem = Path(path).stem
         save_png(out_dir / f"{stem}_labels.png", labels)
         save_png(out_dir / f"{stem}_overlay.png", overlay(image, labels, meta.num_classes))
@@ -275,8 +398,9 @@ def _infer_stream(a) -> None:
             print(f"wrote {', '.join(map(str, written + [summary]))}")
 
 
-def _write_instances(path, image, out: dict, size: tuple[int, int], meta, out_dir: Path) -> None:
-    """An instance model's answer for one image: a drawing, the instance id map and COCO results JSON."""
+def _write_instances(path, image, out: dict, size: tuple[int, int], meta, out_dir: Path, coco=None) -> None:
+    """An instance model's answer for one image: a drawing, the instance id map and COCO results JSON (``coco``: the
+    data set's (image id, category ids by label), else the file stem and the model's labels)."""
     import json
 
     from edgeseg.io import write_text_atomic
@@ -288,7 +412,9 @@ def _write_instances(path, image, out: dict, size: tuple[int, int], meta, out_di
     stem = Path(path).stem
     save_png(out_dir / f"{stem}_instances.png", draw_instances(image, found, meta.class_names))
     save_png(out_dir / f"{stem}_ids.png", instance_ids(found["masks"]))
-    results = coco_detections(found, stem, meta.class_names)
+    results = coco_detections(found, stem if coco is None else coco[0], meta.class_names)
+    for r in results if coco is not None else []:
+        r["category_id"] = coco[1][r["category_id"] - 1]  # labels 1..K -> the JSON's category ids
     write_text_atomic(out_dir / f"{stem}_instances.json", json.dumps(results))
     counts = {}
     for r in results:
@@ -333,6 +459,22 @@ def _write_panoptic(path, image, out: dict, size: tuple[int, int], meta, out_dir
     print(f"{path}: {listed} -> {out_dir / (stem + '_panoptic.png')}")
 
 
+def cmd_check(a) -> None:
+    from edgeseg.export.check import check_model
+    from edgeseg.ops.native import plugin_dir
+
+    library = a.plugins or plugin_dir() / "libedgeseg_trt.so"
+    report = check_model(a.model, a.target, library)
+    for note in report.notes:
+        print(f"note: {note}")
+    for problem in report.problems:
+        print(problem)
+    verdict = "passes" if report.passed else f"fails ({len(report.problems)} problem(s))"
+    print(f"{a.model}: {report.nodes} nodes, {verdict} {report.target.describe()}")
+    if not report.passed:
+        sys.exit(2)
+
+
 def cmd_parity(a) -> None:
     from edgeseg.evaluate import dataset_for
     from edgeseg.parity import compare, dataset_batches, random_batches
@@ -342,8 +484,11 @@ def cmd_parity(a) -> None:
     if a.data:
         batches = dataset_batches(dataset_for(ref.meta, a.data, a.split), ref.meta, a.limit)
     else:
-        d = ref.meta.size_divisor
-        batches = random_batches(ref.meta, [(8 * d, 8 * d), (6 * d, 10 * d)])
+        d = max(ref.meta.size_divisor, 32)  # a model that pads itself (size_divisor 1) is still compared at 256²
+        sizes = [(8 * d, 8 * d), (6 * d, 10 * d)]
+        batches = random_batches(ref.meta, sizes)
+        print(f"note: no --data: comparing on random inputs ({', '.join(f'{h}×{w}' for h, w in sizes)}), so no accuracy "
+              "metric; pass --data to compare on real images and score both")
     report = compare(ref, cand, batches)
     print(f"{cand.meta.model} [{cand.backend}] vs {ref.backend}: {report.summary()}")
     if not report.passed:
@@ -352,15 +497,21 @@ def cmd_parity(a) -> None:
 
 def cmd_bench(a) -> None:
     from edgeseg.bench import bench_files, run_bench, write_report
+    from edgeseg.deploy.jetson import power_sampler_from_env
+    from edgeseg.io import check_plain_name
     from edgeseg.models import list_models
 
+    check_plain_name(a.name, "--name")  # the report's files stay inside --out
+    if a.stages and not a.profile:
+        raise EdgeSegError("--stages is part of --profile", "add --profile")
+    probe = power_sampler_from_env()  # scripts/jetson/bench.sh: tegrastats power while the variants are timed
     variants = tuple(a.variants.split(","))
     items = list(a.items) + [m for arg in (a.models, a.checkpoints) if arg for m in arg.split(",") if m]
     items = [m for item in (items or ["all"]) for m in (list_models() if item == "all" else [item])]
     if a.data:
         report = bench_files(items, a.data, variants, a.batch, (a.size, a.size) if a.size else None,
                              calib_images=a.calib_images, calib_data=a.calib_data, warmup=a.warmup, repeats=a.repeats,
-                             examples=a.examples, profile=a.profile)
+                             examples=a.examples, profile=a.profile, probe=probe, stages=a.stages)
         title = f"edgeseg benchmark on {a.data}: accuracy vs latency"
     else:
         files = [m for m in items if m not in list_models(task=None)]
@@ -369,7 +520,8 @@ def cmd_bench(a) -> None:
                                "add --data (e.g. --data synthetic, or folder:<path>)")
         size = a.size or 512
         report = run_bench(items, variants, (size, size), a.batch, a.num_classes,
-                           calib_images=a.calib_images, warmup=a.warmup, repeats=a.repeats, profile=a.profile)
+                           calib_images=a.calib_images, warmup=a.warmup, repeats=a.repeats, profile=a.profile,
+                           probe=probe, stages=a.stages)
         title = f"edgeseg zoo benchmark at {a.batch}×3×{size}×{size}"
     paths = write_report(report, a.out, a.name, title)
     print(Path(paths[1]).read_text())
@@ -439,13 +591,16 @@ def build_parser() -> argparse.ArgumentParser:
                    "components: the semantic-model baseline of panoptic work, on a data set with thing classes")
     s.add_argument("--plugins", help="comma-separated plugin libraries a TensorRT engine may load "
                    "(default: the ones its sidecar names, from edgeseg's plugin folder, hash-checked)")
+    _add_crf_args(s, "semantic models: each image's labels after DeepLab's fully connected CRF (pydensecrf2)")
+    s.add_argument("--crf-search", action="store_true",
+                   help="grid-search the dense CRF's w1, θα, θβ on this split (as DeepLab does on val) and print the best")
     s.set_defaults(fn=cmd_eval)
 
     s = sub.add_parser("export", help="checkpoint or zoo name -> ONNX (with metadata), checked against PyTorch")
     s.add_argument("model", help="a checkpoint (.pt from 'edgeseg train', or a torchvision Mask R-CNN state dict) "
                    "or a zoo model name (random weights)")
     s.add_argument("--out")
-    s.add_argument("--exporter", choices=("dynamo", "legacy"), default="dynamo")
+    s.add_argument("--exporter", choices=("dynamo", "legacy"), help="default: dynamo (legacy with --crf)")
     s.add_argument("--flavour", choices=("portable", "tensorrt"), default="portable",
                    help="tensorrt: edgeseg plugin nodes for RoIAlign/deformable conv/mask pasting (ORT runs them as custom ops)")
     s.add_argument("--size", type=int, help="side of the sample input used for tracing")
@@ -458,6 +613,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--num-classes", type=int, default=21)
     s.add_argument("--in-channels", type=int, default=3)
     s.add_argument("--model-arg", action="append", metavar="K=V")
+    _add_crf_args(s, "semantic softmax models: a local mean-field CRF (edgeseg.crf) behind the logits, in standard "
+                  "ONNX ops; the logits output is refined (and at input size)", window=True)
     s.set_defaults(fn=cmd_export)
 
     s = sub.add_parser("quantize", help="FP32 ONNX -> INT8 Q/DQ (calibrated) or FP16")
@@ -465,7 +622,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out")
     s.add_argument("--precision", choices=("int8", "fp16"), default="int8")
     s.add_argument("--calib-data", help="calibration images (their train split): a data set name or folder:<path> "
-                   "(default: the data set the model was trained on, else lits)")
+                   "(default: the data set the model was trained on, as its metadata records it)")
     s.add_argument("--calib-images", type=int, default=32)
     s.add_argument("--method", choices=("minmax", "entropy", "percentile"), default="minmax")
     s.add_argument("--per-tensor", action="store_true", help="per-tensor instead of per-channel weight scales")
@@ -502,6 +659,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-queue-delay-us", type=int, default=100)
     s.set_defaults(fn=cmd_triton)
 
+    s = sub.add_parser("serve", help="serve a model on a Triton Inference Server (HTTP, gRPC, metrics) until SIGTERM")
+    s.add_argument("model", help="an edgeseg .onnx (ONNX Runtime on the CPU) or an engine from 'edgeseg build' (TensorRT)")
+    s.add_argument("--http-port", type=int, default=8000)
+    s.add_argument("--grpc-port", type=int, default=8001)
+    s.add_argument("--metrics-port", type=int, default=8002)
+    s.add_argument("--host", default="0.0.0.0", help="address to listen on (default: all; 127.0.0.1: this machine only)")
+    s.add_argument("--name", help="model name (default: the file's stem)")
+    s.add_argument("--max-batch", type=int, help="largest dynamic batch (default 8; 0 for fixed-batch graphs)")
+    s.add_argument("--max-queue-delay-us", type=int, default=100, help="how long a request waits for others to batch with")
+    s.add_argument("--no-dynamic-batching", action="store_true")
+    s.add_argument("--instances", type=int, default=1, help="model instances (each its own process; they share the cores)")
+    s.add_argument("--exit-timeout", type=int, default=30, metavar="S",
+                   help="on SIGTERM, seconds to let requests in flight (and open client connections) finish")
+    s.add_argument("--max-request-mb", type=float, default=64, help="larger inputs get an error response (default 64)")
+    s.set_defaults(fn=cmd_serve)
+
     s = sub.add_parser("infer", help="image(s) -> label PNG + colour overlay; a video, stream or camera -> overlay video")
     s.add_argument("model")
     s.add_argument("images", nargs="+", metavar="SOURCE",
@@ -512,6 +685,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "finalised and renamed into place also on Ctrl-C, SIGTERM or a lost source")
     s.add_argument("--labels-dir", help="stream: a label PNG per frame (class ids; instance ids; panoptic RGB ids)")
     s.add_argument("--coco-json", help="stream, instance models: every frame's detections as COCO results")
+    s.add_argument("--image-ids", metavar="JSON", help="images, instance models: the COCO JSON the images come from; "
+                   "each <stem>_instances.json then carries its image id (default: the file stem)")
     s.add_argument("--summary", help="stream: the summary JSON (default: <out>.json, else <out-dir>/stream.json)")
     s.add_argument("--live", action=argparse.BooleanOptionalAction, default=None,
                    help="keep the newest frame and drop the rest (default: on for URLs, cameras and pipelines, off "
@@ -525,7 +700,17 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: the ones its sidecar names, from edgeseg's plugin folder, hash-checked)")
     s.add_argument("--max-pixels", type=int, help="refuse larger images and video frames before decoding them, "
                    "from the header (default 100000000, or $EDGESEG_MAX_PIXELS)")
+    _add_crf_args(s, "image files, semantic models: labels after DeepLab's fully connected CRF (pydensecrf2)")
     s.set_defaults(fn=cmd_infer)
+
+    s = sub.add_parser("check", help="an ONNX graph against TensorRT's ONNX parser (ops, opsets, dtypes, plugin nodes "
+                       "and the plugin library's creators), without TensorRT or a GPU; exit 2 on a problem")
+    s.add_argument("model", help="ONNX file")
+    s.add_argument("--target", default="tensorrt", help="tensorrt (the newest vendored table), tensorrt=VERSION "
+                   "(e.g. 10.3), or jetson (Orin, JetPack 6: TensorRT 10.3, sm_87, aarch64)")
+    s.add_argument("--plugins", help="the TensorRT plugin library to check the plugin nodes' creators in "
+                   "(default: edgeseg's plugin folder's libedgeseg_trt.so)")
+    s.set_defaults(fn=cmd_check)
 
     s = sub.add_parser("parity", help="a candidate (ONNX, any precision) against the reference, by the tolerance table")
     s.add_argument("reference", help="checkpoint (.pt) or FP32 ONNX")
@@ -566,6 +751,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--profile", action="store_true",
                    help="per-layer time of each variant (ONNX Runtime's profiler, TensorRT's IProfiler, torch.profiler) "
                    "in a pass of its own after the timed runs: top op types and layers in the report")
+    s.add_argument("--stages", action="store_true",
+                   help="with --profile: instance and panoptic graphs (ONNX Runtime variants) cut into their stages "
+                   "(backbone, RPN, RoIAlign, heads, paste; network and merge), each timed alongside the whole graph")
     s.add_argument("--out", default="runs/bench")
     s.add_argument("--name", default="bench")
     s.set_defaults(fn=cmd_bench)
@@ -575,6 +763,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--iterations", type=int, help="training steps (default 300, about 4 min on 2 cores)")
     s.add_argument("--minutes", type=float, help="also stop training after this many minutes")
     s.set_defaults(fn=cmd_quickstart)
+
+    for s in sub.choices.values():  # one memory budget for every verb (edgeseg.budgets)
+        s.add_argument("--max-bytes", type=int, help="refuse inputs (data sets, images, model runs) estimated to need more "
+                       "memory, before the work (default 1073741824, or $EDGESEG_MAX_BYTES)")
     return p
 
 
@@ -582,8 +774,23 @@ class Terminated(SystemExit):
     """SIGTERM, raised where Python was when the signal came, so ``finally`` blocks (temporary files) run."""
 
 
+_TERMINATING = (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+
+
 def _on_sigterm(signum, frame):
     raise Terminated(128 + signum)
+
+
+def _signal_in(error: BaseException):
+    """The KeyboardInterrupt or Terminated somewhere in ``error``'s chain of causes, else None."""
+    seen: set[int] = set()
+    e: BaseException | None = error
+    while e is not None and id(e) not in seen:
+        if isinstance(e, (KeyboardInterrupt, Terminated)):
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -593,9 +800,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     import threading
 
+    from edgeseg import budgets
+
     in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
+    # every signal that ends a run (not only SIGTERM) unwinds it, so temporary files are removed
+    previous = {s: signal.signal(s, _on_sigterm) for s in _TERMINATING} if in_main_thread else {}
     try:
+        budgets.set_limit("bytes", getattr(args, "max_bytes", None))
         args.fn(args)
     except EdgeSegError as e:
         print(f"edgeseg {args.verb}: error: {' '.join(str(e).split())}", file=sys.stderr)
@@ -609,9 +820,17 @@ def main(argv: list[str] | None = None) -> int:
     except Terminated as e:
         print(f"edgeseg {args.verb}: terminated", file=sys.stderr)
         return int(e.code)
+    except Exception as e:  # a library that wraps the signal in its own error (torch's exporter does)
+        cause = _signal_in(e)
+        if cause is None:
+            raise
+        print(f"edgeseg {args.verb}: {'interrupted' if isinstance(cause, KeyboardInterrupt) else 'terminated'}",
+              file=sys.stderr)
+        return 130 if isinstance(cause, KeyboardInterrupt) else int(cause.code)
     finally:
-        if in_main_thread:
-            signal.signal(signal.SIGTERM, previous)
+        budgets.set_limit("bytes", None)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
     return 0
 
 

@@ -41,5 +41,14 @@ class ExportError(EdgeSegError):
     """Export to ONNX failed."""
 
 
+class ExportCheckError(ExportError):
+    """An exported graph that does not match PyTorch (``edgeseg.export_onnx``'s check); ``report`` is the
+    ``ParityReport``, the graph is kept at ``report.path`` (``<stem>.failed.onnx``)."""
+
+    def __init__(self, what: str, fix: str = "", report=None):
+        super().__init__(what, fix)
+        self.report = report
+
+
 class SourceError(EdgeSegError):
     """A video file, stream URL, camera or pipeline that cannot be opened or read, or that changes mid-stream."""

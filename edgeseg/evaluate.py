@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from tqdm import tqdm
 
-from edgeseg.data import SegDataset, get_dataset
+from edgeseg.data import SegDataset, check_dataset_args, get_dataset
+
+BUILTIN_DATASETS = ("lits", "nuclei", "synthetic")  # the only data sets a model file's config may name
 from edgeseg.export.metadata import ModelMeta
 from edgeseg.metrics import ConfusionMatrix, SemanticScores
 from edgeseg.runtime import Session, predict
@@ -13,7 +15,9 @@ from edgeseg.runtime.prepost import model_input
 def dataset_for(meta: ModelMeta, name: str, split: str) -> SegDataset:
     """The data set ``name`` prepared the way the model was trained on it (e.g. LiTS with slice context)."""
     same = meta.config.get("dataset") == name
-    return get_dataset(name, split, **(meta.config.get("dataset_args", {}) if same else {}))
+    args = meta.config.get("dataset_args", {}) if same else {}
+    check_dataset_args(name, args)  # a model file's: of any type
+    return get_dataset(name, split, **args)
 
 
 def check_channels(dataset, meta: ModelMeta) -> None:
@@ -23,6 +27,16 @@ def check_channels(dataset, meta: ModelMeta) -> None:
 
         raise DataError(f"data set '{dataset.info.name}' has {dataset.info.in_channels}-channel images but the model takes "
                         f"{meta.in_channels}", "evaluate on the data set the model was trained for")
+
+
+def check_mask_classes(mask, i: int, dataset, meta: ModelMeta) -> None:
+    """Refuse a ground-truth mask with a class the model does not have (a data set of more classes)."""
+    from edgeseg.errors import DataError
+
+    bad = mask[(mask != meta.ignore_index) & ((mask < 0) | (mask >= meta.num_classes))]
+    if bad.size:
+        raise DataError(f"data set '{dataset.info.name}' image {i} has class index {int(bad.max())} but the model "
+                        f"'{meta.model}' has {meta.num_classes} classes", "evaluate on a data set with the model's classes")
 
 
 def check_panoptic_data(dataset, meta: ModelMeta, things: list[int] | None = None) -> None:
@@ -52,24 +66,35 @@ def calibration_batches(meta: ModelMeta, data: str, calib_data: str | None, coun
     if ds.info.notes.get("unsplit") and not calib_data:
         raise EdgeSegError(f"{name} has no train/ split: calibrating INT8 on it would calibrate on the images that are "
                            "scored", "pass --calib-data explicitly (other images), or split the folder into train/ and val/")
+    if ds.info.in_channels != meta.in_channels:
+        raise EdgeSegError(f"the calibration data set '{name}' has {ds.info.in_channels}-channel images but the model takes "
+                           f"{meta.in_channels}", "pass --calib-data with images like the model's input")
     step = max(1, len(ds) // count)
     return [model_input(ds.raw(i)[0], meta) for i in range(0, len(ds), step)][:count]
 
 
-def evaluate(session: Session, dataset, limit: int | None = None, progress: bool = True) -> SemanticScores:
+def evaluate(session: Session, dataset, limit: int | None = None, progress: bool = True, crf=None) -> SemanticScores:
+    """``crf``: an ``edgeseg.crf.CRFParams``: each image's labels after the dense CRF (the reference post-processing)."""
     meta = session.meta
     check_channels(dataset, meta)
+    if crf is not None:
+        from edgeseg.crf import check_crf_model, crf_labels
+
+        check_crf_model(meta)
     cm = ConfusionMatrix(meta.num_classes, meta.ignore_index)
     n = len(dataset) if limit is None else min(limit, len(dataset))
+    for i in range(n):  # before any image runs (and before the progress bar)
+        check_mask_classes(dataset.raw(i)[1], i, dataset, meta)
     for i in tqdm(range(n), desc=f"eval {meta.model} [{session.backend} {session.precision}]", disable=not progress, leave=False):
         image, mask = dataset.raw(i)
-        cm.update(predict(session, image)["labels"], mask)
+        cm.update(crf_labels(session, image, crf) if crf is not None else predict(session, image)["labels"], mask)
     return cm.scores()
 
 
 def evaluate_instances(session: Session, dataset, limit: int | None = None, progress: bool = True) -> dict:
     """Box and mask AP (``edgeseg.metrics.instance.APScores`` by IoU type) of an instance model on a data set
-    with instance ids; each ground-truth instance's class is the majority class of its pixels."""
+    with instance ids; each ground-truth instance's class is the majority class of its pixels. A COCO data set
+    is scored against its JSON's annotations as they are written (pycocotools' ground truth, crowds included)."""
     import numpy as np
 
     from edgeseg.errors import DataError
@@ -85,6 +110,10 @@ def evaluate_instances(session: Session, dataset, limit: int | None = None, prog
     for i in tqdm(range(n), desc=f"eval {meta.model} [{session.backend} {session.precision}]", disable=not progress, leave=False):
         image, mask = dataset.raw(i)
         found = predict(session, image, masks=True)  # at the image's size, whichever I/O form the graph has
+        coco = getattr(dataset, "coco", None)
+        if coco is not None:
+            ev.add_coco(coco["images"][i], coco["annotations"][i], coco["label_of"], found)
+            continue
         h, w = image.shape[1:]
         ids = np.asarray(instances[i])
         keys = [k for k in np.unique(ids) if k > 0]

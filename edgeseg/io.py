@@ -57,3 +57,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def check_plain_name(name: str, flag: str) -> str:
+    """Refuse an output name that is not a plain file name (separators, '..', a leading dot, NUL): every
+    output lands inside the folder the user named."""
+    import re
+
+    if not isinstance(name, str) or not re.fullmatch(r"(?!\.)[^/\\\0]{1,128}", name):
+        raise EdgeSegError(f"{flag} {str(name)[:60]!r} is not a plain file name",
+                           f"pass {flag} as 1-128 characters without '/', '\\' or a leading '.'")
+    return name

@@ -51,4 +51,6 @@ cmake --build build/cmake -j "$(nproc)" >>build/cmake.log 2>&1 || { tail -40 bui
 for lib in libedgeseg_cpu.so libedgeseg_ort.so libedgeseg_trt.so plugin_host_tests; do
   [ -f "build/cmake/$lib" ] && cp "build/cmake/$lib" "build/plugins/$lib.tmp" && mv "build/plugins/$lib.tmp" "build/plugins/$lib"
 done
+# the hashes edgeseg pins the libraries by (an engine's sidecar names a library; only these hashes are trusted)
+(cd build/plugins && sha256sum -- *.so >SHA256SUMS.tmp && mv SHA256SUMS.tmp SHA256SUMS)
 echo "[build_plugins] built: $(ls build/plugins | tr '\n' ' ')"

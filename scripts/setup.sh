@@ -22,8 +22,16 @@ if [ ! -f "$stamp" ]; then
   "$py" -m pip install -q $torch_pins
   echo "[setup] installing edgeseg and its dependencies"
   "$py" -m pip install -q -c scripts/constraints.txt -e ".[dev]"
+  # optional: the dense CRF of eval/infer --crf compiles C++; where it does not, those verbs say so and its tests skip
+  "$py" -m pip install -q -c scripts/constraints.txt "pydensecrf2==1.1" \
+    || echo "[setup] pydensecrf2 did not install: 'eval/infer --crf' are unavailable, tests/test_crf.py skips those tests"
   echo "[setup] installing the offline data packages (LiTS CT volume, stardist nuclei image)"
   "$py" -m pip install -q --no-deps liver-ct-segmentation-package==1.6.0 stardist==0.9.2
+  # edgeseg serve: Triton's server binary (nvidia-pytriton) and client. Both --no-deps: their metadata pins NumPy < 2
+  # and ml-dtypes <= 0.5.4, which only their unused parts need; their other dependencies install normally.
+  echo "[setup] installing Triton Inference Server and its client (edgeseg serve)"
+  "$py" -m pip install -q --no-deps nvidia-pytriton==0.7.0 tritonclient==2.73.0
+  "$py" -m pip install -q -c scripts/constraints.txt -e ".[serve-deps]"
   rm -f .venv/.setup-*
   touch "$stamp"
 fi

@@ -164,7 +164,7 @@ def test_minimal_sidecar(tmp_path):
 
 
 @pytest.mark.parametrize("field, value", [
-    ("channel_order", "RGBA"), ("pixel_scale", 0.5), ("pixel_scale", "1/255"), ("input_layout", "CHW"),
+    ("channel_order", "RGBA"), ("pixel_scale", 0.5), ("pixel_scale", "1/256"), ("input_layout", "CHW"),
     ("input_size", [0, 32]), ("input_size", 32), ("resize_mode", "crop"), ("output_kind", "sigmoid"),
     ("threshold", 1.5), ("threshold", True), ("output_stride", 0), ("output_stride", 2.0)])
 def test_sidecar_refuses_each_invalid_new_field(tmp_path, field, value):
@@ -262,7 +262,8 @@ def test_calibration_refuses_the_scored_images_unless_asked(byo, tmp_path, capsy
     path = tmp_path / "m.onnx"
     path.write_bytes(byo["model"].read_bytes())
     (tmp_path / "m.onnx.json").write_text(json.dumps({**BINARY_SIDECAR, "config": {"dataset": f"folder:{byo['root']}"}}))
-    assert_user_error(edgeseg_here(capsys, "quantize", path, "--out", tmp_path / "q.onnx"), "no train/ split", "--calib-data")
+    # the folder the model file names is not read at all: only built-in sets are taken from a file
+    assert_user_error(edgeseg_here(capsys, "quantize", path, "--out", tmp_path / "q.onnx"), "not built in", "--calib-data")
     assert not (tmp_path / "q.onnx").exists()
 
 
@@ -284,5 +285,56 @@ def test_pixel_scale_one_takes_0_to_255():
     image = np.random.default_rng(5).integers(0, 256, (3, 32, 32)).astype(np.float32) / 255.0
     raw = ModelMeta.validated({**BINARY_SIDECAR, "pixel_scale": 1, "mean": [127.5] * 3, "std": [127.5] * 3}, "test")
     unit = ModelMeta.validated({**BINARY_SIDECAR, "pixel_scale": 0.0039216}, "test")  # rounded 1/255 is 1/255
+    # the README's spelling, "1/255" (and "1"), as a string in a JSON sidecar
+    assert ModelMeta.validated({**BINARY_SIDECAR, "pixel_scale": "1/255"}, "test").pixel_scale == unit.pixel_scale
+    assert ModelMeta.validated({**BINARY_SIDECAR, "pixel_scale": "1", "mean": [127.5] * 3, "std": [127.5] * 3},
+                               "test").pixel_scale == 1.0
     assert np.allclose(preprocess(image, raw)[0], preprocess(image, unit)[0], atol=1e-6)
     assert np.allclose(preprocess(image, unit)[0][0], (image[::-1] - 0.5) / 0.5)
+
+
+def test_eval_header_of_an_unsplit_folder_names_no_missing_split(byo, capsys):
+    r = edgeseg_here(capsys, "eval", byo["model"], "--data", f"folder:{byo['root']}")
+    assert r.returncode == 0, r.stderr
+    assert f"{byo['root']}/val" not in r.stdout and "(no val/ split: all its images)" in r.stdout, r.stdout
+
+
+def test_parity_without_data_says_it_compares_random_inputs(byo, capsys):
+    r = edgeseg_here(capsys, "parity", byo["model"], byo["model"])
+    assert r.returncode == 0 and "no --data: comparing on random inputs" in r.stdout and "--data" in r.stdout, r.stdout
+
+
+def test_parity_delta_reads_as_its_arrow():
+    from edgeseg.parity import ParityReport
+
+    text = ParityReport("int8", miou_reference=0.1429, miou_candidate=0.1512).summary()
+    assert "0.1429 -> 0.1512 (Δ +0.83 pts)" in text, text
+    text = ParityReport("int8", kind="labels", miou_reference=0.5, miou_candidate=0.49, pixels=1).summary()
+    assert "(Δ -1.00 pts)" in text, text
+
+
+def test_fp16_sigmoid_parity_is_judged_by_decisions_not_one_pixels_error():
+    """One pixel's probability off by 0.147 on the same side of the threshold: the decisions all agree, so FP16 passes
+    and max|Δ| is reported; FP32 keeps bounding it (an FP32 error is an export bug)."""
+    from edgeseg.export.metadata import ModelMeta
+    from edgeseg.parity import compare
+
+    meta = ModelMeta.validated({**BINARY_SIDECAR, "size_divisor": 1}, "test")
+    probs = np.random.default_rng(0).uniform(0.5, 0.9, (1, 1, 16, 16)).astype(np.float32)
+    off = probs.copy()
+    off[0, 0, 3, 4] += 0.147  # still above 0.3
+
+    class Fixed:
+        backend = "onnxruntime"
+
+        def __init__(self, out, precision):
+            self.out, self.precision, self.meta = out, precision, meta
+
+        def run(self, batch):
+            return {"logits": self.out}
+
+    batches = [(np.zeros((1, 3, 16, 16), np.float32), None)]
+    fp16 = compare(Fixed(probs, "fp32"), Fixed(off, "fp16"), batches)
+    assert fp16.passed and fp16.foreground_agreement == 1.0, fp16.summary()
+    assert "max|Δ| 0.147" in fp16.summary()
+    assert not compare(Fixed(probs, "fp32"), Fixed(off, "fp32"), batches).passed

@@ -92,6 +92,16 @@ def test_quantize_failure_leaves_no_file(small_onnx, tmp_path):
     assert not out.exists() and not list(tmp_path.glob(".q.onnx*"))
 
 
+def test_quantize_without_calib_data_names_it(small_onnx, tmp_path):
+    """A model that records no training data set: no silent fallback to lits, the one line names --calib-data;
+    calibration images of another channel count are named as the calibration data set's."""
+    out = tmp_path / "q.onnx"
+    assert_user_error(edgeseg("quantize", small_onnx / "m.onnx", "--out", out), "no data set", "--calib-data")
+    assert_user_error(edgeseg("quantize", small_onnx / "m.onnx", "--out", out, "--calib-data", "synthetic"),
+                      "calibration data set 'synthetic'", "3-channel", "--calib-data")
+    assert not out.exists()
+
+
 def test_missing_data_package(small_onnx, tmp_path):
     # a fresh venv-less interpreter view: hide the installed distribution from importlib.metadata
     code = ("import importlib.metadata as md, sys\n"

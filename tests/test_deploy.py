@@ -7,6 +7,7 @@ import torch
 
 import edgeseg
 from edgeseg.errors import InputError
+from edgeseg.export.check import check_model
 from edgeseg.export.deploy import float_twin
 from edgeseg.models import create
 from edgeseg.ops.native import plugin_dir
@@ -28,6 +29,10 @@ def _export(model, tmp_path_factory, flavour, sample, **kw):
     report = edgeseg.export_onnx(model, folder / "frames.onnx", io="frames", flavour=flavour, sample=sample, **kw)
     print(report.summary())
     assert report.passed, report.summary()
+    if flavour == "tensorrt":  # what TensorRT's parser would refuse, found here (edgeseg check)
+        for target in ("tensorrt", "jetson"):
+            problems = check_model(folder / "frames.onnx", target).problems
+            assert not problems, "\n".join(map(str, problems))
     # the reference: the float pipeline in PyTorch (its ONNX export is held to PyTorch by the export tests)
     return report.meta, open_session(folder / "frames.onnx"), open_session(model, "torch", meta=float_twin(report.meta))
 
@@ -143,3 +148,17 @@ def test_deploy_graph_through_eval_and_parity_verbs(semantic, tmp_path):
     assert abs(a.miou - b.miou) < 0.02
     x = to_frame(ds.raw(0)[0])
     assert predict(frames, x)["labels"].shape == x.shape[:2]
+
+
+def test_deploy_graph_through_bench(semantic):
+    """``edgeseg bench`` on a deploy graph: timed on uint8 frames, scored and checked through ``predict``."""
+    from edgeseg.bench import bench_files
+
+    meta, frames, _ = semantic
+    if meta.flavour == "tensorrt":
+        pytest.skip("the bench does not depend on the flavour")
+    report = bench_files([frames.path], "synthetic", variants=("onnxruntime:fp32",), repeats=2, warmup=1, examples=1,
+                         check_images=1, progress=False, log=lambda *_: None)
+    row = report["rows"][0]
+    assert row["backend"] == "onnxruntime" and row["accuracy_metric"] == "mIoU" and row["latency_ms_median"] > 0
+    assert row["accuracy"] is not None and 0 <= row["accuracy"] <= 1

@@ -169,6 +169,41 @@ def test_pixel_budget_is_checked_from_the_header_before_decoding(tmp_path, monke
         load_image(small, 1)
 
 
+@pytest.mark.parametrize("mode", ["1", "L", "LA", "P", "RGBA", "CMYK", "YCbCr", "LAB", "I;16", "I", "F"])
+def test_every_image_mode_has_a_defined_result(tmp_path, mode):
+    # Wide modes (16-bit, signed 32-bit, float) by the image's own range; the rest through Pillow's conversion.
+    # Saved as TIFF under a .png name where PNG cannot hold the mode: decoders go by content, not by suffix.
+    rng = np.random.default_rng(0)
+    if mode in ("I", "F"):
+        values = rng.normal(0, 1e6, (6, 5)) if mode == "I" else rng.normal(0, 1e30, (6, 5))
+        im = Image.fromarray(values.astype(np.int32 if mode == "I" else np.float32), mode)
+    elif mode == "I;16":
+        im = Image.fromarray(rng.integers(0, 65535, (6, 5)).astype(np.uint16))
+    else:
+        im = Image.fromarray(rng.integers(0, 255, (6, 5, 3)).astype(np.uint8), "RGB").convert(mode)
+    path = tmp_path / "x.png"
+    im.save(path, format="PNG" if mode in ("1", "L", "LA", "P", "RGBA", "I;16") else "TIFF")
+    for channels in (1, 3):
+        a = load_image(path, channels)
+        assert a.shape == (channels, 6, 5) and a.dtype == np.float32
+        assert np.isfinite(a).all() and a.min() >= 0 and a.max() <= 1 + 1e-6, (mode, a.min(), a.max())
+    if mode in ("I", "F"):  # signed values are stretched over [0, 1]
+        assert a.min() == 0 and a.max() == pytest.approx(1)
+
+
+def test_model_allocations_are_estimated_before_the_run():
+    from edgeseg.runtime.prepost import preprocess, run_bytes
+
+    meta = ModelMeta(model="m", task="instance", class_names=["bg", "a"], in_channels=3, mean=[0.5] * 3, std=[0.25] * 3,
+                     max_detections=1000, config={"proposals": 2000})
+    assert run_bytes(meta, (1024, 1024)) > 12 * 1000 * 1024 * 1024  # D full-size masks
+    with pytest.raises(InputError, match="--max-bytes"):
+        preprocess(np.zeros((3, 1024, 1024), np.float32), meta)
+    small = ModelMeta(model="m", class_names=["a", "b"], in_channels=1, mean=[0.5], std=[0.25], size_divisor=1024)
+    with pytest.raises(InputError, match="100352×1024 input"):  # a 1×100000 strip padded to the divisor
+        preprocess(np.zeros((1, 1, 100_000), np.float32), small)
+
+
 def test_one_bit_masks_are_single_channel(tmp_path):
     path = tmp_path / "m.png"
     bits = np.zeros((6, 8), bool)
@@ -253,8 +288,9 @@ def test_an_output_under_a_regular_file_is_one_error(tmp_path):
     check_writable_folder(tmp_path / "new" / "sub" / "out.onnx")  # folders to be made are fine
 
 
-def test_sigterm_mid_write_leaves_no_temporary_file(tmp_path):
-    # The CLI's SIGTERM handler raises SystemExit where Python is, so atomic_path's cleanup runs.
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT], ids=lambda s: s.name)
+def test_a_terminating_signal_mid_write_leaves_no_temporary_file(tmp_path, sig):
+    # The CLI's handler raises SystemExit where Python is, so atomic_path's cleanup runs (SIGQUIT: no core dump).
     code = ("import sys, time\n"
             "from edgeseg import cli\n"
             "from edgeseg.io import atomic_path\n"
@@ -270,11 +306,26 @@ def test_sigterm_mid_write_leaves_no_temporary_file(tmp_path):
                             text=True)
     assert proc.stdout.readline().strip() == "writing"
     assert list(tmp_path.glob(".out.onnx.*.tmp"))
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert proc.returncode == 128 + sig, err
     assert "Traceback" not in err and "terminated" in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_signal_a_library_wrapped_in_its_own_error_is_still_one_line(monkeypatch, capsys):
+    # Ctrl-C during export: torch's exporter re-raises the KeyboardInterrupt as its own error
+    from edgeseg import cli
+
+    def wrapped(a):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as e:
+            raise RuntimeError("the exporter failed") from e
+
+    monkeypatch.setattr(cli, "cmd_zoo", wrapped)
+    assert cli.main(["zoo"]) == 130
+    assert capsys.readouterr().err.strip() == "edgeseg zoo: interrupted"
 
 
 class _CountsCalls(torch.nn.Module):
@@ -294,9 +345,13 @@ def test_an_export_that_fails_parity_is_not_left_under_the_requested_name(tmp_pa
     import edgeseg
 
     meta = ModelMeta(model="counts", class_names=["a", "b"], in_channels=1, mean=[0.5], std=[0.25], size_divisor=1)
-    report = edgeseg.export_onnx(_CountsCalls(), tmp_path / "m.onnx", meta=meta, exporter="legacy",
-                                 sample=torch.randn(1, 1, 16, 16))
-    assert not report.passed
+    from edgeseg.errors import ExportCheckError
+
+    with pytest.raises(ExportCheckError, match="m.failed.onnx") as raised:  # raised, as the CLI exits 2
+        edgeseg.export_onnx(_CountsCalls(), tmp_path / "m.onnx", meta=meta, exporter="legacy",
+                            sample=torch.randn(1, 1, 16, 16))
+    report = raised.value.report
+    assert not report.passed and "\n" not in str(raised.value)
     assert not (tmp_path / "m.onnx").exists()
     assert report.path == tmp_path / "m.failed.onnx" and report.path.is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.failed.onnx"]
@@ -359,16 +414,22 @@ def test_plugin_libraries_come_from_the_plugin_folder_checked_by_hash(tmp_path):
 
     folder = tmp_path / "plugins"
     lib, digest = _lib(folder, "libedgeseg_trt.so")
-    assert plugin_record([lib]) == [{"name": "libedgeseg_trt.so", "sha256": digest}]
-    assert resolve_plugin_libraries([{"name": "libedgeseg_trt.so", "sha256": digest}], folder=folder) == [lib.resolve()]
+    record = [{"name": "libedgeseg_trt.so", "sha256": digest}]
+    with pytest.raises(BackendError, match="has no SHA256SUMS"):  # a folder whose build recorded nothing
+        resolve_plugin_libraries(record, folder=folder)
+    (folder / "SHA256SUMS").write_text(f"{digest}  libedgeseg_trt.so\n")  # what scripts/build_plugins.sh writes
+    assert plugin_record([lib]) == record
+    assert resolve_plugin_libraries(record, folder=folder) == [lib.resolve()]
     assert resolve_plugin_libraries([], folder=folder) == []
+    other, other_digest = _lib(folder, "libother.so", b"a file dropped into the folder")  # not of edgeseg's build
     refused = [
-        ([{"name": "libedgeseg_trt.so", "sha256": "0" * 64}], "sha256 differs"),
+        ([{"name": "libedgeseg_trt.so", "sha256": "0" * 64}], "not one this plugin build recorded"),
+        ([{"name": "libother.so", "sha256": other_digest}], "not one this plugin build recorded"),  # its own true hash
         ([{"name": "libedgeseg_trt.so"}], "not a name and a sha256"),
         (["/tmp/evil.so"], "not a name and a sha256"),  # the old format: a path
         ([{"name": "/tmp/evil.so", "sha256": digest}], "not a plain file name"),
         ([{"name": "../evil.so", "sha256": digest}], "not a plain file name"),
-        ([{"name": "libmissing.so", "sha256": digest}], "not found"),
+        ([{"name": "libmissing.so", "sha256": digest}], "not one this plugin build recorded"),
         ("libedgeseg_trt.so", "not a list"),
     ]
     outside, _ = _lib(tmp_path / "elsewhere", "libevil.so")
@@ -377,6 +438,9 @@ def test_plugin_libraries_come_from_the_plugin_folder_checked_by_hash(tmp_path):
     for recorded, words in refused:
         with pytest.raises(BackendError, match=words):
             resolve_plugin_libraries(recorded, folder=folder)
+    lib.write_bytes(b"swapped after the build")  # the pinned name, other content
+    with pytest.raises(BackendError, match="sha256 differs"):
+        resolve_plugin_libraries(record, folder=folder)
 
 
 def test_explicit_plugin_libraries_are_hash_checked_against_the_record(tmp_path):

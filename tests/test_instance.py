@@ -60,7 +60,7 @@ def test_nms_keep_equals_torchvision_batched_nms():
         assert set(keep[i].nonzero().flatten().tolist()) == set(want.tolist())
 
 
-@pytest.mark.parametrize("size", [(128, 160), (96, 64)])
+@pytest.mark.parametrize("size", [(128, 160), (96, 64), (100, 150)])  # 100×150: zero padding, boxes clipped to the image
 def test_maskrcnn_matches_torchvision_pipeline(size):
     assert_matches_torchvision(small(), torch.randn(2, 3, *size))
 
@@ -123,6 +123,20 @@ def test_maskrcnn_exports_and_matches_in_onnxruntime(flavour, tmp_path):
         assert len(results) == 12 and all(r["bbox"][0] + r["bbox"][2] <= 70.001 for r in results)
         assert np.asarray(Image.open(tmp_path / "out" / "a_ids.png")).shape == (50, 70)
         assert np.asarray(Image.open(tmp_path / "out" / "a_instances.png")).shape == (50, 70, 3)
+        # images from a COCO set: results carry its image and category ids, so pycocotools' loadRes takes them
+        import contextlib
+        import io
+
+        from pycocotools.coco import COCO
+        gt = {"images": [{"id": 42, "file_name": "val/a.png", "height": 50, "width": 70}], "annotations": [],
+              "categories": [{"id": c, "name": str(c)} for c in (9, 5, 7)]}
+        (tmp_path / "gt.json").write_text(json.dumps(gt))
+        assert main(["infer", str(tmp_path / "m.onnx"), str(tmp_path / "a.png"), "--out-dir", str(tmp_path / "ids"),
+                     "--image-ids", str(tmp_path / "gt.json")]) == 0
+        results = json.loads((tmp_path / "ids" / "a_instances.json").read_text())
+        assert {r["image_id"] for r in results} == {42} and {r["category_id"] for r in results} <= {5, 7, 9}
+        with contextlib.redirect_stdout(io.StringIO()):
+            assert len(COCO(str(tmp_path / "gt.json")).loadRes(results).anns) == len(results)
 
 
 def test_match_detections_is_by_overlap_not_slot():
@@ -230,24 +244,47 @@ def test_torchvision_maskrcnn_through_export_onnx(builder, flavour, tmp_path):
         pytest.skip("libedgeseg_ort.so not built (scripts/build_plugins.sh could not fetch ONNX Runtime's headers)")
     torch.manual_seed(0)
     net = spread_scores(getattr(torchvision.models.detection, builder)(
-        weights=None, weights_backbone=None, num_classes=5, box_detections_per_img=8,
+        weights=None, weights_backbone=None, num_classes=5, box_detections_per_img=20,
         rpn_pre_nms_top_n_test=60, rpn_post_nms_top_n_test=60)).eval()
     report = edgeseg.export_onnx(net, tmp_path / "tv.onnx", flavour=flavour)
     assert report.passed and report.matched == report.detections > 0, report.summary()
     meta = report.meta
     assert meta.task == "instance" and meta.model == "torchvision_maskrcnn" and meta.num_classes == 5
-    assert meta.mean == pytest.approx(list(net.transform.image_mean)) and meta.max_detections == 8
+    assert meta.mean == pytest.approx(list(net.transform.image_mean)) and meta.max_detections == 20
     from edgeseg.runtime import open_session
 
-    x = torch.randn(1, 3, 96, 160)
-    out = open_session(tmp_path / "tv.onnx").run(x.numpy())
-    with torch.no_grad():
-        (theirs,) = torchvision_pipeline(net, x)
-    k = int(out["num_detections"][0])
-    assert k == len(theirs["boxes"]) > 0
-    m = match_detections(out["boxes"][0, :k], out["scores"][0, :k], out["labels"][0, :k],
-                         theirs["boxes"].numpy(), theirs["labels"].numpy())
-    assert len(m.pairs) == k and m.ious.min() > 0.99
+    from edgeseg.metrics.instance import detections
+    from edgeseg.parity import held_box_iou
+    from edgeseg.runtime.prepost import preprocess
+    from edgeseg.tolerances import tolerance
+
+    session = open_session(tmp_path / "tv.onnx")
+    g = torch.Generator().manual_seed(1)
+    for size in ((300, 400), (320, 416)):  # 300×400: torchvision pads with zeros and clips boxes to the image
+        image = torch.rand(3, *size, generator=g)
+        x, hw = preprocess(image.numpy(), meta)
+        ours = detections(session.run(x), 0, hw)
+        theirs = torchvision_eager(net, image)
+        k = len(ours["boxes"])
+        assert k == len(theirs["boxes"]) > 0
+        m = match_detections(ours["boxes"], ours["scores"], ours["labels"], theirs["boxes"].numpy(), theirs["labels"].numpy())
+        # random heads give many boxes a fraction of a pixel tall: those are held by corners (the tolerance table's rule)
+        held = [held_box_iou(theirs["boxes"][b].numpy(), ours["boxes"][a], iou, tolerance("fp32", "instance"))
+                for (a, b), iou in zip(m.pairs, m.ious)]
+        assert len(m.pairs) == k and (np.array(held) >= 0.99).sum() >= 0.95 * k, (size, m.ious, held)
+
+
+def torchvision_eager(net, image):
+    """torchvision's own forward (its transform: normalise, zero padding, clipping, paste), its resize made the identity."""
+    h, w = image.shape[-2:]
+    transform = net.transform
+    saved = transform.min_size, transform.max_size
+    transform.min_size, transform.max_size = (min(h, w),), max(h, w)  # scale 1: bilinear resize to the same size
+    try:
+        with torch.no_grad():
+            return net.eval()([image])[0]
+    finally:
+        transform.min_size, transform.max_size = saved
 
 
 def test_torchvision_state_dict_is_recognised(tmp_path):
@@ -265,9 +302,128 @@ def test_torchvision_state_dict_is_recognised(tmp_path):
     assert model.class_names[1] == "person" and len(model.class_names) == 91  # torchvision's COCO names
     for a, b in zip(model.net.state_dict().values(), net.state_dict().values()):
         assert torch.equal(a, b)
+    # --model-arg at export: torchvision's settings a state dict does not hold (score threshold, detections per image)
+    tuned, _ = load_model_file(tmp_path / "w.pth", {"box_score_thresh": 0.3, "box_detections_per_img": 7})
+    assert tuned.max_detections == 7 and tuned.net.roi_heads.score_thresh == 0.3
+    with pytest.raises(ModelError, match="base_width=3 is not a torchvision Mask R-CNN setting"):
+        load_model_file(tmp_path / "w.pth", {"base_width": 3})
+    from edgeseg.cli import main
+    assert main(["export", str(tmp_path / "w.pth"), "--model-arg", "box_score_thresh=7", "--out", str(tmp_path / "x.onnx")]) == 2
+    # parity, eval and infer open the state dict as export does (the torch backend)
+    from edgeseg.runtime import open_session
+    session = open_session(tmp_path / "w.pth", "torch")
+    assert session.meta.task == "instance" and session.meta.num_classes == 91 and session.meta.model == "maskrcnn_resnet50_fpn_v2"
+    assert session.run(np.zeros((1, 3, 64, 80), np.float32))["masks"].shape == (1, 100, 64, 80)
     torch.save({"roi_heads.box_predictor.cls_score.weight": torch.zeros(3, 8)}, tmp_path / "bad.pth")
     with pytest.raises(ModelError, match="do not fit torchvision's maskrcnn_resnet50_fpn"):
         load_model_file(tmp_path / "bad.pth")
     torch.save({"weights": torch.zeros(3)}, tmp_path / "other.pth")
     with pytest.raises(ModelError, match="not an edgeseg checkpoint"):
         load_model_file(tmp_path / "other.pth")
+
+
+def test_eval_on_coco_json_equals_pycocotools_on_the_file(tmp_path):
+    """eval on a COCO set scores against the JSON's own annotations (overlapping polygons), so its AP
+    is pycocotools' run directly on the file with the same predictions, whatever the id map draws on top."""
+    import contextlib
+    import io
+    import json
+
+    from PIL import Image
+    from pycocotools import mask as rle
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    from edgeseg.data import get_dataset
+    from edgeseg.evaluate import evaluate_instances
+    from edgeseg.export.metadata import ModelMeta
+
+    h, w = 40, 50
+    polys = {1: [[[5, 5, 35, 5, 35, 30, 5, 30]], [[20, 15, 45, 15, 45, 38, 20, 38]]],   # the two overlap
+             2: [[[2, 2, 30, 2, 30, 20, 2, 20]], [[10, 8, 25, 8, 25, 35, 10, 35]]]}
+    cats = {1: 7, 2: 3}  # non-contiguous category ids
+    anns, images, preds = [], [], {}
+    for image_id, shapes in polys.items():
+        Image.fromarray(np.full((h, w, 3), 100 * image_id, np.uint8)).save(tmp_path / f"{image_id}.png")
+        images.append({"id": image_id, "file_name": f"{image_id}.png", "height": h, "width": w})
+        masks = []
+        for k, poly in enumerate(shapes):
+            m = rle.decode(rle.merge(rle.frPyObjects(poly, h, w))).astype(bool)
+            anns.append({"id": len(anns) + 1, "image_id": image_id, "category_id": cats[k + 1], "iscrowd": 0,
+                         "segmentation": poly, "area": float(m.sum()), "bbox": [float(poly[0][0]), float(poly[0][1]),
+                                                                                float(poly[0][2] - poly[0][0]), float(poly[0][5] - poly[0][1])]})
+            masks.append(m)
+        masks.append(np.roll(masks[0], 2, axis=1))  # a second guess at the first object, scored lower
+        labels = np.array([1, 2, 1])
+        boxes = np.array([[np.nonzero(m)[1].min(), np.nonzero(m)[0].min(), np.nonzero(m)[1].max() + 1,
+                           np.nonzero(m)[0].max() + 1] for m in masks], np.float32)
+        preds[image_id] = {"boxes": boxes, "scores": np.array([0.9, 0.8, 0.3], np.float32), "labels": labels,
+                           "masks": np.stack(masks).astype(np.float32)}
+    (tmp_path / "gt.json").write_text(json.dumps({"images": images, "annotations": anns,
+                                                  "categories": [{"id": 3, "name": "b"}, {"id": 7, "name": "a"}]}))
+    ds = get_dataset(f"coco:{tmp_path},{tmp_path / 'gt.json'}", "val")
+    assert ds.info.class_names == ("background", "b", "a")  # labels by category id: 3 -> 1, 7 -> 2
+    label_of = {7: 2, 3: 1}
+    order = [im["id"] for im in ds.coco["images"]]
+
+    class Replay:  # a session that answers each image with its fixed predictions, in the data set's order
+        backend, precision = "replay", "fp32"
+        meta = ModelMeta(model="replay", task="instance", class_names=["background", "b", "a"], size_divisor=1,
+                         max_detections=3)
+        calls = iter(order)
+
+        def run(self, x):
+            p = preds[next(self.calls)]
+            to_model = np.array([label_of[cats[int(c)]] for c in p["labels"]])
+            return {"boxes": p["boxes"][None], "scores": p["scores"][None], "labels": to_model[None],
+                    "masks": p["masks"][None], "num_detections": np.array([3])}
+
+    ours = evaluate_instances(Replay(), ds, progress=False)
+    results = []
+    for image_id, p in preds.items():
+        for box, score, label, m in zip(p["boxes"], p["scores"], p["labels"], p["masks"]):
+            code = rle.encode(np.asfortranarray(m.astype(np.uint8)))
+            code["counts"] = code["counts"].decode()
+            results.append({"image_id": image_id, "category_id": cats[int(label)], "score": float(score),
+                            "bbox": [float(box[0]), float(box[1]), float(box[2] - box[0]), float(box[3] - box[1])],
+                            "segmentation": code})
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(tmp_path / "gt.json"))
+        dt = gt.loadRes(results)
+        for kind in ("bbox", "segm"):
+            e = COCOeval(gt, dt, kind)
+            e.evaluate(), e.accumulate(), e.summarize()
+            assert ours[kind].ap == pytest.approx(e.stats[0]) and ours[kind].ap75 == pytest.approx(e.stats[2]), kind
+    assert ours["segm"].ap == pytest.approx(1.0)  # each prediction is its polygon, overlap included
+
+
+def test_degenerate_boxes_are_held_by_corners_not_iou():
+    """A box 0.02 px tall loses IoU to any rounding: the tolerance table holds such pairs by their corners."""
+    from edgeseg.parity import judge_instances
+    from edgeseg.tolerances import DEGENERATE_BOX_PX
+
+    def found(boxes):
+        boxes = np.array(boxes, np.float32)
+        return {"boxes": boxes, "scores": np.array([0.9] * len(boxes), np.float32), "labels": np.ones(len(boxes), np.int64),
+                "masks": np.zeros((len(boxes), 8, 8), np.float32)}
+
+    flat = found([[10.0, 20.0, 40.0, 20.02], [0, 0, 30, 30]])
+    moved = found([[10.0, 20.005, 40.0, 20.02], [0, 0, 30, 30]])   # IoU 0.75, corners within 0.005 px
+    assert 0.02 < DEGENERATE_BOX_PX
+    report = judge_instances([(flat, moved)], "fp32")
+    assert report.passed, report.summary()
+    far = found([[10.0, 20.0, 40.5, 20.02], [0, 0, 30, 30]])        # a corner 0.5 px off: still refused
+    assert not judge_instances([(flat, far)], "fp32").passed
+    wide = found([[10, 10, 30, 30], [0, 0, 30, 30]])                  # a real box: by IoU, as before
+    assert not judge_instances([(wide, found([[10, 10, 30, 30.5], [0, 0, 30, 30]]))], "fp32").passed
+
+
+# ~2.5 min on 2 cores (default 1000 proposals, D = 100): the portable flavour only; the tensorrt flavour's surgery is
+# held on the same graph by test_maskrcnn_exports_and_matches_in_onnxruntime.
+@pytest.mark.slow
+def test_zoo_maskrcnn_resnet50_passes_its_export_check(tmp_path):
+    """Issue 19.3: the zoo's maskrcnn_resnet50_fpn as created (num_classes=3, seed 0) passes edgeseg.export_onnx's own
+    check (before: 'a matched box IoU 0.9869 < 0.99', and only m.failed.onnx was left)."""
+    torch.manual_seed(0)
+    report = edgeseg.export_onnx(create("maskrcnn_resnet50_fpn", num_classes=3), tmp_path / "m.onnx")
+    assert report.passed and report.detections > 0 and (tmp_path / "m.onnx").is_file(), report.summary()

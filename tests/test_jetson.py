@@ -20,6 +20,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edgeseg.deploy.jetson import (PowerSampler, parse_jetson_clocks, parse_nvpmodel, parse_tegrastats,
@@ -206,10 +207,48 @@ def test_scripts_refuse_off_jetson():
 
 
 def test_bench_hook_is_off_unless_asked(monkeypatch):
-    from edgeseg.bench import _power_sampler
+    """cmd_bench builds the sampler (deploy/) and passes it to bench as a Probe: bench never imports deploy/."""
+    from edgeseg.deploy.jetson import power_sampler_from_env
 
     monkeypatch.delenv("EDGESEG_POWER_INTERVAL_MS", raising=False)
-    assert _power_sampler() is None
+    assert power_sampler_from_env() is None
     monkeypatch.setenv("EDGESEG_POWER_INTERVAL_MS", "50")
-    p = _power_sampler()
+    p = power_sampler_from_env()
     assert isinstance(p, PowerSampler) and p.interval_ms == 50
+    monkeypatch.setenv("EDGESEG_POWER_INTERVAL_MS", "fast")
+    with pytest.raises(EdgeSegError, match="EDGESEG_POWER_INTERVAL_MS"):
+        power_sampler_from_env()
+
+
+def test_bench_rows_take_a_probes_fields():
+    """A probe (here a stand-in for the tegrastats sampler) is entered around the timed runs; a one-variant run's row
+    gets its fields, computed from that row's throughput."""
+    from edgeseg.bench import measure
+
+    class Probe:
+        entered = exited = 0
+
+        def __enter__(self):
+            Probe.entered += 1
+            return self
+
+        def __exit__(self, *exc):
+            Probe.exited += 1
+
+        def fields(self, throughput_ips=None):
+            return {"power_w_mean": 5.0, "fps_per_watt": throughput_ips / 5.0}
+
+    class Session:
+        backend, device = "onnxruntime", "cpu"
+
+        def run(self, batch):
+            return {}
+
+    from edgeseg.export import default_meta
+    from edgeseg.models import create
+
+    meta = default_meta(create("unet_padded", num_classes=3, base_width=4, depth=2))
+    rows, _ = measure({"onnxruntime:fp32": Session()}, {}, meta, np.zeros((1, 3, 8, 8), np.float32), 1, 3, probe=Probe())
+    (row,) = rows
+    assert Probe.entered == Probe.exited == 1
+    assert row["power_w_mean"] == 5.0 and row["fps_per_watt"] == pytest.approx(row["throughput_ips"] / 5.0)

@@ -13,9 +13,11 @@ from torch.nn import functional as F
 from edgeseg.errors import EdgeSegError
 from edgeseg.export import export_onnx
 from edgeseg.models import create, list_models
+from edgeseg.models.realtime import PAPER as REALTIME
 from edgeseg.parity import compare, random_batches
 from edgeseg.quant import convert_fp16, quantize_int8
 from edgeseg.runtime import open_session
+from test_check import assert_tensorrt_ready
 
 # The smallest widths the builders allow; models without a width argument are built as they are.
 TINY = {"unet": {"base_width": 4}, "unet_padded": {"base_width": 4, "depth": 2}, "segnet": {"width_mult": 0.0625},
@@ -36,7 +38,7 @@ FAST = {"unet", "unet_padded", "segnet", "deeplabv3plus_resnet18_os16", "fcdense
 CLASSIFIER = {**{f"fcn{s}s_{b}": "score_fr" for s in (8, 16, 32) for b in ("resnet18", "vgg16")},
               **{f"hrnetv2_{c}": "classifier" for c in ("w18_small", "w18", "w48")}}
 # Its INT8 calibration alone took 17 min; deeplabv3plus_internimage_cpu (same blocks, fewer) stands for it.
-TOO_SLOW_TO_EXPORT = {"deeplabv3plus_internimage_t"}
+TOO_SLOW_TO_EXPORT = {"deeplabv3plus_internimage_t", *REALTIME}  # the real-time zoo: INT8 rows in tests/test_realtime.py
 # The legacy exporter is 3-8x faster than dynamo here; SegNet's MaxUnpool exports with dynamo only.
 DYNAMO_ONLY = {"segnet"}
 
@@ -66,6 +68,7 @@ def read_principal_directions(model: nn.Module, classifier: nn.Conv2d, side: int
 def _check(fp32, meta, side, tmp_path):
     """FP16 and INT8 of ``fp32`` load and pass parity against it; returns both reports."""
     reference = open_session(fp32)
+    assert_tensorrt_ready(fp32)
     calibration = [b for b, _ in random_batches(meta, [(side, side)] * 4, seed=1)]
     reports = {}
     for precision in ("fp16", "int8"):
@@ -76,6 +79,7 @@ def _check(fp32, meta, side, tmp_path):
             quantize_int8(fp32, out, calibration)
         candidate = open_session(out)
         assert candidate.precision == precision
+        assert_tensorrt_ready(out, int8=precision == "int8")  # edgeseg check, both targets (tests/test_check.py)
         reports[precision] = compare(reference, candidate, random_batches(meta, [(side, side)]))
         assert reports[precision].passed, f"{meta.model} {reports[precision].summary()}"
     return reports
@@ -172,10 +176,11 @@ def test_fp16_that_fails_parity_writes_nothing(tmp_path, monkeypatch):
     _foreign(path, 13)
     convert = fp16.to_fp16
 
-    def broken(model):  # zero the first convolution's weights after conversion
+    def broken(model):  # negate the classifier after conversion: every decision flips (FP16 is judged by decisions)
         out = convert(model)
-        w = next(t for t in out.graph.initializer if t.name == "a.weight")
-        w.CopyFrom(onnx.numpy_helper.from_array(np.zeros(onnx.numpy_helper.to_array(w).shape, np.float16), w.name))
+        for t in out.graph.initializer:
+            if t.name in ("c.weight", "c.bias"):
+                t.CopyFrom(onnx.numpy_helper.from_array(-onnx.numpy_helper.to_array(t), t.name))
         return out
 
     monkeypatch.setattr(fp16, "to_fp16", broken)

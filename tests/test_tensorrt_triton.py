@@ -78,7 +78,7 @@ def test_tensorrt_plan_repository_from_the_engine_sidecar(onnx_file, tmp_path, m
     engine.write_bytes(b"plan bytes")
     sidecar = {**asdict(meta), "precision": "fp16", "tensorrt_version": "10.3.0.30", "gpu": "Orin",
                "shapes": [{"name": "input", "min": [1, 3, 256, 256], "opt": [1, 3, 512, 512], "max": [4, 3, 1024, 1024]}],
-               "io": graph_io(proto), "plugin_libraries": []}
+               "bindings": graph_io(proto), "plugin_libraries": []}
     Path(str(engine) + ".json").write_text(json.dumps(sidecar))
     folder = write_triton_repository(engine, tmp_path / "repo", name="seg_trt", version=3)
     assert (folder / "3" / "model.plan").read_bytes() == b"plan bytes"
@@ -89,7 +89,7 @@ def test_tensorrt_plan_repository_from_the_engine_sidecar(onnx_file, tmp_path, m
         write_triton_repository(engine, tmp_path / "repo2", max_batch_size=8)
     with pytest.raises(DeployError, match="GPU only"):
         write_triton_repository(engine, tmp_path / "repo2", kind="cpu")
-    del sidecar["io"]
+    del sidecar["bindings"]
     Path(str(engine) + ".json").write_text(json.dumps(sidecar))
     with pytest.raises(DeployError, match="no input/output table"):
         write_triton_repository(engine, tmp_path / "repo2")

@@ -37,18 +37,12 @@ def accuracy(session: Session, dataset) -> dict:
 
 
 def predictions(session: Session, dataset, indices: list[int]) -> list:
-    """The variant's decision on each of ``indices``: an H×W label map (semantic), the detections (instance)."""
-    from edgeseg.metrics.instance import detections
-    from edgeseg.runtime import labels_from_outputs, preprocess
+    """The variant's decision on each of ``indices`` (either I/O form): an H×W label map (semantic), the detections
+    (instance), the segment-id map (panoptic)."""
+    from edgeseg.runtime import predict
 
-    meta, out = session.meta, []
+    out = []
     for i in indices:
-        x, size = preprocess(dataset.raw(i)[0], meta)
-        y = session.run(x)
-        if meta.task == "instance":
-            out.append(detections(y, 0, size))
-        elif meta.task == "panoptic":
-            out.append(y["panoptic"][0, : size[0], : size[1]])
-        else:
-            out.append(labels_from_outputs(y, meta, size)[0])
+        found = predict(session, dataset.raw(i)[0], masks=session.meta.task == "instance")
+        out.append({"semantic": found.get("labels"), "instance": found, "panoptic": found.get("panoptic")}[session.meta.task])
     return out

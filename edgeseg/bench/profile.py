@@ -235,7 +235,8 @@ def panoptic_stage_cuts(graph) -> dict[str, list[str]]:
         nan = [i for i, n in enumerate(nodes) if n.op_type == "IsNaN"]
         entry = [max(nan, key=lambda i: len(flow.upstream(i)))] if nan else []
     if not entry:
-        raise OnnxFileError("no panoptic paste in the graph (EdgeSegPanopticPaste, or the portable paste's score ranking)",
+        raise OnnxFileError("no panoptic paste in the graph (EdgeSegPanopticPaste, or the portable paste's "
+                            "score ranking)",
                             "cut panoptic graphs exported by edgeseg into stages (--stages)")
     merge = set(entry).union(*(flow.downstream(i) for i in entry))
     frontier = sorted({t for i in merge for t in flow.inputs[i] if flow.producer.get(t) not in merge})
@@ -262,7 +263,8 @@ def split_stages(model, cuts: dict[str, list[str]]) -> list[tuple[str, Any]]:
     members = {s: [i for i in range(len(flow.nodes)) if stage_of.get(i, REST_STAGE) == s] for s in names}
     # Nodes that read no graph input compute constants (ONNX Runtime folds them): each stage gets its own copy of the
     # ones it reads, so that a folded constant (a large mask, an index table) never crosses a cut as a tensor to copy.
-    live = set().union(*(flow.downstream(i) | {i} for t in (v.name for v in graph.input) for i in flow.consumers.get(t, [])))
+    readers = [i for v in graph.input for i in flow.consumers.get(v.name, [])]
+    live = set(readers).union(*(flow.downstream(i) for i in readers))
     for s in names:
         computed = [i for i in members[s] if i in live]
         members[s] = sorted(set(computed) | {j for i in computed for j in flow.upstream(i) if j not in live})
@@ -275,7 +277,8 @@ def split_stages(model, cuts: dict[str, list[str]]) -> list[tuple[str, Any]]:
     # inference on a stage can go wrong (a Resize's sizes computed from an input's Shape)
     info = {v.name: v for v in [*graph.value_info, *graph.input, *graph.output]}
     if any(t not in info and t not in weights for ins in flow.inputs for t in ins):  # shapes and types inferred once
-        info.update({v.name: v for v in onnx.shape_inference.infer_shapes(model).graph.value_info if v.name not in info})
+        inferred = onnx.shape_inference.infer_shapes(model).graph.value_info
+        info.update({v.name: v for v in inferred if v.name not in info})
     parts = []
     for s in names:
         own = set(members[s])
@@ -286,9 +289,9 @@ def split_stages(model, cuts: dict[str, list[str]]) -> list[tuple[str, Any]]:
                                if flow.producer.get(t) not in own and t not in weights)
         given = [t for t in produced if t in outputs or (flow.producer[t] in live and any(
             stage_of.get(c, REST_STAGE) != s for c in flow.consumers.get(t, [])))]
-        g = helper.make_graph([flow.nodes[i] for i in members[s]], s,
-                              [info[t] for t in needed], [info[t] for t in given],
-                              [weights[t] for t in dict.fromkeys(t for i in members[s] for t in flow.inputs[i]) if t in weights])
+        used = dict.fromkeys(t for i in members[s] for t in flow.inputs[i] if t in weights)
+        g = helper.make_graph([flow.nodes[i] for i in members[s]], s, [info[t] for t in needed],
+                              [info[t] for t in given], [weights[t] for t in used])
         part = helper.make_model(g, opset_imports=model.opset_import, ir_version=model.ir_version)
         parts.append((s, part))
     return parts

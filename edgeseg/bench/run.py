@@ -185,8 +185,8 @@ def bench_files(items: list[str | Path], data: str, variants=DEFAULT_VARIANTS, b
     from edgeseg.evaluate import calibration_batches, dataset_for
     from edgeseg.export import export_onnx
     from edgeseg.parity import dataset_batches, random_batches
-    from edgeseg.runtime import open_session, preprocess
-    from edgeseg.runtime.prepost import batch_size_hw
+    from edgeseg.runtime import open_session
+    from edgeseg.runtime.prepost import batch_size_hw, model_input
 
     if not items:
         raise EdgeSegError("nothing to benchmark", "pass .onnx/.engine/.pt files or zoo names")
@@ -195,6 +195,12 @@ def bench_files(items: list[str | Path], data: str, variants=DEFAULT_VARIANTS, b
     missing = tensorrt_missing()  # engines need TensorRT whatever the variants
     load_before = loadavg()
     sources = [_resolve(item, data) for item in items]
+    if not calib_data and any(p == "int8" for _, _, p in wanted) and sources and sources[0]["kind"] != "engine" \
+            and dataset_for(sources[0]["meta"], data, "train").info.notes.get("unsplit"):
+        # INT8 would calibrate on the very images it is scored on: the other variants run, INT8 is left out
+        wanted = [w for w in wanted if w[2] != "int8"]
+        notes.append(f"int8 variants left out: {data} has no train/ split, so INT8 would calibrate on the scored images; "
+                     "pass --calib-data with other images to include them")
     for src in sources:  # calibration data read (or refused) before anything is timed
         needs = src["kind"] != "engine" and any(p == "int8" for _, _, p in wanted)
         src["calibration"] = calibration_batches(src["meta"], data, calib_data, calib_images) if needs else []
@@ -235,7 +241,7 @@ def bench_files(items: list[str | Path], data: str, variants=DEFAULT_VARIANTS, b
             if size:
                 batch = next(random_batches(meta, [size], batch_size))[0]
             else:
-                batch = np.concatenate([preprocess(val.raw(i % len(val))[0], meta)[0] for i in range(batch_size)])
+                batch = np.concatenate([model_input(val.raw(i % len(val))[0], meta) for i in range(batch_size)])
             shapes.append(list(batch_size_hw(batch, meta)))
             indices = list(range(min(examples, len(val))))
             params = sum(p.numel() * p.element_size() for p in model.parameters()) / 1e6 if model is not None else None

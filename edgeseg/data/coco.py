@@ -11,12 +11,12 @@ one line naming the record, before any image is decoded.
 """
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 
 import numpy as np
 
+from edgeseg import budgets
 from edgeseg.data.base import IGNORE_INDEX, DatasetInfo, SegDataset
 from edgeseg.data.folder import IMAGENET_MEAN, IMAGENET_STD, load_image
 from edgeseg.errors import DataError
@@ -64,6 +64,9 @@ def coco(spec: str, split: str = "train", transform=None, max_pixels: int | None
         instances.append(ids)
     ds = SegDataset(info, images, masks, transform)
     ds.instances = instances
+    # the JSON's own records, image by image: evaluation scores against them through pycocotools, as the papers'
+    # numbers are (the id maps above redraw overlapping polygons), and results carry the JSON's image ids
+    ds.coco = {"images": [image for image, _ in records], "annotations": [anns for _, anns in records], "label_of": label_of}
     return ds
 
 
@@ -84,16 +87,24 @@ def _read_annotations(path: Path, images_dir: Path) -> tuple[list[tuple[dict, li
         raise DataError(f"{name} lists {len(categories)} categories", "edgeseg's masks hold at most 254 classes besides background")
     images = read_image_records(data, name, images_dir)
     per_image: dict[int, list[dict]] = {i: [] for i in images}
+    # what the data set keeps (float RGB, instance ids, classes) and, while one image is read, its decoded masks
+    tally = budgets.Tally("bytes", f"{name}: the data set in memory")
+    for i, im in images.items():
+        tally.add(im["width"] * im["height"] * 29, f"image {i}")
     for a in data["annotations"]:
         aid = a.get("id", "?") if isinstance(a, dict) else "?"
         if not isinstance(a, dict) or not is_int(a.get("image_id")) or a.get("image_id") not in images:
             raise DataError(f"{name}: annotation {aid} refers to image {a.get('image_id') if isinstance(a, dict) else None}, "
                             "which is not in 'images'", "fix its image_id or drop it")
-        if a.get("category_id") not in categories:
+        if not is_int(a.get("category_id")) or a["category_id"] not in categories:  # a list is unhashable
             raise DataError(f"{name}: annotation {aid} (image {a['image_id']}) has unknown category {a.get('category_id')!r}",
                             "use a category id listed in 'categories'")
         _check_segmentation(a, name)
         per_image[a["image_id"]].append(a)
+    for i, anns in per_image.items():
+        budgets.check("annotations", len(anns), f"{name}: image {i}")
+        budgets.check("bytes", tally.total + len(anns) * images[i]["width"] * images[i]["height"],
+                      f"{name}: image {i}'s {len(anns)} decoded masks beside the data set")
     return [(images[i], per_image[i]) for i in sorted(images)], categories
 
 
@@ -103,11 +114,13 @@ def _check_segmentation(a: dict, name: str) -> None:
     if isinstance(seg, list):
         if not seg or not all(isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0 for p in seg):
             raise DataError(f"{where} has an empty or degenerate polygon", "a polygon lists at least 3 x,y points")
+        budgets.check("polygon_points", sum(len(p) for p in seg) // 2, f"{where}: its polygons")
         if not all(isinstance(v, (int, float)) and np.isfinite(v) for p in seg for v in p):
             raise DataError(f"{where} has a polygon with non-numeric or non-finite coordinates", "fix the polygon")
     elif isinstance(seg, dict):
         if not isinstance(seg.get("counts"), (list, str)) or not isinstance(seg.get("size"), list) or len(seg["size"]) != 2:
             raise DataError(f"{where} has an RLE without 'counts' and a 2-item 'size'", "fix the RLE")
+        budgets.check("rle_counts", len(seg["counts"]), f"{where}: its RLE")  # a string holds at most one run a character
     else:
         raise DataError(f"{where} has no 'segmentation' (polygons or RLE)", "give every annotation a mask")
 
@@ -123,6 +136,7 @@ def _decode(a: dict, h: int, w: int, name: str) -> np.ndarray:
         coords = np.concatenate([np.asarray(p, np.float64) for p in seg])
         if (np.abs(coords[0::2] - w / 2) > 1.5 * w).any() or (np.abs(coords[1::2] - h / 2) > 1.5 * h).any():
             raise DataError(f"{where} has polygon points far outside its {w}×{h} image", "fix the polygon")
+        budgets.check("bytes", _raster_bytes(seg) + 2 * h * w, f"{where}: rasterising its polygons")
     else:  # pycocotools' decoder writes runs without bounds checks: they must sum to exactly h·w
         counts = seg["counts"] if isinstance(seg["counts"], list) else _rle_counts(seg["counts"], where)
         if not all(is_int(c) and c >= 0 for c in counts) or sum(counts) != h * w:
@@ -142,6 +156,16 @@ def _decode(a: dict, h: int, w: int, name: str) -> np.ndarray:
     if not m.any() and not a.get("iscrowd", 0):
         raise DataError(f"{where}: its mask covers no pixel", "drop the annotation or fix its segmentation")
     return m
+
+
+def _raster_bytes(polygons: list[list]) -> int:
+    """What pycocotools allocates to rasterise ``polygons``: it walks every edge at 5× scale, one pair of
+    4-byte ints per step plus a run per step (its allocation is unchecked: over the budget it crashes)."""
+    steps = 0
+    for p in polygons:
+        xy = np.asarray(p, np.float64).reshape(-1, 2) * 5
+        steps += int(np.abs(np.diff(np.vstack([xy, xy[:1]]), axis=0)).max(1).sum()) + len(xy)
+    return 12 * steps
 
 
 def _rle_counts(text: str, where: str) -> list[int]:
@@ -170,12 +194,7 @@ def _rle_counts(text: str, where: str) -> list[int]:
 
 def read_coco_json(path: Path, kind: str, spec: str) -> dict:
     """A COCO ``kind`` ("instances", "panoptic") JSON with its three top-level lists checked."""
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DataError(f"COCO {kind} JSON not found: {path}", f"write {spec}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DataError(f"{path} is not a readable JSON file ({type(e).__name__})", f"pass a COCO {kind} JSON") from None
+    data = budgets.read_json(path, f"COCO {kind} JSON", f"pass a COCO {kind} JSON; write {spec}")
     if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "annotations", "categories")):
         raise DataError(f"{path} is not a COCO {kind} file (it needs lists 'images', 'annotations', 'categories')",
                         f"pass a COCO {kind} JSON")
@@ -184,6 +203,7 @@ def read_coco_json(path: Path, kind: str, spec: str) -> dict:
 
 def read_image_records(data: dict, name: str, images_dir: Path) -> dict[int, dict]:
     """Image id -> its record, each checked: integer id and size, a file inside ``images_dir`` that exists."""
+    budgets.check("images", len(data["images"]), name)
     images: dict[int, dict] = {}
     for im in data["images"]:
         ok = (isinstance(im, dict) and is_int(im.get("id")) and isinstance(im.get("file_name"), str)
@@ -202,12 +222,36 @@ def read_image_records(data: dict, name: str, images_dir: Path) -> dict[int, dic
 
 def file_inside(folder: Path, file_name: str, where: str) -> None:
     """Refuse a record's file name that escapes ``folder`` or names no file."""
+    if not 0 < len(file_name) <= 1024 or "\0" in file_name:
+        raise DataError(f"{where}: file_name {file_name[:60]!r} is empty, over 1024 characters or holds a NUL",
+                        "file names are short paths relative to their folder")
     file = folder / file_name
-    if not file.resolve().is_relative_to(folder.resolve()):
-        raise DataError(f"{where}: file_name {file_name!r} points outside {folder}", "file names are relative to their folder")
-    if not file.is_file():
+    try:
+        inside = file.resolve().is_relative_to(folder.resolve())
+        exists = file.is_file()
+    except (OSError, RuntimeError):  # a name too long for the file system, a symlink loop
+        raise DataError(f"{where}: file_name {file_name[:60]!r} cannot be resolved (a link loop or too long)",
+                        "point it at a regular file inside the folder") from None
+    if not inside:
+        raise DataError(f"{where}: file_name {file_name[:60]!r} points outside {folder}", "file names are relative to their folder")
+    if not exists:
         raise DataError(f"{where}: {file} is missing", "put the file there or drop its record")
 
 
 def is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
+
+
+def image_ids(path: str | Path) -> tuple[dict[str, int], list[int]]:
+    """A COCO JSON's image file name (its last component) -> image id, and its category ids in label order (label
+    k is the k-th smallest id, as ``coco`` reads them): what results for its images carry, so that pycocotools'
+    ``loadRes`` against that JSON takes them."""
+    path = Path(path)
+    data = read_coco_json(path, "instances", SPEC)
+    ids: dict[str, int] = {}
+    for im in data["images"]:
+        if not (isinstance(im, dict) and is_int(im.get("id")) and isinstance(im.get("file_name"), str)):
+            raise DataError(f"{path.name}: image record {str(im)[:80]} needs an integer 'id' and a 'file_name'", "fix the images list")
+        ids[Path(im["file_name"]).name] = im["id"]
+    categories = sorted(c["id"] for c in data["categories"] if isinstance(c, dict) and is_int(c.get("id")))
+    return ids, categories

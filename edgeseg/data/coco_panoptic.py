@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeseg import budgets
 from edgeseg.data.base import IGNORE_INDEX, DatasetInfo, SegDataset
 from edgeseg.data.coco import file_inside, is_int, read_coco_json, read_image_records
 from edgeseg.data.folder import IMAGENET_MEAN, IMAGENET_STD, load_image, open_within_budget
@@ -127,6 +128,12 @@ def _read_json(path: Path, images_dir: Path, png_dir: Path) -> tuple[list[tuple[
     if len(categories) > IGNORE_INDEX:
         raise DataError(f"{name} lists {len(categories)} categories", f"edgeseg's masks hold at most {IGNORE_INDEX} classes")
     images = read_image_records(data, name, images_dir)
+    # kept: float RGB, classes, instance ids, segment ids; while one PNG is read: its RGB as int32 and a region
+    tally = budgets.Tally("bytes", f"{name}: the data set in memory")
+    for i, im in images.items():
+        tally.add(im["width"] * im["height"] * 32, f"image {i}")
+    biggest = max(im["width"] * im["height"] for im in images.values())
+    budgets.check("bytes", tally.total + 16 * biggest, f"{name}: decoding its largest PNG beside the data set")
     annotations: dict[int, dict] = {}
     for a in data["annotations"]:
         image_id = a.get("image_id") if isinstance(a, dict) else None
@@ -139,6 +146,7 @@ def _read_json(path: Path, images_dir: Path, png_dir: Path) -> tuple[list[tuple[
         if not isinstance(a.get("file_name"), str) or not isinstance(a.get("segments_info"), list):
             raise DataError(f"{where} needs a PNG 'file_name' and a 'segments_info' list", "fix the annotation")
         file_inside(png_dir, a["file_name"], where)
+        budgets.check("annotations", len(a["segments_info"]), f"{where}: its segments")
         seen: set[int] = set()
         for s in a["segments_info"]:
             if not isinstance(s, dict) or not is_int(s.get("id")) or not 0 < s["id"] < 256**3:
@@ -146,7 +154,7 @@ def _read_json(path: Path, images_dir: Path, png_dir: Path) -> tuple[list[tuple[
                                 "fix segments_info")
             if s["id"] in seen:
                 raise DataError(f"{where}: segment id {s['id']} is listed twice", "give each segment its own id")
-            if s.get("category_id") not in categories:
+            if not is_int(s.get("category_id")) or s["category_id"] not in categories:  # a list is unhashable
                 raise DataError(f"{where}: segment {s['id']} has unknown category {s.get('category_id')!r}",
                                 "use a category id listed in 'categories'")
             if s.get("iscrowd", 0) not in (0, 1):

@@ -7,32 +7,26 @@ foreground 1.
 from __future__ import annotations
 
 import contextlib
-import os
 import warnings
 from pathlib import Path
 
 import numpy as np
 
+from edgeseg import budgets
 from edgeseg.data.base import IGNORE_INDEX, DatasetInfo, SegDataset
 from edgeseg.errors import DataError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-DEFAULT_MAX_PIXELS = 100_000_000  # 100 MP; $EDGESEG_MAX_PIXELS or max_pixels= (CLI --max-pixels) change it
+DEFAULT_MAX_PIXELS = budgets.DEFAULTS["pixels"]  # 100 MP; $EDGESEG_MAX_PIXELS or max_pixels= (CLI --max-pixels) change it
 
 
 def pixel_limit(limit: int | None = None) -> int:
     """The pixel budget for one image: ``limit``, else $EDGESEG_MAX_PIXELS, else 100 MP."""
-    if limit is None:
-        env = os.environ.get("EDGESEG_MAX_PIXELS", "")
-        try:
-            limit = int(env) if env else DEFAULT_MAX_PIXELS
-        except ValueError:
-            raise DataError(f"EDGESEG_MAX_PIXELS={env[:40]!r} is not an integer", "set it to a pixel count, e.g. 100000000") from None
-    if limit < 1:
+    if limit is not None and limit < 1:
         raise DataError(f"the pixel limit must be positive, got {limit}", "pass e.g. --max-pixels 100000000")
-    return limit
+    return budgets.limit("pixels", limit)
 
 
 @contextlib.contextmanager
@@ -74,17 +68,33 @@ def load_image(path: str | Path, channels: int = 3, max_pixels: int | None = Non
         raise DataError(f"cannot load an image as {channels} channels", "use a model with 1 or 3 input channels")
     try:
         with open_within_budget(path, max_pixels) as im:
+            # decoded source (at most 4 bytes a pixel and channel), a float copy of it, the float result
+            budgets.check("bytes", im.width * im.height * (4 * len(im.getbands()) + 8 + 4 * channels), f"decoding {path}")
             im.load()
-            if im.mode in ("I;16", "I;16B", "I"):
-                arr = np.asarray(im, dtype=np.float32)
-                arr = arr / max(float(arr.max()), 1.0)
-                arr = np.repeat(arr[None], channels, axis=0)
-                return arr.astype(np.float32)
-            im = im.convert("RGB" if channels == 3 else "L")
+            if im.mode.startswith(("I", "F")):  # 16-bit, 32-bit signed, float (a float TIFF saved as .png)
+                return _wide_to_unit(np.asarray(im, dtype=np.float32), channels, path)
+            try:  # 1-bit, palette, CMYK, YCbCr, LAB, HSV, alpha: through RGB (grey from RGB: Pillow's luma)
+                im = im.convert("RGB") if channels == 3 or im.mode not in ("1", "L", "P", "RGB") else im
+                im = im if channels == 3 else im.convert("L")
+            except ValueError:
+                raise DataError(f"image {path} has mode {im.mode}, which cannot be read as "
+                                f"{'RGB' if channels == 3 else 'grey'}", "save it as 8-bit RGB or grey") from None
             arr = np.asarray(im, dtype=np.float32) / 255.0
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise DataError(f"{path} is not a readable image ({type(e).__name__})", "pass a PNG/JPEG/TIFF image file") from None
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1).copy()
+
+
+def _wide_to_unit(arr: np.ndarray, channels: int, path: Path) -> np.ndarray:
+    """A one-band image of a mode wider than 8 bits -> channels×H×W in [0, 1], the same for every such mode:
+    non-negative values divided by the image's maximum (at least 1, so a float image in [0, 1] is kept as it
+    is), values with negatives stretched from the minimum to the maximum; NaN or infinity is refused."""
+    if not np.isfinite(arr).all():
+        raise DataError(f"image {path} holds NaN or infinite values", "save it with finite pixel values")
+    lo, hi = float(arr.min(initial=0.0)), float(arr.max(initial=0.0))
+    scale = 1.0 / (hi - lo if lo < 0 else max(hi, 1.0))  # float64 arithmetic: a ±3e38 range does not overflow
+    arr = arr * np.float32(scale) - np.float32(min(lo, 0.0) * scale)
+    return np.repeat(arr[None], channels, axis=0).astype(np.float32)
 
 
 def read_mask(path: Path, max_pixels: int | None = None) -> tuple[np.ndarray, bool]:
@@ -96,6 +106,7 @@ def read_mask(path: Path, max_pixels: int | None = None) -> tuple[np.ndarray, bo
             if im.mode not in ("1", "L", "P", "I", "I;16"):
                 raise DataError(f"mask {path} has mode {im.mode}",
                                 "save masks as single-channel PNGs (8/16-bit class indices, or 1-bit / 0 and 255 for binary)")
+            budgets.check("bytes", im.width * im.height * 16, f"decoding mask {path}")  # decoded, then as int64
             return np.asarray(im, dtype=np.int64), im.mode == "1"  # mode "1" reads as booleans: 0 and 1
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise DataError(f"mask {path} is not a readable image ({type(e).__name__})", "save masks as PNG") from None
@@ -138,6 +149,11 @@ def folder(root: str | Path, split: str = "train", channels: int = 3, transform=
     for p, mask_path in zip(image_paths, mask_paths):
         if not mask_path.is_file():
             raise DataError(f"no mask for {p.name} (looked for {mask_path})", "give every image a PNG mask of the same name")
+    budgets.check("images", len(image_paths), f"data set {root}")
+    tally = budgets.Tally("bytes", f"data set {root} in memory")
+    for p, mask_path in zip(image_paths, mask_paths):  # from the headers, before anything is decoded
+        with open_within_budget(mask_path, None, "mask") as im:
+            tally.add(im.width * im.height * (16 + 4 * channels), p.name)  # mask as int64 (twice while checked), float image
     raw_masks = [read_mask(m) for m in mask_paths]
     binary = is_binary_folder(raw_masks, len(class_names))
     images, masks = [], []

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from edgeseg import budgets
 from edgeseg.data.base import DatasetInfo, SegDataset
 from edgeseg.errors import DataError
 
@@ -62,6 +63,9 @@ def synthetic(split: str = "train", num_images: int = 32, size: tuple[int, int] 
               num_classes: int = 4, seed: int = 0, transform=None) -> SegDataset:
     if num_classes < 2:
         raise DataError(f"synthetic needs at least 2 classes, got {num_classes}", "pass num_classes >= 2")
+    h, w = size
+    # kept: float RGB, classes, instance ids; while a scene is drawn: about 120 bytes a pixel of float64 temporaries
+    budgets.check("bytes", num_images * h * w * 28 + h * w * 120, f"synthetic data set of {num_images} {w}×{h} images")
     base = seed * 1_000_003 + (0 if split == "train" else 500_009)
     scenes = [make_scene(base + i, size[0], size[1], num_classes) for i in range(num_images)]
     ds = SegDataset(synthetic_info(num_classes), [s[0] for s in scenes], [s[1] for s in scenes], transform)

@@ -176,6 +176,24 @@ class PowerSampler:
     def summary(self) -> PowerSummary:
         return summarize_power(list(self.lines))
 
+    def fields(self, throughput_ips: float | None = None) -> dict:
+        """The report row's power fields (``edgeseg.bench.timing.Probe``: bench passes this sampler in)."""
+        return self.summary().fields(throughput_ips)
+
+
+def power_sampler_from_env() -> PowerSampler | None:
+    """With EDGESEG_POWER_INTERVAL_MS set (scripts/jetson/bench.sh), a tegrastats sampler that ``edgeseg bench`` runs
+    while the variants are timed; a run of one variant gets power_w_mean/max and fps_per_watt in its row."""
+    import os
+
+    ms = os.environ.get("EDGESEG_POWER_INTERVAL_MS")
+    if not ms:
+        return None
+    if not ms.isdigit() or int(ms) <= 0:
+        raise EdgeSegError(f"EDGESEG_POWER_INTERVAL_MS={ms!r} is not a positive number of milliseconds",
+                           "set it to e.g. 100, or unset it")
+    return PowerSampler(int(ms))
+
 
 @dataclass
 class PowerMode:

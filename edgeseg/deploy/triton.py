@@ -34,7 +34,7 @@ TRITON_DTYPES = {"bool": "TYPE_BOOL", "uint8": "TYPE_UINT8", "uint16": "TYPE_UIN
                  "int64": "TYPE_INT64", "float16": "TYPE_FP16", "float32": "TYPE_FP32", "float64": "TYPE_FP64"}
 KINDS = {"gpu": "KIND_GPU", "cpu": "KIND_CPU"}
 DEFAULT_MAX_BATCH = 8
-_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+_NAME = re.compile(r"^(?!\.)[A-Za-z0-9_.-]{1,128}$")  # a plain folder name: never "." or "..", never hidden
 
 
 class DeployError(EdgeSegError):
@@ -53,7 +53,7 @@ def _model_io(model: Path) -> tuple[ModelMeta, dict[str, dict], str, str]:
         info = read_engine_sidecar(sidecar)
         fields = set(ModelMeta.__dataclass_fields__)
         meta = ModelMeta.validated({k: v for k, v in info.items() if k in fields}, f"engine sidecar {sidecar}", DeployError)
-        io = info.get("io")
+        io = info.get("bindings")  # the engine's input/output table ("io" is the metadata's I/O form)
         if not isinstance(io, dict) or not io:
             raise DeployError(f"{sidecar} records no input/output table (an engine from an older edgeseg)",
                               "rebuild the engine with 'edgeseg build'")
@@ -70,15 +70,19 @@ def _tensor(name: str, entry, batched: bool) -> str:
         raise DeployError(f"tensor '{name}' has dtype {entry.get('dtype')!r}, which Triton configs do not take",
                           "export the model with float, integer or bool inputs and outputs")
     dims = entry["dims"][1:] if batched else entry["dims"]
-    return f'  {{\n    name: {json.dumps(name)}\n    data_type: {dtype}\n    dims: [ {", ".join(str(d) for d in dims)} ]\n  }}'
+    # Triton wants dims on every tensor: a per-image scalar (num_detections, N) is [1] reshaped to [] in the model
+    reshape = "\n    reshape: { shape: [ ] }" if not dims else ""
+    return (f'  {{\n    name: {json.dumps(name)}\n    data_type: {dtype}\n    dims: [ {", ".join(str(d) for d in dims or [1])} ]'
+            f'{reshape}\n  }}')
 
 
 def triton_config(name: str, meta: ModelMeta, io: dict[str, dict], platform: str, max_batch_size: int | None = None,
                   instances: int = 1, kind: str = "gpu", dynamic_batching: bool = True, max_queue_delay_us: int = 100,
                   engine_max_batch: int | None = None) -> str:
     """The text of config.pbtxt (protobuf text format of Triton's ModelConfig)."""
-    if not _NAME.match(name):
-        raise DeployError(f"model name {name[:80]!r} is not 1-128 letters, digits, '_', '.' or '-'", "pass --name")
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise DeployError(f"model name {name[:80]!r} is not 1-128 letters, digits, '_', '.' or '-' (not starting with '.')",
+                          "pass --name with a plain name")
     if kind not in KINDS:
         raise DeployError(f"instance kind '{kind}'", f"use one of: {', '.join(KINDS)}")
     if platform == "tensorrt_plan" and kind != "gpu":
@@ -131,7 +135,7 @@ def write_triton_repository(model: str | Path, repo: str | Path, name: str | Non
     if not 1 <= version <= 1 << 20:
         raise DeployError(f"version {version}", "use a positive integer")
     meta, io, platform, filename = _model_io(model)
-    name = name or model.stem
+    name = name or re.sub(r"[^A-Za-z0-9_.-]", "_", model.stem).lstrip(".")[:128] or "model"  # the file's name, made plain
     config = triton_config(name, meta, io, platform, max_batch_size, instances, kind, dynamic_batching,
                            max_queue_delay_us, _engine_max_batch(model))
     folder = Path(repo) / name

@@ -14,7 +14,7 @@ from torch import nn
 import edgeseg
 from edgeseg.errors import ExportError
 from edgeseg.export import surgery
-from edgeseg.export.deploy import OUTPUTS as DEPLOY_OUTPUTS, FramesGraph, frames_sample
+from edgeseg.export.deploy import OUTPUTS as DEPLOY_OUTPUTS, FramesGraph, frames_sample, uint8_input_through_cast
 from edgeseg.export.metadata import CHANNEL_ORDERS, IO_FORMS, ModelMeta, load_onnx, read_metadata, write_metadata
 from edgeseg.export.plugins import to_plugins
 from edgeseg.models.detection import wrap_torchvision
@@ -106,6 +106,8 @@ def export_onnx(model: nn.Module, path: str | Path, *, meta: ModelMeta | None = 
     finally:
         model.train(was_training)
     proto = surgery.rename_io(surgery.clean(proto), meta.input_name, names)
+    if io == "frames":
+        proto = uint8_input_through_cast(proto)
     if flavour == "tensorrt":
         proto = to_plugins(proto)
     meta.flavour = flavour

@@ -4,12 +4,13 @@ pixels and comes back as compact decisions, with no host pre- or post-processing
 Input: uint8 N×H×W×C frames of any size, channels in ``frame_order`` (RGB, or BGR as OpenCV decodes). Inside
 the graph, in the float pipeline's order (``edgeseg.runtime.prepost``): the optional resize to a fixed network
 size (bilinear, half-pixel, stretch), the channel order, ``pixel_scale`` and mean/std folded into one multiply-add,
-and the padding to ``size_divisor`` (mirrored, as ``preprocess`` pads).
+and the padding to ``size_divisor`` (mirrored, as ``preprocess`` pads). Mask R-CNN declares ``size_divisor`` 1 and pads
+itself with zeros, as torchvision does, so here as in the float contract it sees the frame's own size.
 
 Outputs, at the frame's size:
 - semantic: ``labels`` N×H×W (uint8 for ≤ 255 classes, else int32): the argmax, or the sigmoid threshold.
-- instance: ``boxes`` N×D×4 (frame pixels; not clipped to the frame: a box may reach into the padding, at most
-  ``size_divisor`` − 1 pixels past the frame, and the masks are pasted from the unclipped box), ``scores`` N×D, ``labels`` N×D int32, ``num_detections`` N
+- instance: ``boxes`` N×D×4 (frame pixels, clipped to the frame as torchvision clips them), ``scores`` N×D,
+  ``labels`` N×D int32, ``num_detections`` N
   int32, ``instance_map`` N×H×W (uint8 for D ≤ 255, else int32; pixel = 1 + the highest-scoring detection whose
   mask ≥ 0.5 covers it, 0 where none does: the rule ``edgeseg.viz.instance_ids`` draws with) and ``mask_probs``
   N×D×28×28, the mask head's probabilities, which ``edgeseg.runtime.prepost.paste_mask_probs`` pastes on demand
@@ -35,13 +36,37 @@ def _label_dtype(count: int) -> torch.dtype:
     return torch.uint8 if count <= 255 else torch.int32
 
 
+def _ids(t: Tensor, dtype: torch.dtype) -> Tensor:
+    """Integer ids as ``dtype``; to uint8 through float, the only conversion TensorRT has into uint8."""
+    return t.float().to(dtype) if dtype == torch.uint8 else t.to(dtype)
+
+
+def uint8_input_through_cast(proto):
+    """Shape nodes reading the uint8 frames read the Cast's output instead (same shape): TensorRT lets only a
+    Cast (to FP32/FP16) consume a uint8 network input. The dynamo exporter reads the frame's size off the input."""
+    name = proto.graph.input[0].name
+    nodes = list(proto.graph.node)
+    cast = next((n for n in nodes if n.op_type == "Cast" and list(n.input) == [name]), None)
+    shapes = [n for n in nodes if n.op_type == "Shape" and list(n.input) == [name]]
+    if cast is None or not shapes:
+        return proto
+    for node in shapes:
+        node.input[0] = cast.output[0]
+    rest = [n for n in nodes if n not in shapes]
+    at = rest.index(cast) + 1  # after the Cast, still before every reader of the Shapes (they came later)
+    del proto.graph.node[:]
+    proto.graph.node.extend(rest[:at] + shapes + rest[at:])
+    return proto
+
+
 def _mirror_pad(x: Tensor, divisor: int) -> Tensor:
     """Pad H and W (bottom, right) to multiples of ``divisor`` by mirroring, as ``preprocess`` does (reflect, which
     needs the padding shorter than the side; a frame thinner than that is clamped at its first row or column)."""
     for axis in (2, 3):
         n = x.shape[axis]
         i = torch.arange(n + (-n) % divisor, device=x.device)
-        x = x.index_select(axis, torch.where(i < n, i, 2 * (n - 1) - i).clamp(min=0))
+        j = torch.where(i < n, i, 2 * (n - 1) - i)
+        x = x.index_select(axis, torch.maximum(j, torch.zeros_like(j)))  # Max, not Clip: TensorRT's Clip is float-only
     return x
 
 
@@ -63,7 +88,7 @@ class FramesGraph(nn.Module):
         self.ids = _label_dtype(max(meta.max_detections, 1))
 
     def forward(self, frames: Tensor) -> dict[str, Tensor]:
-        x = frames.permute(0, 3, 1, 2).float()
+        x = frames.float().permute(0, 3, 1, 2)  # TensorRT takes uint8 only into a Cast (network I/O only)
         if self.flip:
             x = x.flip(1)
         h, w = x.shape[-2:]
@@ -78,8 +103,8 @@ class FramesGraph(nn.Module):
             return self._instances(x, h, w)
         out = self.model(x)
         table = out["segments"]
-        return {"panoptic": out["panoptic"][:, :h, :w].to(_label_dtype(table.shape[1])), "segments": table,
-                "semantic": out["semantic_logits"][:, :, :h, :w].argmax(1).to(self.labels)}
+        return {"panoptic": _ids(out["panoptic"][:, :h, :w], _label_dtype(table.shape[1])), "segments": table,
+                "semantic": _ids(out["semantic_logits"][:, :, :h, :w].argmax(1), self.labels)}
 
     def _labels(self, out, x: Tensor, h, w) -> Tensor:
         scores = out[self.logits_output] if isinstance(out, dict) else out
@@ -90,18 +115,18 @@ class FramesGraph(nn.Module):
         else:
             scores = F.interpolate(scores, size=(h, w), mode="bilinear", align_corners=False)
         if self.output_kind == "softmax":
-            return scores.argmax(1).to(self.labels)
+            return _ids(scores.argmax(1), self.labels)
         if self.output_kind == "sigmoid_binary":
-            return (scores[:, 0] > self.threshold).to(self.labels)
+            return _ids(scores[:, 0] > self.threshold, self.labels)
         above = scores > self.threshold
         best = torch.where(above, scores, torch.full_like(scores, -1.0)).argmax(1) + 1  # probabilities are ≥ 0
-        return torch.where(above.any(1), best, torch.zeros_like(best)).to(self.labels)
+        return _ids(torch.where(above.any(1), best, torch.zeros_like(best)), self.labels)
 
     def _instances(self, x: Tensor, h, w) -> dict[str, Tensor]:
         out = self.model.detect(x, mask_probs=True)
         covered = out["masks"][:, :, :h, :w] >= 0.5                         # N×D×H×W, detections in score order
-        first = covered.to(torch.uint8).argmax(1) + 1                       # the first (highest-scoring) covering one
-        ids = torch.where(covered.any(1), first, torch.zeros_like(first)).to(self.ids)
+        first = covered.to(torch.int32).argmax(1) + 1  # the first (highest-scoring) covering one; int32: TensorRT's ArgMax
+        ids = _ids(torch.where(covered.any(1), first, torch.zeros_like(first)), self.ids)
         return {"boxes": out["boxes"], "scores": out["scores"],
                 "labels": out["labels"].to(torch.int32), "num_detections": out["num_detections"].to(torch.int32),
                 "instance_map": ids, "mask_probs": out["mask_probs"]}
@@ -109,7 +134,7 @@ class FramesGraph(nn.Module):
 
 OUTPUTS = {
     "semantic": {"labels": "N×H×W class ids at the frame's size"},
-    "instance": {"boxes": "N×D×4 boxes (x1, y1, x2, y2) in frame pixels, not clipped to the frame", "scores": "N×D", "labels": "N×D int32 (0: empty slot)",
+    "instance": {"boxes": "N×D×4 boxes (x1, y1, x2, y2) in frame pixels", "scores": "N×D", "labels": "N×D int32 (0: empty slot)",
                  "num_detections": "N int32", "instance_map": "N×H×W ids: 1 + the highest-scoring detection covering the pixel",
                  "mask_probs": "N×D×28×28 mask-head probabilities, pasted on demand into the boxes"},
     "panoptic": {"panoptic": "N×H×W segment ids (0: void)", "segments": "N×S×5 (id, category, is_thing, area, score)",
@@ -131,4 +156,4 @@ def frames_sample(meta: ModelMeta, side: int) -> Tensor:
     return torch.randint(0, 256, (1, side - 3, side + 5, meta.in_channels), dtype=torch.uint8, generator=g)
 
 
-__all__ = ["FramesGraph", "OUTPUTS", "float_twin", "frames_sample"]
+__all__ = ["FramesGraph", "OUTPUTS", "float_twin", "frames_sample", "uint8_input_through_cast"]

@@ -139,10 +139,15 @@ def _check_meta(meta: ModelMeta, source: str, error: type[EdgeSegError]) -> None
         raise bad("channel_order", f"must be one of {', '.join(CHANNEL_ORDERS)}")
     if meta.channel_order == "BGR" and meta.in_channels != 3:
         raise bad("channel_order", f"BGR needs 3 input channels, the model takes {meta.in_channels}")
+    spelled = {"1/255": PIXEL_SCALES[0], "1": 1.0}  # as the README's sidecar table writes them
+    if isinstance(meta.pixel_scale, str) and meta.pixel_scale.replace(" ", "") in spelled:
+        meta.pixel_scale = spelled[meta.pixel_scale.replace(" ", "")]
     scale = [v for v in PIXEL_SCALES if is_number(meta.pixel_scale) and math.isclose(meta.pixel_scale, v, rel_tol=1e-4)]
     if not scale:
-        raise bad("pixel_scale", "must be 1/255 (pixels to [0, 1] before mean/std) or 1 (pixels stay 0..255)")
+        raise bad("pixel_scale", "must be 1/255 (pixels to [0, 1] before mean/std) or 1 (pixels stay 0..255), "
+                                 "as a number or the string \"1/255\"")
     meta.pixel_scale = scale[0]  # a sidecar's 0.0039216 is 1/255
+    check_normalisation(meta, "float32", source, error)  # what preprocessing computes in
     short_string("input_name", meta.input_name)
     if meta.input_layout not in LAYOUTS:
         raise bad("input_layout", f"must be one of {', '.join(LAYOUTS)}")
@@ -194,6 +199,30 @@ def _check_meta(meta: ModelMeta, source: str, error: type[EdgeSegError]) -> None
         raise bad("config", "must be a JSON object")
 
 
+def check_normalisation(meta: ModelMeta, dtype: str, source: str, error: type[EdgeSegError] = OnnxFileError) -> None:
+    """Refuse mean/std under which a pixel's normalised value is not a finite, normal number in ``dtype`` (a std of
+    1e-300 or a mean of 1e308 is finite in float64 but makes every input, and so every logit, inf or NaN)."""
+    import numpy as np
+
+    t = np.dtype(dtype).type
+    with np.errstate(all="ignore"):
+        mean, std = np.asarray(meta.mean, t), np.asarray(meta.std, t)
+        top = t(255 * meta.pixel_scale)
+        ends = np.concatenate([(t(0) - mean) / std, (top - mean) / std])
+    if not (np.isfinite(mean).all() and (std >= np.finfo(t).tiny).all() and np.isfinite(ends).all()):
+        raise error(f"{source}: metadata fields 'mean'/'std' {meta.mean}/{meta.std} overflow in the input's {dtype}",
+                    "give the mean and std of the model's training (finite, std not tiny)")
+
+
+TASK_OUTPUTS = {  # the outputs each task's post-processing reads, by I/O form (semantic tensors: logits_output)
+    ("instance", "tensors"): ("boxes", "scores", "labels", "masks", "num_detections"),
+    ("panoptic", "tensors"): ("panoptic", "segments", "semantic_logits"),
+    ("semantic", "frames"): ("labels",),
+    ("instance", "frames"): ("boxes", "scores", "labels", "num_detections", "instance_map"),
+    ("panoptic", "frames"): ("panoptic", "segments", "semantic"),
+}
+
+
 def write_metadata(model: onnx.ModelProto, meta: ModelMeta) -> None:
     keep = [p for p in model.metadata_props if not p.key.startswith(PREFIX)]
     del model.metadata_props[:]
@@ -223,6 +252,13 @@ def bind_to_graph(meta: ModelMeta, model: onnx.ModelProto, source: str) -> Model
             raise OnnxFileError(f"{source}: metadata field 'input_name' is '{meta.input_name[:60]}' but the graph's "
                                 f"inputs are {', '.join(inputs)[:200]}", "name the image input in input_name")
         meta.input_name = inputs[0]
+    graph_input = next(i for i in model.graph.input if i.name == meta.input_name)
+    if graph_input.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16:
+        check_normalisation(meta, "float16", source)
+    missing = [n for n in TASK_OUTPUTS.get((meta.task, meta.io), ()) if n not in {o.name for o in model.graph.output}]
+    if missing:
+        raise OnnxFileError(f"{source}: the metadata says task '{meta.task}' but the graph has no output "
+                            f"{', '.join(missing)}", "fix the metadata's task, or re-export the model with edgeseg")
     if meta.task != "semantic" or meta.io == "frames":  # a deploy graph's outputs are decisions, not scores
         return meta
     outputs = {o.name: o for o in model.graph.output}

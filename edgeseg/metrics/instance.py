@@ -102,6 +102,22 @@ class InstanceEvaluator:
                 "id": len(self.annotations) + 1, "image_id": image_id, "category_id": int(label), "iscrowd": 0,
                 "area": float(m.sum()), "segmentation": code,
                 "bbox": [float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1)]})
+        self._add_results(image_id, pred)
+
+    def add_coco(self, image: dict, annotations: list[dict], label_of: dict[int, int], pred: dict[str, np.ndarray]) -> None:
+        """One image of a COCO JSON with its annotations as they are written (polygons or RLE, ``area``, ``bbox``,
+        ``iscrowd``), so pycocotools scores exactly what it scores from the file; ``label_of`` maps the JSON's
+        category ids to the model's labels. ``pred`` as in ``add``. Do not mix with ``add`` in one evaluator."""
+        image_id = int(image["id"])
+        self.images.append({"id": image_id, "height": int(image["height"]), "width": int(image["width"])})
+        for a in annotations:
+            self.annotations.append({**a, "id": len(self.annotations) + 1, "image_id": image_id,
+                                     "category_id": int(label_of[a["category_id"]]), "iscrowd": int(a.get("iscrowd", 0))})
+        self._add_results(image_id, pred)
+
+    def _add_results(self, image_id: int, pred: dict[str, np.ndarray]) -> None:
+        from pycocotools import mask as rle
+
         for box, score, label, mask in zip(pred["boxes"], pred["scores"], pred["labels"], pred["masks"]):
             code = rle.encode(np.asfortranarray((mask >= 0.5).astype(np.uint8)))
             x1, y1, x2, y2 = (float(v) for v in box)

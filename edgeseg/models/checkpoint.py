@@ -42,15 +42,20 @@ def _load_payload(path: Path):
         raise ModelError(f"{path} is not a readable checkpoint ({type(e).__name__})", _FIX) from None
 
 
-def load_model_file(path: str | Path) -> tuple[nn.Module, dict | None]:
+def load_model_file(path: str | Path, model_args: dict | None = None) -> tuple[nn.Module, dict | None]:
     """The model of any checkpoint edgeseg reads, the file read once: its own (with the checked payload:
-    config, meta, state) or a torchvision Mask R-CNN state dict (payload None)."""
+    config, meta, state) or a torchvision Mask R-CNN state dict (payload None). ``model_args``: torchvision
+    builder settings for a state dict (its score threshold, detections per image...); an edgeseg checkpoint's
+    settings are its own."""
     path = Path(path)
     payload = _load_payload(path)
     if isinstance(payload, dict) and "format" not in payload:
         from edgeseg.models.detection import load_torchvision_checkpoint
 
-        return load_torchvision_checkpoint(path, payload), None
+        return load_torchvision_checkpoint(path, payload, **(model_args or {})), None
+    if model_args:
+        raise ModelError(f"{path}: model arguments ({', '.join(map(str, model_args))}) do not apply to an edgeseg checkpoint",
+                         "drop --model-arg: the checkpoint's config sets them (they apply to zoo names and torchvision state dicts)")
     return _build(path, _checked(path, payload)), payload
 
 

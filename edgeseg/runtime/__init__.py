@@ -19,7 +19,14 @@ def meta_from_checkpoint_dict(config: dict, meta: dict) -> ModelMeta:
     extra = meta.get("config", {})
     if not isinstance(extra, dict):
         raise ModelError("checkpoint meta field 'config' is not a dict", "pass a .pt file written by 'edgeseg train'")
-    return ModelMeta.validated({**meta, "model": config["name"], "config": {**config, **extra}}, "checkpoint", ModelError)
+    checked = ModelMeta.validated({**meta, "model": config["name"], "config": {**config, **extra}}, "checkpoint", ModelError)
+    from edgeseg.models import list_models, model_task
+
+    built = model_task(config["name"]) if config["name"] in list_models(task=None) else None
+    if built is not None and checked.task != built:  # post-processing reads the outputs the task names
+        raise ModelError(f"checkpoint meta says task '{checked.task}' but its model '{config['name']}' is a {built} model",
+                         "fix the checkpoint's meta task, or save it again with edgeseg")
+    return checked
 
 
 def open_session(target: str | Path | nn.Module, backend: str = "onnxruntime", meta: ModelMeta | None = None,
@@ -40,9 +47,13 @@ def open_session(target: str | Path | nn.Module, backend: str = "onnxruntime", m
 
                 meta = default_meta(target)
             return TorchSession(target, meta, **options)
-        from edgeseg.models.checkpoint import load_checkpoint
+        from edgeseg.models.checkpoint import load_model_file
 
-        model, payload = load_checkpoint(target)
+        model, payload = load_model_file(target)  # edgeseg's own, or a torchvision Mask R-CNN state dict (as export)
+        if meta is None and payload is None:
+            from edgeseg.export import default_meta
+
+            meta = default_meta(model)
         return TorchSession(model, meta or meta_from_checkpoint_dict(payload["config"], payload["meta"]), **options)
     if backend == "tensorrt":
         from edgeseg.runtime.tensorrt.session import TensorRTSession  # an engine, or an .onnx + precision= (cached)

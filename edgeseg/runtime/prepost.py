@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 
+from edgeseg import budgets
 from edgeseg.errors import InputError, OnnxFileError
 from edgeseg.export.metadata import ModelMeta, check_output_channels
 
@@ -28,6 +29,22 @@ def input_geometry(meta: ModelMeta, size: tuple[int, int]) -> tuple[tuple[int, i
         return (ih, iw), (ih, iw)
     scale = min(ih / h, iw / w)
     return (ih, iw), (min(ih, max(1, round(h * scale))), min(iw, max(1, round(w * scale))))
+
+
+def run_bytes(meta: ModelMeta, size: tuple[int, int]) -> int:
+    """What one image's run at input ``size`` (H, W) allocates, estimated before it is made: 20 float tensors as wide
+    as the input and the scores together (pre-processing copies, activations, scores, labels, drawing: measured,
+    the smallest U-Net with 1 input and 2 output channels takes about 240 bytes a pixel end to end); for detectors
+    also the proposals' pooled features (P×256×7×7), the detections' mask features (D×256×28×28) and D full-size
+    masks (probabilities, pasted, kept)."""
+    pixels = size[0] * size[1]
+    total = 20 * 4 * pixels * (meta.in_channels + meta.output_channels)
+    if meta.task != "semantic":
+        # the larger of what the metadata and the model's config say: either may be what the graph holds
+        proposals, d = (v if isinstance(v, int) else 0 for v in (meta.config.get("proposals"), meta.config.get("max_detections")))
+        proposals, d = max(proposals, 1000), max(d, meta.max_detections, 1)
+        total += 12 * d * pixels + 8 * proposals * 256 * 49 + 8 * d * 256 * 28 * 28
+    return total
 
 
 def resize_bilinear(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -51,6 +68,8 @@ def preprocess(image: np.ndarray, meta: ModelMeta) -> tuple[np.ndarray, tuple[in
                          "in [0, 1]", f"convert the image to {meta.in_channels} channel(s), channels first")
     h, w = image.shape[1:]
     (ih, iw), (ch, cw) = input_geometry(meta, (h, w))
+    budgets.check("bytes", run_bytes(meta, (ih, iw)), f"model '{meta.model}' on a {w}×{h} image (as a {iw}×{ih} input)",
+                  InputError)  # before the resize, the padding and the run
     x = image.astype(np.float32)
     if (ch, cw) != (h, w):
         x = resize_bilinear(x, (ch, cw))
@@ -63,6 +82,7 @@ def preprocess(image: np.ndarray, meta: ModelMeta) -> tuple[np.ndarray, tuple[in
     ph, pw = ih - ch, iw - cw
     if ph or pw:
         # letterbox: the mean colour (0 after normalisation); divisor padding: mirrored content, as in training crops
+        # (Mask R-CNN pads itself with zeros, as torchvision does, and declares size_divisor 1: nothing is padded here)
         if meta.input_size is not None:
             x = np.pad(x, ((0, 0), (0, ph), (0, pw)), mode="constant")
         else:
@@ -229,7 +249,7 @@ def _decode_frames_outputs(out: dict[str, np.ndarray], meta: ModelMeta, size: tu
     boxes = out["boxes"][0, :k]
     result = {"boxes": np.clip(boxes, 0, [w, h, w, h]).astype(boxes.dtype), "scores": out["scores"][0, :k],
               "labels": out["labels"][0, :k], "instance_map": out["instance_map"][0]}
-    if masks:  # pasted from the graph's boxes, which are not clipped to the frame (as the float contract pastes)
+    if masks:  # pasted from the graph's boxes, as the float contract pastes
         result["masks"] = paste_mask_probs(out["mask_probs"][0, :k], boxes, size)
     return result
 

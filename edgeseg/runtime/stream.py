@@ -630,14 +630,17 @@ class Stream:
                     continue
                 if item is _END:
                     break
-                self._latency.append(1000 * (time.perf_counter() - item.t_in))
-                for name, ms in item.ms.items():
-                    self._ms.setdefault(name, []).append(ms)
+                self._record(item)
                 yield item.frame, item.result
         finally:
             self.close()
         if self.error is not None:
             raise self.error
+
+    def _record(self, item: _Item) -> None:
+        self._latency.append(1000 * (time.perf_counter() - item.t_in))
+        for name, ms in item.ms.items():
+            self._ms.setdefault(name, []).append(ms)
 
     def close(self) -> None:
         """Stop the stages, finalise the sinks (what was written so far is kept) and write the summary."""
@@ -653,6 +656,13 @@ class Stream:
             thread.join(timeout=1.0)  # a live read may block until its timeout: the thread is a daemon
         if not any(t.is_alive() for t in decode):
             self.source.close()
+        while self._started:  # frames written but not yet taken by the caller are in the summary too
+            try:
+                item = self._out.get_nowait()
+            except queue.Empty:
+                break
+            if item is not _END:
+                self._record(item)
         if self._started:
             self.summary = self._summarise()
             if self.summary_json:

@@ -19,6 +19,7 @@ D = ``max_detections``. Detections come in decreasing score, as torchvision's.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 import torchvision
 from torch import Tensor, nn
 from torchvision.models.detection import MaskRCNN as TorchvisionMaskRCNN
@@ -71,9 +72,19 @@ def _rois(boxes: Tensor) -> Tensor:
     return torch.cat([index, boxes], 2).reshape(n * k, 5)
 
 
+def pad_to_stride(x: Tensor, stride: int) -> Tensor:
+    """Zeros after the normalised image (bottom, right) up to multiples of ``stride``: torchvision's
+    ``batch_images``. Done in the model so the image's own size reaches the graph: boxes are clipped to it
+    and masks pasted at it, as torchvision does, whatever size the input has."""
+    h, w = x.shape[-2:]
+    return F.pad(x, (0, (-w) % stride, 0, (-h) % stride))
+
+
 class MaskRCNN(nn.Module):
     task = "instance"
-    size_divisor = 32  # the FPN's coarsest level used by RoIAlign is 1/32
+    # Inputs of any size: the model pads itself (``pad_to_stride``, zeros to the FPN's 1/32), so the runtimes do not
+    size_divisor = 1
+    stride = 32
 
     def __init__(self, net: TorchvisionMaskRCNN):
         super().__init__()
@@ -102,8 +113,8 @@ class MaskRCNN(nn.Module):
 
     def losses(self, x: Tensor, targets: list[dict], features: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
         """``features``: the backbone's, where a subclass has computed them already."""
-        images = ImageList(x, [(int(x.shape[-2]), int(x.shape[-1]))] * x.shape[0])
-        features = self.net.backbone(x) if features is None else features
+        images = ImageList(pad_to_stride(x, self.stride), [(int(x.shape[-2]), int(x.shape[-1]))] * x.shape[0])
+        features = self.net.backbone(images.tensors) if features is None else features
         proposals, rpn_losses = self.net.rpn(images, features, targets)
         _, head_losses = self.net.roi_heads(features, proposals, images.image_sizes, targets)
         return {**rpn_losses, **head_losses}
@@ -111,7 +122,7 @@ class MaskRCNN(nn.Module):
     # --- inference, fixed size ---------------------------------------------------------------------
 
     def _anchors(self, levels: list[Tensor], image: tuple) -> list[Tensor]:
-        """Per level (H_l·W_l·A)×4 anchors, torchvision's AnchorGenerator arithmetic (stride = image // grid)."""
+        """Per level (H_l·W_l·A)×4 anchors, torchvision's AnchorGenerator arithmetic (stride = padded image // grid)."""
         out = []
         for feat, base in zip(levels, self.net.rpn.anchor_generator.cell_anchors):
             gh, gw = feat.shape[-2:]
@@ -123,14 +134,15 @@ class MaskRCNN(nn.Module):
             out.append((shifts.view(-1, 1, 4) + base.to(feat.device).view(1, -1, 4)).reshape(-1, 4))
         return out
 
-    def _proposals(self, features: dict[str, Tensor], image: tuple) -> tuple[Tensor, Tensor]:
-        """N×P proposals (boxes, validity) as torchvision's RPN in eval, P = its post-NMS top n."""
+    def _proposals(self, features: dict[str, Tensor], image: tuple, padded: tuple) -> tuple[Tensor, Tensor]:
+        """N×P proposals (boxes, validity) as torchvision's RPN in eval, P = its post-NMS top n; anchors from the
+        ``padded`` input's size, boxes clipped to the ``image``'s, as torchvision's."""
         rpn = self.net.rpn
         levels = list(features.values())
         objectness, deltas = rpn.head(levels)
         n = levels[0].shape[0]
         boxes, scores, level_ids = [], [], []
-        for lvl, (obj, dlt, anchors) in enumerate(zip(objectness, deltas, self._anchors(levels, image))):
+        for lvl, (obj, dlt, anchors) in enumerate(zip(objectness, deltas, self._anchors(levels, padded))):
             a = obj.shape[1]
             h, w = obj.shape[-2:]
             obj = obj.view(n, a, 1, h, w).permute(0, 3, 4, 1, 2).reshape(n, -1)           # torchvision's order
@@ -155,8 +167,9 @@ class MaskRCNN(nn.Module):
         class (what the deploy graph returns instead of full-size masks; empty slots zero)."""
         n = x.shape[0]
         image = (x.shape[-2], x.shape[-1])
-        features = self.net.backbone(x) if features is None else features
-        proposals, proposal_ok = self._proposals(features, image)
+        padded = pad_to_stride(x, self.stride)
+        features = self.net.backbone(padded) if features is None else features
+        proposals, proposal_ok = self._proposals(features, image, (padded.shape[-2], padded.shape[-1]))
         heads = self.net.roi_heads
         fpn = [features[k] for k in list(features)[:4]]  # P2–P5: the levels RoIAlign pools from
         scales = [0.25, 0.125, 0.0625, 0.03125]
@@ -197,11 +210,12 @@ def _coco_names(num_classes: int) -> list[str] | None:
 
 
 def torchvision_pipeline(net: TorchvisionMaskRCNN, x: Tensor) -> list[dict[str, Tensor]]:
-    """torchvision's own per-image eval path minus its resize/normalise transform (RPN, RoI heads, mask
-    pasting): the reference edgeseg's fixed-size inference is held against, in tests and benchmarks."""
+    """torchvision's own per-image eval path minus its resize/normalise transform (zero padding to 32, RPN, RoI
+    heads, mask pasting): the reference edgeseg's fixed-size inference is held against, in tests and benchmarks."""
     sizes = [(int(x.shape[-2]), int(x.shape[-1]))] * x.shape[0]
-    features = net.backbone(x)
-    proposals, _ = net.rpn(ImageList(x, sizes), features)
+    padded = net.transform.batch_images(list(x), size_divisible=32)
+    features = net.backbone(padded)
+    proposals, _ = net.rpn(ImageList(padded, sizes), features)
     dets, _ = net.roi_heads(features, proposals, sizes)
     return net.transform.postprocess(dets, sizes, sizes)
 
@@ -211,9 +225,15 @@ def wrap_torchvision(model: nn.Module) -> nn.Module:
     return MaskRCNN.from_torchvision(model) if isinstance(model, TorchvisionMaskRCNN) else model
 
 
-def load_torchvision_checkpoint(path, state: dict) -> MaskRCNN:
+# torchvision builder settings a state dict does not hold, which ``--model-arg`` may set at export
+TORCHVISION_ARGS = {"box_score_thresh": float, "box_nms_thresh": float, "box_detections_per_img": int,
+                    "rpn_pre_nms_top_n_test": int, "rpn_post_nms_top_n_test": int}
+
+
+def load_torchvision_checkpoint(path, state: dict, **settings) -> MaskRCNN:
     """A torchvision ``maskrcnn_resnet50_fpn`` or ``_v2`` from its state dict (bare, or under "model" as
-    torchvision's reference scripts save it); the variant and class count are read from the weights."""
+    torchvision's reference scripts save it); the variant and class count are read from the weights.
+    ``settings``: builder arguments of ``TORCHVISION_ARGS`` (score threshold, detections per image...)."""
     from torchvision.models.detection import maskrcnn_resnet50_fpn, maskrcnn_resnet50_fpn_v2
 
     from edgeseg.errors import ModelError
@@ -228,7 +248,13 @@ def load_torchvision_checkpoint(path, state: dict) -> MaskRCNN:
     num_classes = int(state[key].shape[0])
     if not 2 <= num_classes <= 1024:
         raise ModelError(f"{path}: the box predictor has {num_classes} classes", "a Mask R-CNN has 2..1024 classes (background included)")
-    net = builder(weights=None, weights_backbone=None, num_classes=num_classes)
+    for k, v in settings.items():
+        kind = TORCHVISION_ARGS.get(k)
+        if kind is None or isinstance(v, bool) or not isinstance(v, (int, float)) or (kind is int and not isinstance(v, int)) \
+                or not (0 <= v <= 1 if kind is float else 1 <= v <= 10_000):
+            raise ModelError(f"{path}: model argument {k}={v!r} is not a torchvision Mask R-CNN setting in range",
+                             f"use {', '.join(TORCHVISION_ARGS)} (thresholds in 0..1, counts in 1..10000)")
+    net = builder(weights=None, weights_backbone=None, num_classes=num_classes, **settings)
     try:
         net.load_state_dict(state)
     except RuntimeError as e:

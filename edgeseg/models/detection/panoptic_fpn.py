@@ -51,6 +51,7 @@ class SemanticFPNHead(nn.Module):
 
 class PanopticFPN(MaskRCNN):
     task = "panoptic"
+    size_divisor = 32  # the semantic head and the merge work at the padded size: the runtimes pad (mirrored)
 
     def __init__(self, detector: MaskRCNN, num_classes: int, thing_classes: list[int], semantic_channels: int = 128,
                  overlap_threshold: float = 0.5, min_stuff_area: int = 64, instance_score_threshold: float = 0.5):

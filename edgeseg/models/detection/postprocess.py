@@ -43,7 +43,7 @@ def panoptic_merge(semantic_logits: Tensor, masks: Tensor, scores: Tensor, label
         pan, table = ops.panoptic_paste(semantic[i], masks[i], scores[i], to_position[labels[i]], k, len(set(thing_classes)),
                                         overlap_threshold, min_stuff_area, score_threshold)
         used = table[:, :1] > 0
-        category = to_class[table[:, 1].long().clamp(0, k - 1)].to(table.dtype)
+        category = to_class[table[:, 1].clamp(0, k - 1).long()].to(table.dtype)  # clamped as float: TensorRT's Clip
         table = torch.cat([table[:, :1], torch.where(used[:, 0], category, torch.zeros_like(category))[:, None], table[:, 2:]], 1)
         ids.append(pan)
         tables.append(table)

@@ -73,14 +73,37 @@ def plugin_record(libraries) -> list[dict]:
     return [{"name": Path(lib).name, "sha256": sha256_file(lib)} for lib in libraries]
 
 
+PLUGIN_MANIFEST = "SHA256SUMS"  # written by scripts/build_plugins.sh beside the libraries it built (sha256sum's format)
+
+
+def pinned_hashes(folder: Path) -> dict[str, str]:
+    """The sha256 of each library edgeseg's plugin build recorded in ``folder``: the only hashes a library found
+    by name is trusted by (an engine's sidecar says which build it needs, never which hash is good)."""
+    path = folder / PLUGIN_MANIFEST
+    try:
+        text = path.read_text() if path.is_file() and path.stat().st_size < 1 << 16 else None
+    except (OSError, UnicodeDecodeError):
+        text = None
+    if text is None:
+        raise BackendError(f"the plugin folder {folder} has no {PLUGIN_MANIFEST} recording its build's hashes",
+                           "rebuild the plugins with scripts/build_plugins.sh, or pass the libraries explicitly (--plugins)")
+    pins = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and len(parts[0]) == 64:
+            pins[parts[1].lstrip("*")] = parts[0].lower()
+    return pins
+
+
 def resolve_plugin_libraries(recorded, explicit=(), folder: str | Path | None = None) -> list[Path]:
     """Which shared libraries a session may load for an engine, decided before anything is loaded.
 
     ``recorded``: the sidecar's ``plugin_libraries`` (untrusted): a list of ``{"name", "sha256"}``.
     ``explicit``: paths the caller passed; loaded instead of the recorded names. ``folder``: edgeseg's
     plugin folder (default ``plugin_dir()``). A recorded name is a bare file name resolved inside the
-    folder (no separators, no link out of it) and must carry a sha256; every library to be loaded whose
-    name is recorded must have that hash. Anything else is refused with a BackendError."""
+    folder (no separators, no link out of it) and must carry a sha256, which must be the one the folder's
+    build recorded (``PLUGIN_MANIFEST``); every library to be loaded whose name is recorded must have that
+    hash. Anything else is refused with a BackendError."""
     folder = Path(folder if folder is not None else plugin_dir()).resolve()
     fix = "rebuild the engine here with edgeseg (edgeseg build), or pass the plugin libraries explicitly (--plugins)"
     if not isinstance(recorded, list) or len(recorded) > 16:
@@ -98,11 +121,15 @@ def resolve_plugin_libraries(recorded, explicit=(), folder: str | Path | None = 
         chosen = [Path(p) for p in explicit]
     else:
         chosen = []
+        pins = pinned_hashes(folder) if hashes else {}
         for name in hashes:
             path = (folder / name).resolve()
             if path.parent != folder:
                 raise BackendError(f"the plugin library {name} resolves to {path}, outside the plugin folder {folder}",
                                    "plugin libraries are loaded only from edgeseg's plugin folder; " + fix)
+            if pins.get(name) != hashes[name]:
+                raise BackendError(f"the engine needs a {name} of sha256 {hashes[name][:16]}..., which is not one this "
+                                   f"plugin build recorded ({folder / PLUGIN_MANIFEST})", fix)
             chosen.append(path)
     for path in chosen:
         if not path.is_file():
@@ -427,6 +454,6 @@ def build_engine(onnx_path: str | Path, out: str | Path, precision: str = "fp16"
     sidecar = {**asdict(meta), "precision": precision, "tensorrt_version": trt.__version__, "gpu": gpu_name,
                "compute_capability": list(capability), "shapes": [asdict(p) for p in profiles],
                "version_compatible": version_compatible, "hardware_compatible": hardware_compatible,
-               "dla_core": dla_core, "io": io, "plugin_libraries": plugin_record(libraries)}
+               "dla_core": dla_core, "bindings": io, "plugin_libraries": plugin_record(libraries)}
     write_text_atomic(str(out) + ".json", json.dumps(sidecar, indent=2))
     return Path(out)
