@@ -4,7 +4,7 @@ Trains the quickstart's U-Net for ``--iterations`` steps (cheap: the CRF's gain 
 exports it twice (float contract, and with ``--crf``), then on the held-out LiTS slices reports mIoU, boundary IoU
 (pixels within ``--band`` px of a ground-truth class edge), the local layer's label agreement with the dense CRF,
 the dense CRF grid search of ``edgeseg eval --crf-search``, and ms per 512² image (each CRF alone, side by side).
-Writes benchmarks/results/crf_lits.{json,md}.
+Writes benchmarks/results/crf_cpu.{json,md}.
 """
 from __future__ import annotations
 
@@ -150,7 +150,7 @@ def main() -> None:
         "export_parity": rep.summary(),
     }
     Path("benchmarks/results").mkdir(parents=True, exist_ok=True)
-    result = Path("benchmarks/results") / ("crf_lits" if unet else f"crf_lits_{a.model}")
+    result = Path("benchmarks/results") / ("crf_cpu" if unet else f"crf_cpu_{a.model}")
     result.with_suffix(".json").write_text(json.dumps(res, indent=1))
     m, b, t = res["miou"], res["boundary_miou"], res["ms_512"]
     gain_d, gain_l = m["dense"] - m["none"], m["local"] - m["none"]

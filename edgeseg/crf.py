@@ -71,7 +71,7 @@ class CRFParams:
 
 # The seed's validation search (DeepLab fixes w2, θγ and searches w1, θα, θβ on val images), kept small; it reaches
 # below DeepLab's values (w1 1, θα 10) because edgeseg's sets are small images (LiTS: 128²) where intensity
-# separates the classes less than colour does in VOC (measured: benchmarks/results/crf_lits.md).
+# separates the classes less than colour does in VOC (measured: benchmarks/results/crf_cpu.md).
 SEARCH_GRID = {"w_appearance": (1.0, 3.0, 5.0), "theta_alpha": (10.0, 30.0, 121.0), "theta_beta": (3.0, 5.0, 10.0)}
 
 
