@@ -86,5 +86,18 @@ private:
     float mOverlapThreshold, mScoreThreshold;
 };
 
+class PanopticMergePlugin : public PluginBase
+{
+    EDGESEG_PLUGIN_BODY(PanopticMergePlugin, PanopticMergeNode, 2)
+public:
+    // The same scratch as EdgeSegPanopticPaste (cuda::panoptic_scratch) for the profile's largest instance count.
+    size_t getWorkspaceSize(DynamicPluginTensorDesc const* inputs, int32_t nbInputs, DynamicPluginTensorDesc const* outputs,
+        int32_t nbOutputs) const noexcept override;
+
+private:
+    int32_t mNumClasses, mNumThingClasses, mMinStuffArea, mMaskRule;
+    float mOverlapThreshold, mScoreThreshold;
+};
+
 } // namespace plugin
 } // namespace edgeseg

@@ -26,8 +26,9 @@ extern "C" nvinfer1::IPluginCreatorInterface* const* getCreators(int32_t& nbCrea
     static Creator<DCNv3Plugin> dcnv3;
     static Creator<PasteMasksPlugin> paste;
     static Creator<PanopticPastePlugin> panoptic;
+    static Creator<PanopticMergePlugin> merge;
     static nvinfer1::IPluginCreatorInterface* const creators[]
-        = {&roi_align, &multilevel, &deform_conv, &dcnv3, &paste, &panoptic};
+        = {&roi_align, &multilevel, &deform_conv, &dcnv3, &paste, &panoptic, &merge};
     nbCreators = sizeof(creators) / sizeof(creators[0]);
     return creators;
 }

@@ -20,7 +20,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 OPS = ["EdgeSegRoIAlign", "EdgeSegMultilevelRoIAlign", "EdgeSegDeformConv2d", "EdgeSegDCNv3", "EdgeSegPasteMasks",
-       "EdgeSegPanopticPaste"]
+       "EdgeSegPanopticPaste", "EdgeSegPanopticMerge"]
 HOSTILE_INTS = [0, 1, 2, 3, 7, 15, 16, 64, 65, 1024, 1025, 4096, 10000, 65535, 65536, 2**31 - 1, 2**31, 2**40, -1, -2,
                 -(2**31), -(2**63)]
 HOSTILE_FLOATS = [0.0, -0.0, 1.0, -1.0, 0.5, 1e-7, 1e-6, 1e4, 1e5, 1e30, 3.4e38, -3.4e38, 1e-40, float("nan"),
@@ -113,6 +113,17 @@ def _generate(rng) -> Case:
         c.inputs = [("masks", _values(rng, (rr, r(1, 7), r(1, 7)), np.float32, "unit")),
                     ("boxes", _values(rng, (rr, 4), np.float32, "boxes")), ("image", np.zeros(image, np.float32))]
         c.attrs = dict(threshold=float(rng.choice([0.5, -1.0, 0.0, 1.0])))
+    elif op == "EdgeSegPanopticMerge":
+        h, w, rr, nc = r(1, 16), r(1, 16), r(0, 4), r(1, 6)
+        rule = int(rng.choice([0, 1]))
+        m = (r(1, 7), r(1, 7)) if rule == 0 else (0, 0)
+        c.inputs = [("semantic", rng.integers(-1, nc + 2, (h, w)).astype(np.int32)),
+                    ("masks", _values(rng, (rr, *m), np.float32, "unit")),
+                    ("boxes", _values(rng, (rr, 4), np.float32, "boxes")),
+                    ("scores", _values(rng, (rr,), np.float32, "unit")), ("classes", rng.integers(-1, nc + 1, rr).astype(np.int32))]
+        c.attrs = dict(num_classes=nc, num_thing_classes=r(0, nc), min_stuff_area=int(rng.choice([0, 1, 4, 4096])),
+                       overlap_threshold=0.5, score_threshold=float(rng.choice([0.0, 0.5])), mask_rule=rule)
+        c.outputs = [("ids", 6), ("segments", 1)]  # INT32, FLOAT
     else:
         h, w, rr = r(1, 16), r(1, 16), r(0, 4)
         nc = r(1, 6)

@@ -57,6 +57,37 @@ def test_output_contract(model, size):
             assert int((pan == int(row[0])).sum()) == int(row[3])
 
 
+def test_merge_on_boxes_equals_the_full_size_mask_route():
+    """Issue 17: the merge reads boxes (rule "box_class"), not D full-image masks; eager outputs are those of the route
+    before (the D×H×W masks of ``instance_masks`` into ``panoptic_paste``), and the native launcher reads each
+    instance only inside its box with the same result."""
+    from edgeseg.models.detection.postprocess import panoptic_merge
+    model = spread_scores(small(seed=2, paste_score_threshold=0.05, min_stuff_area=16))
+    x = torch.randn(2, 3, 128, 192, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        out = model(x)
+        levels = model.features(x)
+        semantic = model.semantic_head(levels, x)
+        boxes, scores, labels, found = model.detect(model.box_head(levels[1:]), x)
+        masks = model.instance_masks(boxes, labels, found, semantic)
+        before = panoptic_merge(semantic, masks, scores, labels, model.thing_classes, model.overlap_threshold,
+                                model.min_stuff_area, model.paste_score_threshold)
+    assert (out["segments"][..., 2] == 1).sum() >= 2  # instances were merged, not only stuff
+    assert torch.equal(out["panoptic"], before["panoptic"]) and torch.equal(out["segments"], before["segments"])
+    if (plugin_dir() / "libedgeseg_cpu.so").is_file():
+        from edgeseg import ops
+        from edgeseg.models.detection.postprocess import thing_first_order
+        order = torch.tensor(thing_first_order(3, model.thing_classes))
+        pos = torch.argsort(order)
+        for i in range(2):
+            boxed = torch.where(found[i, :, None], boxes[i], torch.zeros_like(boxes[i]))
+            args = (pos[semantic[i].argmax(0)], None, boxed, scores[i], pos[labels[i]], 3, 2, "box_class",
+                    model.overlap_threshold, model.min_stuff_area, model.paste_score_threshold)
+            ids_n, table_n = ops.panoptic_merge(*args, impl="native")
+            ids_t, table_t = ops.panoptic_merge(*args)
+            assert torch.equal(ids_n, ids_t) and torch.equal(table_n, table_t)
+
+
 def test_borderness_formula():
     ltrb = torch.tensor([[1.0, 2.0, 3.0, 4.0], [5.0, 5.0, 5.0, 5.0], [0.0, 1.0, 2.0, 1.0]])
     assert borderness(ltrb).tolist() == pytest.approx([math.sqrt(1 / 3 * 2 / 4), 1.0, 0.0])
@@ -180,7 +211,8 @@ def export_and_compare(model, flavour, path, sample, sizes=((64, 64), (128, 192)
     assert meta.task == "panoptic" and meta.max_detections == model.max_detections and meta.size_divisor == 64
     kinds = {n.op_type for n in onnx.load(str(path)).graph.node}
     if flavour == "tensorrt":  # the DCNv2 semantic head and the merge are plugin nodes
-        assert {"EdgeSegDeformConv2d", "EdgeSegPanopticPaste"} <= kinds and "DeformConv" not in kinds
+        assert {"EdgeSegDeformConv2d", "EdgeSegPanopticMerge"} <= kinds and "DeformConv" not in kinds
+        assert "EdgeSegPanopticPaste" not in kinds  # the merge reads boxes, not N×D×H×W masks
     else:
         assert "DeformConv" in kinds and "NonMaxSuppression" in kinds and not any(k.startswith("EdgeSeg") for k in kinds)
     session = open_session(path)

@@ -191,6 +191,77 @@ def test_panoptic_nan_scores_rank_last_and_are_never_pasted():
     assert len(things) >= 1 and torch.isfinite(things[:, 4]).all()
 
 
+MERGE_ARGS = dict(num_classes=4, num_thing_classes=2, overlap_threshold=0.5, min_stuff_area=1, score_threshold=0.3)
+
+
+@pytest.mark.parametrize("rule, bad, match", [
+    ("paste", dict(boxes=torch.rand(2, 4)), "boxes"),
+    ("paste", dict(boxes=torch.rand(3, 5)), "boxes"),
+    ("paste", dict(masks=torch.rand(3, 0, 28)), "masks"),
+    ("paste", dict(scores=torch.rand(4)), "scores"),
+    ("paste", dict(classes=torch.zeros(2, dtype=torch.int32)), "classes"),
+    ("paste", dict(semantic=torch.zeros(0, 10, dtype=torch.int32)), "semantic"),
+    ("paste", dict(min_stuff_area=-1), "min_stuff_area"),
+    ("paste", dict(score_threshold=NAN), "score_threshold"),
+])
+def test_panoptic_merge_inputs_and_fields_are_checked(rule, bad, match):
+    args = dict(semantic=torch.zeros(10, 12, dtype=torch.int32), masks=torch.rand(3, 28, 28), boxes=torch.rand(3, 4) * 9,
+                scores=torch.rand(3), classes=torch.zeros(3, dtype=torch.int32), mask_rule=rule, **MERGE_ARGS)
+    args.update(bad)
+    with pytest.raises(ValueError, match=match):
+        ops.panoptic_merge(impl="native", **args)
+
+
+def test_panoptic_merge_mask_rule_and_masks_must_agree():
+    from edgeseg.ops import native
+    sem, boxes = torch.zeros(8, 8, dtype=torch.int32), torch.tensor([[1.0, 1, 6, 6]])
+    scores, classes = torch.ones(1), torch.zeros(1, dtype=torch.int32)
+    fields = [MERGE_ARGS[k] for k in MERGE_ARGS]
+    with pytest.raises(ValueError, match="R×0×0"):  # rule 1 with masks: they would be silently ignored
+        native.panoptic_merge(sem, torch.rand(1, 4, 4), boxes, scores, classes, 1, *fields)
+    with pytest.raises(ValueError, match="dimension 1 must be at least 1"):  # rule 0 without masks
+        native.panoptic_merge(sem, torch.zeros(1, 0, 0), boxes, scores, classes, 0, *fields)
+    with pytest.raises(ValueError, match="mask_rule"):
+        native.panoptic_merge(sem, torch.zeros(1, 0, 0), boxes, scores, classes, 2, *fields)
+
+
+@pytest.mark.parametrize("rule", ["paste", "box_class"])
+def test_panoptic_merge_non_finite_and_huge_boxes_and_scores(rule):
+    """NaN/±inf corners: no pixels; ±3e38 corners: a box covering the image (clamped, no overflow); NaN scores last
+    and never pasted. Native equals the reference (the full-size masks into panoptic_paste) exactly."""
+    torch.manual_seed(5)
+    semantic = torch.randint(0, 4, (20, 24), dtype=torch.int32)
+    boxes = torch.tensor([[2.0, 2, 12, 12], [NAN, 2, 12, 12], [2, 2, INF, 12], [-INF, -INF, INF, INF],
+                          [-3e38, -3e38, 3e38, 3e38], [5, 5, 4, 4], [-50, -50, -10, -10], [30, 2, 40, 9]])
+    masks = torch.rand(8, 6, 6)
+    scores = torch.tensor([0.9, 0.95, 0.8, 0.99, 0.5, 0.7, NAN, 0.6])
+    classes = torch.tensor([0, 1, 0, 1, 1, 0, 0, 1], dtype=torch.int32)
+    ids_n, table_n = ops.panoptic_merge(semantic, masks, boxes, scores, classes, mask_rule=rule, impl="native", **MERGE_ARGS)
+    ids_t, table_t = ops.panoptic_merge(semantic, masks, boxes, scores, classes, mask_rule=rule, **MERGE_ARGS)
+    assert torch.equal(ids_n, ids_t.to(ids_n.dtype)) and torch.equal(table_n, table_t)
+    assert not torch.isnan(table_n).any()
+    things = table_n[table_n[:, 2] == 1]
+    # only finite boxes with finite scores become segments: not the non-finite-cornered ones (0.95, 0.8, 0.99),
+    # though they score highest, nor the NaN score
+    assert len(things) >= 1
+    assert all(any(abs(v - a) < 1e-6 for a in (0.9, 0.5, 0.7, 0.6)) for v in things[:, 4].tolist())
+
+
+def test_panoptic_merge_equals_paste_then_panoptic_paste():
+    """The box route reads each instance only inside its box and gives what pasting full-size masks gives."""
+    torch.manual_seed(6)
+    semantic = torch.randint(0, 4, (33, 41), dtype=torch.int32)
+    boxes = torch.rand(12, 4) * torch.tensor([41.0, 33, 41, 33])
+    boxes[:, 2:] = boxes[:, :2] + torch.rand(12, 2) * 20
+    masks, scores = torch.rand(12, 28, 28), torch.rand(12)
+    classes = torch.randint(0, 2, (12,), dtype=torch.int32)
+    full = ops.paste_masks(masks, boxes, (33, 41), threshold=-1, impl="native")
+    ids_p, table_p = ops.panoptic_paste(semantic, full, scores, classes, impl="native", **MERGE_ARGS)
+    ids_m, table_m = ops.panoptic_merge(semantic, masks, boxes, scores, classes, impl="native", **MERGE_ARGS)
+    assert torch.equal(ids_p, ids_m) and torch.equal(table_p, table_m)
+    assert (table_m[:, 2] == 1).sum() >= 2
+
+
 # --- the ONNX Runtime custom ops, through crafted graphs ------------------------------------------
 
 def ort_session(node, inputs, outputs):
@@ -299,6 +370,30 @@ def test_ort_panoptic_with_fewer_scores_than_masks_is_refused():
     ids, seg = s.run(None, feed)
     assert set(np.unique(ids)) <= {1, 2} and not np.isnan(seg).any()
     assert seg[0, 4] == pytest.approx(0.9)  # the one finite score is pasted first; NaN never
+
+
+def test_ort_panoptic_merge_refuses_mismatched_boxes_and_runs_both_rules():
+    def session(rule):
+        node = helper.make_node("EdgeSegPanopticMerge", ["s", "m", "b", "sc", "c"], ["ids", "seg"], domain="edgeseg",
+                                num_classes=3, num_thing_classes=1, min_stuff_area=1, mask_rule=rule)
+        return ort_session(node, [vi("s", I32, 2), vi("m", F, 3), vi("b", F, 2), vi("sc", F, 1), vi("c", I32, 1)],
+                           [vi("ids", I32, 2), vi("seg", F, 2)])
+    feed = {"s": np.zeros((6, 6), np.int32), "m": np.ones((2, 4, 4), np.float32),
+            "b": np.array([[0, 0, 3, 3], [NAN, 0, 5, 5]], np.float32), "sc": np.array([0.9, 0.95], np.float32),
+            "c": np.zeros(2, np.int32)}
+    s0 = session(0)
+    with pytest.raises(Exception, match="boxes"):
+        s0.run(None, {**feed, "b": feed["b"][:1]})
+    ids, seg = s0.run(None, feed)
+    # torchvision's paste: the 4×4 ones (zero ring around) cover the box's inner 2×2; the NaN box pastes nothing
+    assert (ids == 1).sum() == 4 and ids[1, 1] == 1 and seg[0, 4] == pytest.approx(0.9, abs=1e-6) and seg[1, 0] == 0
+    s1 = session(1)
+    with pytest.raises(Exception, match="R×0×0"):
+        s1.run(None, feed)
+    ids, seg = s1.run(None, {**feed, "m": np.zeros((2, 0, 0), np.float32)})
+    assert ids[0, 0] == 1 and ids[3, 3] == 0 and (ids == 1).sum() == 9  # centres 0.5..2.5 lie in [0, 3]
+    with pytest.raises(Exception, match="mask_rule"):  # ranges are the validation layer's, checked at run time
+        session(2).run(None, feed)
 
 
 # --- found by the fuzz targets (plugins/fuzz, tests/test_fuzz_native.py) -------------------------

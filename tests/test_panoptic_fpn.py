@@ -41,6 +41,23 @@ def test_panoptic_contract():
         assert used[:, 2].sum() > 0 and (used[:, 2] == 0).sum() > 0  # things and stuff both present
 
 
+def test_merge_on_mask_head_masks_equals_the_full_size_paste_route():
+    """Issue 17: the merge takes the mask head's 28×28 masks and their boxes; eager outputs are those of the route
+    before (D masks pasted to full size, then ``panoptic_paste``)."""
+    from edgeseg.models.detection.postprocess import panoptic_merge
+    model = small()
+    x = torch.randn(2, 3, 96, 128, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        out = model(x)
+        features = model.net.backbone(x)
+        found = model.detect(x, features)
+        before = panoptic_merge(model._semantic(x, features), found["masks"], found["scores"],
+                                model.to_class[found["labels"]], model.thing_classes, model.overlap_threshold,
+                                model.min_stuff_area, model.instance_score_threshold)
+    assert (out["segments"][..., 2] == 1).sum() >= 2
+    assert torch.equal(out["panoptic"], before["panoptic"]) and torch.equal(out["segments"], before["segments"])
+
+
 def test_thing_classes_are_checked():
     from edgeseg.errors import ModelError
 
@@ -124,7 +141,8 @@ def export_and_compare(model, flavour, path, exact=True):
     assert report.passed and report.kind == "panoptic", report.summary()  # the built-in check: ids and PQ vs PyTorch
     assert report.meta.task == "panoptic" and report.id_agreement >= (1.0 if exact else 0.995)
     ops = {n.op_type for n in onnx.load(path).graph.node}
-    assert ("EdgeSegPanopticPaste" in ops) == (flavour == "tensorrt")
+    assert ("EdgeSegPanopticMerge" in ops) == (flavour == "tensorrt")
+    assert not {"EdgeSegPanopticPaste", "EdgeSegPasteMasks"} & ops  # mask-head masks and boxes, no full-size paste
     session = open_session(path)
     with torch.no_grad():
         for size in [(96, 128), (64, 96)]:

@@ -99,6 +99,10 @@ def _inputs(op: str, rng: np.random.Generator) -> dict[str, np.ndarray]:
     if op == "EdgeSegPasteMasks":
         return {"masks": rng.random((2, 7, 7), np.float32), "boxes": np.array([[1, 1, 9, 12], [3, 0, 15, 6]], np.float32),
                 "image": f(1, 3, 16, 16)}
+    if op == "EdgeSegPanopticMerge":  # mask_rule's default 0: the masks pasted into the boxes
+        return {"semantic": rng.integers(0, 3, (8, 8)).astype(np.int32), "masks": rng.random((2, 5, 5), np.float32),
+                "boxes": np.array([[0, 0, 6, 6], [2, 3, 8, 8]], np.float32), "scores": np.array([0.9, 0.7], np.float32),
+                "classes": np.array([0, 1], np.int32)}
     return {"semantic": rng.integers(0, 3, (8, 8)).astype(np.int32), "masks": rng.random((2, 8, 8), np.float32),
             "scores": np.array([0.9, 0.7], np.float32), "classes": np.array([0, 1], np.int32)}
 
@@ -111,8 +115,9 @@ REQUIRED_VALUES = {
     "EdgeSegDCNv3": {"kernel": [3, 3]},
     "EdgeSegPasteMasks": {},
     "EdgeSegPanopticPaste": {"num_classes": 3, "num_thing_classes": 2},
+    "EdgeSegPanopticMerge": {"num_classes": 3, "num_thing_classes": 2},
 }
-OUTPUTS = {"EdgeSegPanopticPaste": ["ids", "segments"]}
+OUTPUTS = {"EdgeSegPanopticPaste": ["ids", "segments"], "EdgeSegPanopticMerge": ["ids", "segments"]}
 
 
 def _session(ort, lib, op: str, names: list[str], attrs: dict):

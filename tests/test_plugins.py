@@ -52,6 +52,7 @@ def test_creators_make_plugins_from_valid_fields_and_refuse_invalid_ones(registr
         "EdgeSegDCNv3": [("kernel", [3, 3], "i"), ("padding", [1, 1], "i"), ("group", [4], "i")],
         "EdgeSegPasteMasks": [("threshold", [0.5], "f")],
         "EdgeSegPanopticPaste": [("num_classes", [133], "i"), ("num_thing_classes", [80], "i")],
+        "EdgeSegPanopticMerge": [("num_classes", [133], "i"), ("num_thing_classes", [80], "i"), ("mask_rule", [1], "i")],
     }
     invalid = {
         "EdgeSegRoIAlign": [("output_height", [0], "i"), ("output_width", [7], "i")],
@@ -61,6 +62,7 @@ def test_creators_make_plugins_from_valid_fields_and_refuse_invalid_ones(registr
         "EdgeSegDCNv3": [("padding", [1, 1], "i")],  # kernel is required
         "EdgeSegPasteMasks": [("threshold", [3.0], "f")],
         "EdgeSegPanopticPaste": [("num_classes", [10], "i"), ("num_thing_classes", [11], "i")],
+        "EdgeSegPanopticMerge": [("num_classes", [10], "i"), ("num_thing_classes", [2], "i"), ("mask_rule", [2], "i")],
     }
     for name in EXPECTED_FIELDS:
         creator = reg.get_creator(name, "1")

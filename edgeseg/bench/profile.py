@@ -6,8 +6,9 @@ import functools
 import json
 import tempfile
 import time
+from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -87,6 +88,36 @@ def _torch_layers(session, batch: np.ndarray, warmup: int, runs: int) -> dict[st
         if us > 0:
             layers[e.key] = (e.key, us / 1000)
     return layers
+
+
+def module_stage_times(run: Callable[[], dict | None], stages: dict[str, list], runs: int) -> dict[str, list[float]]:
+    """Eager PyTorch's time stage by stage: ``runs`` calls of ``run``, each stage's modules timed from their forward
+    pre-hook to their forward hook (summed where a stage has several, or one runs several times). Returns ms per call
+    and stage, and ``total`` (the whole call); ``run`` may return stages it timed itself (work outside any module, such
+    as a post-processing function), which join them. The eager counterpart of ``stage_times``' graph cuts."""
+    acc: dict[str, float] = defaultdict(float)
+    handles = []
+    for stage, modules in stages.items():
+        for m in modules:
+            start: list[float] = []  # a stack: a module may run inside another of the same stage
+            handles.append(m.register_forward_pre_hook(lambda *_, s=start: s.append(time.perf_counter())))
+            handles.append(m.register_forward_hook(
+                lambda *_, s=start, k=stage: acc.__setitem__(k, acc[k] + (time.perf_counter() - s.pop()) * 1000)))
+    samples: dict[str, list[float]] = defaultdict(list)
+    try:
+        for _ in range(runs):
+            acc.clear()
+            t0 = time.perf_counter()
+            own = run() or {}
+            samples["total"].append((time.perf_counter() - t0) * 1000)
+            for k in stages:
+                samples[k].append(acc.get(k, 0.0))
+            for k, ms in own.items():
+                samples[k].append(ms)
+    finally:
+        for h in handles:
+            h.remove()
+    return dict(samples)
 
 
 # --- stages by graph cuts ------------------------------------------------------------------------------------------
@@ -222,7 +253,7 @@ def instance_stage_cuts(graph) -> dict[str, list[str]]:
 
 def panoptic_stage_cuts(graph) -> dict[str, list[str]]:
     """The network (backbone, heads, detections, instance masks, the semantic logits) and the panoptic merge's paste.
-    The paste starts at the EdgeSegPanopticPaste node (tensorrt flavour) or, in the portable flavour, at the NaN test
+    The paste starts at the EdgeSegPanopticMerge (or, in older graphs, EdgeSegPanopticPaste) node (tensorrt flavour) or, in the portable flavour, at the NaN test
     of the scores it ranks (``ops.paste.panoptic_paste``'s first step; the detector's own NaN tests come before its
     masks, the paste's comes after). Everything that depends on it is the merge; the network ends at the tensors the
     merge reads from outside itself."""
@@ -230,7 +261,7 @@ def panoptic_stage_cuts(graph) -> dict[str, list[str]]:
 
     flow = Dataflow(graph)
     nodes = flow.nodes
-    entry = [i for i, n in enumerate(nodes) if n.op_type == "EdgeSegPanopticPaste"]
+    entry = [i for i, n in enumerate(nodes) if n.op_type in ("EdgeSegPanopticMerge", "EdgeSegPanopticPaste")]
     if not entry:
         nan = [i for i, n in enumerate(nodes) if n.op_type == "IsNaN"]
         entry = [max(nan, key=lambda i: len(flow.upstream(i)))] if nan else []

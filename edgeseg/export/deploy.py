@@ -12,12 +12,14 @@ Outputs, at the frame's size:
 - instance: ``boxes`` N×D×4 (frame pixels, clipped to the frame as torchvision clips them), ``scores`` N×D,
   ``labels`` N×D int32, ``num_detections`` N
   int32, ``instance_map`` N×H×W (uint8 for D ≤ 255, else int32; pixel = 1 + the highest-scoring detection whose
-  mask ≥ 0.5 covers it, 0 where none does: the rule ``edgeseg.viz.instance_ids`` draws with) and ``mask_probs``
+  mask ≥ 0.5 covers it, 0 where none does: the rule of ``edgeseg.runtime.prepost.instance_map``) and ``mask_probs``
   N×D×28×28, the mask head's probabilities, which ``edgeseg.runtime.prepost.paste_mask_probs`` pastes on demand
   into overlapping full-size masks (mask AP needs those; drawing and tracking need only the map). Both together
   are ~0.6 MB at 512² with D = 100, against 105 MB of float masks.
 - panoptic: ``panoptic`` N×H×W ids (uint8 for ≤ 255 segment rows, else int32), ``segments`` N×S×5 (the table),
-  ``semantic`` N×H×W labels (the semantic head's argmax, for mIoU), instead of N×K×H×W float logits.
+  ``semantic`` N×H×W labels (the semantic head's argmax, for mIoU), instead of N×K×H×W float logits. Inside, the
+  merge reads each instance's box (and, for Panoptic FPN, its 28×28 mask-head mask) only inside the box
+  (EdgeSegPanopticMerge): no N×D×H×W masks are made in either I/O form.
 
 Only ops TensorRT 10's ONNX parser takes: Cast, Transpose, Mul/Add, Resize, Gather, Slice, ArgMax, ReduceMax,
 Where, comparisons.

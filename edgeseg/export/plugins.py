@@ -67,6 +67,14 @@ PLUGIN_SPEC: dict[str, dict[str, tuple[str, int | None, tuple[float, float], obj
         "min_stuff_area": ("i", 1, (0, 2147483647), 4096),
         "score_threshold": ("f", 1, (0.0, 1.0), 0.5),
     },
+    "EdgeSegPanopticMerge": {
+        "num_classes": ("i", 1, (1, 65535), REQUIRED),
+        "num_thing_classes": ("i", 1, (0, 65535), REQUIRED),
+        "overlap_threshold": ("f", 1, (0.0, 1.0), 0.5),
+        "min_stuff_area": ("i", 1, (0, 2147483647), 4096),
+        "score_threshold": ("f", 1, (0.0, 1.0), 0.5),
+        "mask_rule": ("i", 1, (0, 1), 0),
+    },
 }
 # --- end of generated ---
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from edgeseg.ops.dcnv3 import DCNv3, dcnv3
 from edgeseg.ops.deform_conv import deform_conv2d
 from edgeseg.ops.export import export_flavour, flavour
-from edgeseg.ops.paste import panoptic_paste, paste_masks
+from edgeseg.ops.paste import panoptic_merge, panoptic_paste, paste_masks
 from edgeseg.ops.roi_align import fpn_levels, multilevel_roi_align, roi_align
 
 __all__ = ["DCNv3", "dcnv3", "deform_conv2d", "export_flavour", "flavour", "fpn_levels", "multilevel_roi_align",
-           "panoptic_paste", "paste_masks", "roi_align"]
+           "panoptic_merge", "panoptic_paste", "paste_masks", "roi_align"]

@@ -156,3 +156,13 @@ def panoptic_paste(semantic: Tensor, masks: Tensor, scores: Tensor, classes: Ten
         num_classes, num_thing_classes, ctypes.c_float(overlap_threshold), ctypes.c_int64(min_stuff_area),
         ctypes.c_float(score_threshold)], [np.int32, np.float32])
     return torch.from_numpy(ids), torch.from_numpy(table)
+
+
+def panoptic_merge(semantic: Tensor, masks: Tensor, boxes: Tensor, scores: Tensor, classes: Tensor, mask_rule: int,
+                   num_classes: int, num_thing_classes: int, overlap_threshold: float, min_stuff_area: int,
+                   score_threshold: float) -> tuple[Tensor, Tensor]:
+    views = [_t(_i32(semantic)), _t(_f32(masks)), _t(_f32(boxes)), _t(_f32(scores)), _t(_i32(classes))]
+    ids, table = _run("es_panoptic_merge", [ctypes.byref(v) for v in views] + [
+        mask_rule, num_classes, num_thing_classes, ctypes.c_float(overlap_threshold), ctypes.c_int64(min_stuff_area),
+        ctypes.c_float(score_threshold)], [np.int32, np.float32])
+    return torch.from_numpy(ids), torch.from_numpy(table)

@@ -10,6 +10,12 @@ whose overlap with pixels already occupied exceeds ``overlap_threshold`` of its 
 otherwise it keeps its not-yet-occupied pixels. Semantic labels ≥ ``num_thing_classes`` are stuff:
 each stuff class's unoccupied pixels become one segment if there are at least ``min_stuff_area``.
 Written branch-free over a fixed instance count, so it traces (the portable flavour unrolls it).
+
+panoptic_merge: panoptic_paste with each instance given by its box, never a full-image mask: ``mask_rule`` 0
+pastes the mask head's M×M' mask into the box (as paste_masks, soft; in where > 0.5), 1 takes the pixels whose
+centre lies in the box and whose semantic label is the instance's class (LPSNet). Its reference (eager, portable)
+builds the full-size masks and calls panoptic_paste, so the result equals that composition bit for bit; the
+native launcher and the EdgeSegPanopticMerge node read each instance only inside its box.
 """
 from __future__ import annotations
 
@@ -134,3 +140,55 @@ def panoptic_paste(semantic: Tensor, masks: Tensor, scores: Tensor, classes: Ten
         table = torch.where(((slots == next_id - 1) & ok)[:, None], row[None], table)
         next_id = next_id + ok.to(torch.int32)
     return occupied, table
+
+
+MASK_RULES = {"paste": 0, "box_class": 1}
+
+
+def box_class_masks(semantic: Tensor, boxes: Tensor, classes: Tensor) -> Tensor:
+    """R×H×W {0, 1} (as ``semantic``'s float): the pixels whose centre (x + 0.5, y + 0.5) lies in the box (edges
+    included) and whose label in ``semantic`` (H×W) is the instance's class: mask_rule 1 as full-size masks. A box
+    with a NaN or ±inf corner has no pixels."""
+    h, w = semantic.shape[-2:]
+    xs = torch.arange(w, device=semantic.device).to(boxes.dtype) + 0.5
+    ys = torch.arange(h, device=semantic.device).to(boxes.dtype) + 0.5
+    in_x = (xs >= boxes[:, 0:1]) & (xs <= boxes[:, 2:3])                     # R×W
+    in_y = (ys >= boxes[:, 1:2]) & (ys <= boxes[:, 3:4])                     # R×H
+    same = semantic[None] == classes[:, None, None]                          # R×H×W
+    ok = torch.isfinite(boxes).all(1)[:, None, None]  # a non-finite corner: no pixels (the math core's rule)
+    return (same & ok & in_y[:, :, None] & in_x[:, None, :]).to(boxes.dtype)
+
+
+def panoptic_merge(semantic: Tensor, masks: Tensor | None, boxes: Tensor, scores: Tensor, classes: Tensor,
+                   num_classes: int, num_thing_classes: int, mask_rule: str = "paste", overlap_threshold: float = 0.5,
+                   min_stuff_area: int = 4096, score_threshold: float = 0.5, impl: str = "torch") -> tuple[Tensor, Tensor]:
+    """One image, as ``panoptic_paste``, with the instances given by ``boxes`` R×4 (x1 y1 x2 y2, image pixels):
+    ``mask_rule="paste"``: ``masks`` R×M×M' (the mask head's probabilities) pasted into the boxes; ``"box_class"``:
+    no masks (None), the box's pixels of the instance's class in ``semantic``. Same outputs as ``panoptic_paste``."""
+    if mask_rule not in MASK_RULES:
+        raise ValueError(f"unknown mask_rule '{mask_rule}'; use one of {tuple(MASK_RULES)}")
+    rule = MASK_RULES[mask_rule]
+    r = boxes.shape[0]
+    if rule == 1:
+        masks = boxes.new_zeros(r, 0, 0)  # not read: the node's R×0×0
+    elif masks is None:
+        raise ValueError("mask_rule 'paste' needs the R×M×M' masks")
+    if impl == "native":
+        from edgeseg.ops import native
+
+        return native.panoptic_merge(semantic, masks, boxes, scores, classes, rule, num_classes, num_thing_classes,
+                                     overlap_threshold, min_stuff_area, score_threshold)
+    if impl != "torch":
+        raise ValueError(f"unknown impl '{impl}'; use 'torch' or 'native'")
+    if emitting_plugin():
+        attrs = dict(num_classes=num_classes, num_thing_classes=num_thing_classes, overlap_threshold=float(overlap_threshold),
+                     min_stuff_area=int(min_stuff_area), score_threshold=float(score_threshold), mask_rule=rule)
+        ids, table = plugin_node_multi("EdgeSegPanopticMerge", [semantic.to(torch.int32), masks, boxes, scores,
+                                                                classes.to(torch.int32)],
+                                       attrs, [torch.int32, torch.float32],
+                                       [tuple(semantic.shape), (r + num_classes - num_thing_classes, 5)])
+        return ids, table
+    full = (paste_masks(masks, boxes, semantic, threshold=-1) if rule == 0
+            else box_class_masks(semantic, boxes, classes))
+    return panoptic_paste(semantic, full, scores, classes, num_classes, num_thing_classes, overlap_threshold,
+                          min_stuff_area, score_threshold)

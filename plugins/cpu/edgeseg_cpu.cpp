@@ -167,6 +167,65 @@ void roi_align_run(std::vector<float const*> const& data, std::vector<Shape> con
         }
     }
 }
+
+// The panoptic merge of one image (EdgeSegPanopticPaste and EdgeSegPanopticMerge): instances in score order, each
+// visited only over its extent (instance(j): a MergeInstance) with in_instance(j, m, py, px) deciding its pixels;
+// then stuff. The per-pixel tests, the accept rules and the table rows are the math core's (edgeseg/paste.h),
+// shared with the CUDA launcher.
+template <typename Instance, typename InInstance>
+void panoptic_run(int32_t const* sem, int h, int w, int64_t r, float const* sc, int32_t const* cls,
+    edgeseg::PanopticParams const& p, int32_t* id, float* table, int64_t rows, Instance instance, InInstance in_instance)
+{
+    int64_t const hw = static_cast<int64_t>(h) * w;
+    std::fill(id, id + hw, 0);
+    std::fill(table, table + rows * 5, 0.f);
+    std::vector<int64_t> order(static_cast<size_t>(r));
+    std::iota(order.begin(), order.end(), 0);
+    std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
+        return edgeseg::panoptic_before(sc[a], static_cast<int>(a), sc[b], static_cast<int>(b));
+    });
+    int32_t next_id = 1;
+    for (int64_t j : order)
+    {
+        if (!edgeseg::panoptic_scores_enough(sc[j], p.score_threshold))
+            continue; // never accepted whatever its pixels: not read (empty slots of a fixed-size output score 0)
+        edgeseg::MergeInstance const m = instance(j);
+        int64_t area = 0, kept = 0;
+        for (int py = m.y_lo; py < m.y_hi; ++py)
+            for (int px = m.x_lo; px < m.x_hi; ++px)
+                if (in_instance(j, m, py, px))
+                {
+                    ++area;
+                    kept += id[static_cast<int64_t>(py) * w + px] == 0;
+                }
+        if (!edgeseg::panoptic_accept(sc[j], area, kept, p.score_threshold, p.overlap_threshold))
+            continue;
+        for (int py = m.y_lo; py < m.y_hi; ++py)
+            for (int px = m.x_lo; px < m.x_hi; ++px)
+            {
+                int32_t& v = id[static_cast<int64_t>(py) * w + px];
+                if (v == 0 && in_instance(j, m, py, px))
+                    v = next_id;
+            }
+        edgeseg::panoptic_segment_row(table, next_id++, static_cast<float>(cls[j]), 1.f, kept, sc[j]);
+    }
+    // Stuff: one histogram pass over the free pixels, then one labelling pass (not a pass per class:
+    // 65,535 classes on a 1024² map would take minutes). Segment ids in class order, as before.
+    std::vector<int64_t> area(static_cast<size_t>(p.num_classes), 0);
+    for (int64_t i = 0; i < hw; ++i)
+        if (id[i] == 0 && edgeseg::panoptic_is_stuff(sem[i], p.num_thing_classes, p.num_classes))
+            ++area[sem[i]];
+    std::vector<int32_t> stuff_id(static_cast<size_t>(p.num_classes), 0);
+    for (int c = p.num_thing_classes; c < p.num_classes; ++c)
+        if (edgeseg::panoptic_accept_stuff(area[c], p.min_stuff_area))
+        {
+            stuff_id[c] = next_id;
+            edgeseg::panoptic_segment_row(table, next_id++, static_cast<float>(c), 0.f, area[c], 1.f);
+        }
+    for (int64_t i = 0; i < hw; ++i)
+        if (id[i] == 0 && edgeseg::panoptic_is_stuff(sem[i], p.num_thing_classes, p.num_classes))
+            id[i] = stuff_id[sem[i]];
+}
 } // namespace
 
 extern "C" char const* es_last_error(void) { return last_error.c_str(); }
@@ -409,56 +468,61 @@ extern "C" int es_panoptic_paste(es_tensor const* semantic, es_tensor const* mas
         int64_t const r = masks->dims[0];
         if (!has_data(semantic) || (r > 0 && (!has_data(masks) || !has_data(scores) || !has_data(classes))))
             return missing(op, "semantic/masks/scores/classes");
+        int32_t const w = static_cast<int32_t>(ids_shape.d[1]);
         int64_t const hw = ids_shape.d[0] * ids_shape.d[1];
+        float const* m_all = in<float>(masks);
+        // The whole image is every instance's extent: its mask is full-size.
+        panoptic_run(in<int32_t>(semantic), static_cast<int>(ids_shape.d[0]), w, r, in<float>(scores),
+            in<int32_t>(classes), p, static_cast<int32_t*>(ids->data), static_cast<float*>(segments->data),
+            seg_shape.d[0],
+            [&](int64_t) {
+                edgeseg::MergeInstance m{};
+                m.y_hi = static_cast<int>(ids_shape.d[0]);
+                m.x_hi = w;
+                return m;
+            },
+            [&](int64_t j, edgeseg::MergeInstance const&, int py, int px) {
+                return edgeseg::panoptic_in_mask(m_all[j * hw + static_cast<int64_t>(py) * w + px]);
+            });
+        return 0;
+    });
+}
+
+extern "C" int es_panoptic_merge(es_tensor const* semantic, es_tensor const* masks, es_tensor const* boxes,
+    es_tensor const* scores, es_tensor const* classes, int mask_rule, int num_classes, int num_thing_classes,
+    float overlap_threshold, int64_t min_stuff_area, float score_threshold, es_tensor* ids, es_tensor* segments)
+{
+    char const* op = "EdgeSegPanopticMerge";
+    return guarded(op, [&] {
+        edgeseg::PanopticParams const p{num_classes, num_thing_classes, overlap_threshold, min_stuff_area, score_threshold};
+        Shape ids_shape, seg_shape;
+        Status const st = edgeseg::validate_panoptic_merge(shape_of(semantic), shape_of(masks), shape_of(boxes),
+            shape_of(scores), shape_of(classes), mask_rule, p, ids_shape, seg_shape);
+        if (!st)
+            return refused(st);
+        int const mode_ids = settle_output(op, "ids", ids, ids_shape);
+        int const mode_seg = mode_ids < 0 ? -1 : settle_output(op, "segments", segments, seg_shape);
+        if (mode_ids < 0 || mode_seg < 0)
+            return -1;
+        if (mode_ids == 1 || mode_seg == 1)
+            return mode_ids == mode_seg ? 0 : refuse(std::string(op) + ": give both outputs, or neither (query)");
+        int64_t const r = masks->dims[0];
+        if (!has_data(semantic) || (r > 0 && (!has_data(masks) || !has_data(boxes) || !has_data(scores) || !has_data(classes))))
+            return missing(op, "semantic/masks/boxes/scores/classes");
+        int const h = static_cast<int>(ids_shape.d[0]), w = static_cast<int>(ids_shape.d[1]);
+        int const mh = static_cast<int>(masks->dims[1]), mw = static_cast<int>(masks->dims[2]);
+        int64_t const mm = static_cast<int64_t>(mh) * mw;
         int32_t const* sem = in<int32_t>(semantic);
         float const* m_all = in<float>(masks);
-        float const* sc = in<float>(scores);
+        float const* bx = in<float>(boxes);
         int32_t const* cls = in<int32_t>(classes);
-        int32_t* id = static_cast<int32_t*>(ids->data);
-        float* table = static_cast<float*>(segments->data);
-        std::fill(id, id + hw, 0);
-        std::fill(table, table + seg_shape.d[0] * 5, 0.f);
-        std::vector<int64_t> order(static_cast<size_t>(r));
-        std::iota(order.begin(), order.end(), 0);
-        std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
-            return edgeseg::panoptic_before(sc[a], static_cast<int>(a), sc[b], static_cast<int>(b));
-        });
-        // The per-pixel tests, the accept rules and the table rows are the math core's (edgeseg/paste.h),
-        // shared with the CUDA launcher.
-        int32_t next_id = 1;
-        for (int64_t j : order)
-        {
-            float const* m = m_all + j * hw;
-            int64_t area = 0, kept = 0;
-            for (int64_t i = 0; i < hw; ++i)
-                if (edgeseg::panoptic_in_mask(m[i]))
-                {
-                    ++area;
-                    kept += id[i] == 0;
-                }
-            if (!edgeseg::panoptic_accept(sc[j], area, kept, score_threshold, overlap_threshold))
-                continue;
-            for (int64_t i = 0; i < hw; ++i)
-                if (edgeseg::panoptic_in_mask(m[i]) && id[i] == 0)
-                    id[i] = next_id;
-            edgeseg::panoptic_segment_row(table, next_id++, static_cast<float>(cls[j]), 1.f, kept, sc[j]);
-        }
-        // Stuff: one histogram pass over the free pixels, then one labelling pass (not a pass per class:
-        // 65,535 classes on a 1024² map would take minutes). Segment ids in class order, as before.
-        std::vector<int64_t> area(static_cast<size_t>(num_classes), 0);
-        for (int64_t i = 0; i < hw; ++i)
-            if (id[i] == 0 && edgeseg::panoptic_is_stuff(sem[i], num_thing_classes, num_classes))
-                ++area[sem[i]];
-        std::vector<int32_t> stuff_id(static_cast<size_t>(num_classes), 0);
-        for (int c = num_thing_classes; c < num_classes; ++c)
-            if (edgeseg::panoptic_accept_stuff(area[c], min_stuff_area))
-            {
-                stuff_id[c] = next_id;
-                edgeseg::panoptic_segment_row(table, next_id++, static_cast<float>(c), 0.f, area[c], 1.f);
-            }
-        for (int64_t i = 0; i < hw; ++i)
-            if (id[i] == 0 && edgeseg::panoptic_is_stuff(sem[i], num_thing_classes, num_classes))
-                id[i] = stuff_id[sem[i]];
+        // Each instance is read only inside its box (the math core's merge_instance / merge_in_instance).
+        panoptic_run(sem, h, w, r, in<float>(scores), cls, p, static_cast<int32_t*>(ids->data),
+            static_cast<float*>(segments->data), seg_shape.d[0],
+            [&](int64_t j) { return edgeseg::merge_instance(mask_rule, bx + j * 4, mh, mw, cls[j], h, w); },
+            [&](int64_t j, edgeseg::MergeInstance const& m, int py, int px) {
+                return edgeseg::merge_in_instance(mask_rule, m, mask_rule == 0 ? m_all + j * mm : m_all, mh, mw, sem, w, py, px);
+            });
         return 0;
     });
 }

@@ -57,6 +57,14 @@ int es_panoptic_paste(es_tensor const* semantic, es_tensor const* masks, es_tens
     es_tensor const* classes, int num_classes, int num_thing_classes, float overlap_threshold, int64_t min_stuff_area,
     float score_threshold, es_tensor* ids, es_tensor* segments);
 
+// EdgeSegPanopticMerge: es_panoptic_paste's merge with each instance read only inside its box. semantic H×W
+// int32, masks R×M×M' (mask_rule 0: pasted into the boxes as es_paste_masks, in where > 0.5) or R×0×0
+// (mask_rule 1: a pixel whose centre lies in the box and whose label is the instance's class), boxes R×4,
+// scores R, classes R int32 -> ids H×W int32, segments (R + num_classes − num_thing_classes)×5.
+int es_panoptic_merge(es_tensor const* semantic, es_tensor const* masks, es_tensor const* boxes,
+    es_tensor const* scores, es_tensor const* classes, int mask_rule, int num_classes, int num_thing_classes,
+    float overlap_threshold, int64_t min_stuff_area, float score_threshold, es_tensor* ids, es_tensor* segments);
+
 #ifdef __cplusplus
 }
 #endif

@@ -403,6 +403,41 @@ struct PanopticPaste
     float overlap, score;
 };
 
+struct PanopticMerge
+{
+    bool inputs_given; // first: members initialise in declaration order
+    using F = edgeseg::spec::PanopticMergeNode;
+    static constexpr char const* kOp = F::kName;
+    PanopticMerge(OrtApi const*, OrtKernelInfo const* info)
+        : inputs_given(require_inputs(info, kOp, 5)),
+          num_classes(int_attr(info, kOp, F::kFields[F::num_classes])),
+          num_thing_classes(int_attr(info, kOp, F::kFields[F::num_thing_classes])),
+          mask_rule(int_attr(info, kOp, F::kFields[F::mask_rule])),
+          min_stuff_area(int_attr(info, kOp, F::kFields[F::min_stuff_area])),
+          overlap(float_attr(info, kOp, F::kFields[F::overlap_threshold])), score(float_attr(info, kOp, F::kFields[F::score_threshold]))
+    {
+    }
+    Ort::Status Compute(Tensor<int32_t> const& semantic, Tensor<float> const& masks, Tensor<float> const& boxes,
+        Tensor<float> const& scores, Tensor<int32_t> const& classes, Tensor<int32_t>& ids, Tensor<float>& segments)
+    {
+        return guarded([&] {
+            es_tensor const ts = view(semantic), tm = view(masks), tb = view(boxes), tsc = view(scores), tc = view(classes);
+            es_tensor id{}, seg{};
+            auto launch = [&] {
+                return es_panoptic_merge(&ts, &tm, &tb, &tsc, &tc, mask_rule, num_classes, num_thing_classes, overlap,
+                    min_stuff_area, score, &id, &seg);
+            };
+            check(launch());
+            id.data = ids.Allocate(std::vector<int64_t>(id.dims, id.dims + id.rank));
+            seg.data = segments.Allocate(std::vector<int64_t>(seg.dims, seg.dims + seg.rank));
+            check(launch());
+        });
+    }
+    int num_classes, num_thing_classes, mask_rule;
+    int64_t min_stuff_area;
+    float overlap, score;
+};
+
 // Kernel creation runs the constructors, which refuse bad attributes by throwing: ONNX Runtime reports
 // that as a session-creation error, so a bad node is caught when the model loads, not mid-run.
 template <typename Op>
@@ -426,6 +461,7 @@ extern "C" __attribute__((visibility("default"))) OrtStatus* ORT_API_CALL Regist
         ops.emplace_back(make<DCNv3>("EdgeSegDCNv3"));
         ops.emplace_back(make<PasteMasks>("EdgeSegPasteMasks"));
         ops.emplace_back(make<PanopticPaste>("EdgeSegPanopticPaste"));
+        ops.emplace_back(make<PanopticMerge>("EdgeSegPanopticMerge"));
         for (auto& op : ops)
             domain.Add(op.get());
     }

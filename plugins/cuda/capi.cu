@@ -72,3 +72,15 @@ extern "C" int es_cuda_panoptic_paste(int32_t const* semantic, int h, int w, flo
     return cuda::panoptic_paste(semantic, h, w, masks, scores, classes, r, num_classes, num_thing_classes,
         overlap_threshold, min_stuff_area, score_threshold, ids, segments, workspace, static_cast<cudaStream_t>(stream));
 }
+
+// EdgeSegPanopticMerge (the same workspace as es_cuda_panoptic_paste): masks r×mh×mw (mask_rule 0; unused with 1),
+// boxes r×4. Device pointers; the caller validates shapes as the plugin does (validate_panoptic_merge).
+extern "C" int es_cuda_panoptic_merge(int32_t const* semantic, int h, int w, float const* masks, int mh, int mw,
+    float const* boxes, float const* scores, int32_t const* classes, int r, int mask_rule, int num_classes,
+    int num_thing_classes, float overlap_threshold, int64_t min_stuff_area, float score_threshold, int32_t* ids,
+    float* segments, void* workspace, void* stream)
+{
+    return cuda::panoptic_merge(semantic, h, w, masks, mh, mw, boxes, scores, classes, r, mask_rule, num_classes,
+        num_thing_classes, overlap_threshold, min_stuff_area, score_threshold, ids, segments, workspace,
+        static_cast<cudaStream_t>(stream));
+}

@@ -92,5 +92,12 @@ cudaError_t panoptic_paste(int32_t const* semantic, int h, int w, float const* m
     int32_t const* classes, int r, int num_classes, int num_thing_classes, float overlap_threshold,
     int64_t min_stuff_area, float score_threshold, int32_t* ids, float* segments, void* workspace, cudaStream_t stream);
 
+// EdgeSegPanopticMerge: panoptic_paste's launches with each instance read only inside its box (the math core's
+// merge_instance / merge_in_instance): masks R×mh×mw (mask_rule 0; unused with 1), boxes R×4. Same workspace.
+cudaError_t panoptic_merge(int32_t const* semantic, int h, int w, float const* masks, int mh, int mw, float const* boxes,
+    float const* scores, int32_t const* classes, int r, int mask_rule, int num_classes, int num_thing_classes,
+    float overlap_threshold, int64_t min_stuff_area, float score_threshold, int32_t* ids, float* segments, void* workspace,
+    cudaStream_t stream);
+
 } // namespace cuda
 } // namespace edgeseg

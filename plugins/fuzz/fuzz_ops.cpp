@@ -62,10 +62,11 @@ enum Op : uint8_t
     kDCNv3,
     kPaste,
     kPanoptic,
+    kMerge, // last: the corpus's op bytes of the others stay valid
     kOps
 };
 char const* const kOpNames[kOps] = {"roi_align", "multilevel_roi_align", "deform_conv2d", "dcnv3", "paste_masks",
-    "panoptic_paste"};
+    "panoptic_paste", "panoptic_merge"};
 
 // How a tensor's contents are generated (from the case's seed), unless explicit values are given.
 enum Fill : uint8_t
@@ -122,13 +123,14 @@ struct Case
 // Inputs read as int32 (the rest are float32).
 bool is_int_input(int op, size_t i)
 {
-    return (op == kRoIAlign && i == 2) || (op == kMultilevel && i == 1) || (op == kPanoptic && (i == 0 || i == 3));
+    return (op == kRoIAlign && i == 2) || (op == kMultilevel && i == 1) || (op == kPanoptic && (i == 0 || i == 3))
+        || (op == kMerge && (i == 0 || i == 4));
 }
 
 // The attribute layout per op, and inputs (multilevel: 2 + levels).
-size_t const kInputs[kOps] = {3, 2, 5, 3, 3, 4};
-size_t const kInts[kOps] = {4, 6, 8, 9, 0, 4};
-size_t const kFloats[kOps] = {1, 1, 0, 1, 1, 2};
+size_t const kInputs[kOps] = {3, 2, 5, 3, 3, 4, 5};
+size_t const kInts[kOps] = {4, 6, 8, 9, 0, 4, 5};
+size_t const kFloats[kOps] = {1, 1, 0, 1, 1, 2, 2};
 
 uint32_t bits(float f)
 {
@@ -371,6 +373,16 @@ void generate(Case& c, Reader& r)
         int const classes = between(1, 8), things = between(0, classes);
         c.in = {tensor({h, w}, kIndices), tensor({rr, h, w}, kUnit), tensor({rr}, kUnit), tensor({rr}, kIndices)};
         c.ints = {classes, things, pick_from(r, {0, 1, 4, 4096}), 0};
+        c.floats = {pick_from(r, {.5f, 0.f, 1.f}), pick_from(r, {.5f, 0.f, 1.f})};
+        break;
+    }
+    case kMerge:
+    {
+        int64_t const h = between(1, 24), w = between(1, 24), rr = between(0, 5);
+        int const classes = between(1, 8), things = between(0, classes), rule = between(0, 1);
+        TensorSpec const masks = rule ? tensor({rr, 0, 0}) : tensor({rr, between(1, 8), between(1, 8)}, kUnit);
+        c.in = {tensor({h, w}, kIndices), masks, tensor({rr, 4}, kBoxes), tensor({rr}, kUnit), tensor({rr}, kIndices)};
+        c.ints = {classes, things, pick_from(r, {0, 1, 4, 4096}), 0, rule};
         c.floats = {pick_from(r, {.5f, 0.f, 1.f}), pick_from(r, {.5f, 0.f, 1.f})};
         break;
     }
@@ -682,6 +694,13 @@ int call(Case const& c, std::vector<es_tensor> const& in, es_tensor* out0, es_te
             | static_cast<uint32_t>(i[2]));
         return es_panoptic_paste(&in[0], &in[1], &in[2], &in[3], i[0], i[1], f[0], min_area, f[1], out0, out1);
     }
+    case kMerge:
+    {
+        int64_t const min_area = static_cast<int64_t>(static_cast<uint64_t>(static_cast<uint32_t>(i[3])) << 32
+            | static_cast<uint32_t>(i[2]));
+        return es_panoptic_merge(&in[0], &in[1], &in[2], &in[3], &in[4], i[4], i[0], i[1], f[0], min_area, f[1], out0,
+            out1);
+    }
     }
     return -2;
 }
@@ -722,6 +741,7 @@ double work(Case const& c, es_tensor const& out0)
     case kDCNv3: return outn * static_cast<double>(i[0]) * i[1];
     case kPaste: return 2 * outn;
     case kPanoptic:
+    case kMerge: // each instance is read inside its box, at most the image
         return (dim(c.in[1], 0) + i[0] + 1) * dim(c.in[0], 0) * dim(c.in[0], 1) * 2;
     }
     return 0;
@@ -796,6 +816,7 @@ void check_semantics(Case const& c, std::vector<es_tensor> const& in, Output con
         return;
     }
     case kPanoptic:
+    case kMerge: // the same table and id-map invariants
     {
         int32_t const* ids = static_cast<int32_t const*>(o0.t.data);
         float const* seg = static_cast<float const*>(o1.t.data);
@@ -901,7 +922,7 @@ void run_case(Case const& c)
             if (allocatable && !copies[k].empty() && std::memcmp(copies[k].data(), bufs[k]->p, copies[k].size() * 4))
                 fail(c, "input " + std::to_string(k) + " was modified");
     };
-    bool const two_outputs = c.op == kPanoptic;
+    bool const two_outputs = c.op == kPanoptic || c.op == kMerge;
     es_tensor q0{}, q1{};
 
     if (c.out_mode == kOutNull)
@@ -1175,6 +1196,22 @@ Case panoptic_case(std::string name, int64_t masks, int64_t scores, int64_t clas
     return c;
 }
 
+Case merge_case(std::string name, int64_t masks, int64_t boxes, int rule, std::vector<uint32_t> box_values, uint8_t expect,
+    int64_t mask_side = 6)
+{
+    Case c;
+    c.name = std::move(name);
+    c.op = kMerge;
+    c.in = {tensor({12, 10}, kIndices), tensor({masks, mask_side, mask_side}, kUnit), tensor({boxes, 4}, kBoxes),
+        tensor({masks}, kUnit), tensor({masks}, kIndices)};
+    c.in[2].values = std::move(box_values);
+    c.in[3].values = fl({.9f, kNaN, .7f, .95f});
+    c.ints = {5, 2, 1, 0, rule};
+    c.floats = {.5f, .3f};
+    c.expect = expect;
+    return c;
+}
+
 std::vector<Case> fixed_cases()
 {
     std::vector<Case> v;
@@ -1248,6 +1285,15 @@ std::vector<Case> fixed_cases()
     v.push_back(panoptic_case("panoptic_masks_hw", 2, 2, 2, {}, kRefused, 11));
     v.push_back(panoptic_case("panoptic_nan_scores", 4, 4, 4, fl({nan, .9f, -nan, .8f}), kRuns));
     v.push_back(panoptic_case("panoptic_all_nan_scores", 3, 3, 3, fl({nan}), kRuns));
+    // Panoptic merge on boxes: boxes that disagree with the masks, a rule that disagrees with the masks' shape,
+    // hostile corners (NaN, ±inf, ±1e30) and NaN scores.
+    v.push_back(merge_case("merge_fewer_boxes", 3, 2, 0, {}, kRefused));
+    v.push_back(merge_case("merge_rule1_with_masks", 2, 2, 1, {}, kRefused));
+    v.push_back(merge_case("merge_rule0_without_masks", 2, 2, 0, {}, kRefused, 0));
+    v.push_back(merge_case("merge_rule2", 2, 2, 2, {}, kRefused));
+    for (int rule = 0; rule < 2; ++rule)
+        v.push_back(merge_case(rule ? "merge_hostile_boxes_rule1" : "merge_hostile_boxes_rule0", 4, 4, rule,
+            fl({nan, 0, 5, 5, 0, 0, inf, 9, -1e30f, -1e30f, 1e30f, 1e30f, -5, -inf, 1e6f, 1e6f}), kRuns, rule ? 0 : 6));
     return v;
 }
 

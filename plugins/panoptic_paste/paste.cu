@@ -145,6 +145,76 @@ __global__ void __launch_bounds__(kPanopticThreads) panoptic_step_kernel(int s, 
         panoptic_block_add(a, k, ws.area + s, ws.kept + s);
 }
 
+// EdgeSegPanopticMerge's step s (as panoptic_step_kernel): the previous instance and the current one are read
+// only inside their box extents (merge_instance), so the threads stride over the smallest rectangle holding both.
+__global__ void __launch_bounds__(kPanopticThreads) panoptic_merge_step_kernel(int s, int r, int32_t const* semantic,
+    int h, int w, float const* masks, int mh, int mw, float const* boxes, float const* scores, int32_t const* classes,
+    int mask_rule, float overlap_threshold, float score_threshold, PanopticScratch ws, int32_t* ids, float* segments)
+{
+    int32_t paint = 0;
+    int prev = -1;
+    if (s > 0)
+    {
+        int const j = ws.order[s - 1];
+        int64_t const area = static_cast<int64_t>(ws.area[s - 1]), kept = static_cast<int64_t>(ws.kept[s - 1]);
+        bool const accept = panoptic_accept(scores[j], area, kept, score_threshold, overlap_threshold);
+        int32_t const id = ws.base[s - 1];
+        if (accept)
+        {
+            paint = id;
+            prev = j;
+        }
+        if (blockIdx.x == 0 && threadIdx.x == 0)
+        {
+            ws.base[s] = id + (accept ? 1 : 0);
+            if (accept)
+                panoptic_segment_row(segments, id, static_cast<float>(classes[j]), 1.f, kept, scores[j]);
+        }
+    }
+    int cur = s < r ? ws.order[s] : -1;
+    if (cur >= 0 && !panoptic_scores_enough(scores[cur], score_threshold))
+        cur = -1; // never accepted: its area and kept stay 0, its pixels are not read
+    int64_t const mm = static_cast<int64_t>(mh) * mw;
+    MergeInstance const mp = prev >= 0 ? merge_instance(mask_rule, boxes + prev * 4, mh, mw, classes[prev], h, w) : MergeInstance{};
+    MergeInstance const mc = cur >= 0 ? merge_instance(mask_rule, boxes + cur * 4, mh, mw, classes[cur], h, w) : MergeInstance{};
+    bool const has_prev = mp.y_lo < mp.y_hi && mp.x_lo < mp.x_hi, has_cur = mc.y_lo < mc.y_hi && mc.x_lo < mc.x_hi;
+    if (!has_prev && !has_cur)
+        return; // an empty extent counts nothing: area and kept stay 0 (zeroed by the launcher)
+    int const y_lo = has_prev && has_cur ? min(mp.y_lo, mc.y_lo) : (has_prev ? mp.y_lo : mc.y_lo);
+    int const y_hi = has_prev && has_cur ? max(mp.y_hi, mc.y_hi) : (has_prev ? mp.y_hi : mc.y_hi);
+    int const x_lo = has_prev && has_cur ? min(mp.x_lo, mc.x_lo) : (has_prev ? mp.x_lo : mc.x_lo);
+    int const x_hi = has_prev && has_cur ? max(mp.x_hi, mc.x_hi) : (has_prev ? mp.x_hi : mc.x_hi);
+    int64_t const rw = x_hi - x_lo, items = static_cast<int64_t>(y_hi - y_lo) * rw;
+    float const* mask_prev = masks + (mask_rule == 0 && prev >= 0 ? prev * mm : 0);
+    float const* mask_cur = masks + (mask_rule == 0 && cur >= 0 ? cur * mm : 0);
+    unsigned long long a = 0, k = 0;
+    for (int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; t < items;
+         t += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    {
+        int const py = y_lo + static_cast<int>(t / rw), px = x_lo + static_cast<int>(t % rw);
+        bool const in_prev = has_prev && py >= mp.y_lo && py < mp.y_hi && px >= mp.x_lo && px < mp.x_hi
+            && merge_in_instance(mask_rule, mp, mask_prev, mh, mw, semantic, w, py, px);
+        bool const in_cur = has_cur && py >= mc.y_lo && py < mc.y_hi && px >= mc.x_lo && px < mc.x_hi
+            && merge_in_instance(mask_rule, mc, mask_cur, mh, mw, semantic, w, py, px);
+        if (!in_prev && !in_cur)
+            continue;
+        int64_t const i = static_cast<int64_t>(py) * w + px;
+        int32_t v = ids[i];
+        if (in_prev && v == 0)
+        {
+            v = paint;
+            ids[i] = v;
+        }
+        if (in_cur)
+        {
+            ++a;
+            k += v == 0;
+        }
+    }
+    if (has_cur)
+        panoptic_block_add(a, k, ws.area + s, ws.kept + s);
+}
+
 // Free pixels per stuff class: the first kPanopticSharedBins classes in a per-block shared histogram, the
 // rest straight to global memory.
 __global__ void __launch_bounds__(kPanopticThreads) panoptic_stuff_count_kernel(int32_t const* semantic, int64_t hw,
@@ -198,13 +268,14 @@ __global__ void __launch_bounds__(kPanopticThreads) panoptic_stuff_label_kernel(
             ids[i] = ws.stuff_id[semantic[i] - num_thing_classes];
 }
 
-cudaError_t panoptic_paste(int32_t const* semantic, int h, int w, float const* masks, float const* scores,
-    int32_t const* classes, int r, int num_classes, int num_thing_classes, float overlap_threshold,
-    int64_t min_stuff_area, float score_threshold, int32_t* ids, float* segments, void* workspace, cudaStream_t stream)
+// The launches both panoptic nodes share: zeroing, the rank kernel, step(s, blocks) for s = 0..r, then stuff.
+template <typename Step>
+cudaError_t panoptic_launch(int32_t const* semantic, int h, int w, float const* scores, int r, int num_classes,
+    int num_thing_classes, int64_t min_stuff_area, int32_t* ids, float* segments, void* workspace, cudaStream_t stream,
+    PanopticScratch& ws, Step step)
 {
     int64_t const hw = static_cast<int64_t>(h) * w;
     int const stuff = num_classes - num_thing_classes;
-    PanopticScratch ws{};
     panoptic_scratch(r, stuff, workspace, &ws);
     cudaError_t e = cudaMemsetAsync(ids, 0, static_cast<size_t>(hw) * sizeof(int32_t), stream);
     if (e == cudaSuccess)
@@ -219,8 +290,7 @@ cudaError_t panoptic_paste(int32_t const* semantic, int h, int w, float const* m
     int const blocks = panoptic_blocks(hw);
     for (int s = 0; s < r + 1 && r > 0; ++s)
     {
-        panoptic_step_kernel<<<blocks, kPanopticThreads, 0, stream>>>(s, r, hw, masks, scores, classes,
-            overlap_threshold, score_threshold, ws, ids, segments);
+        step(s, blocks);
         if ((e = cudaGetLastError()) != cudaSuccess)
             return e;
     }
@@ -232,6 +302,32 @@ cudaError_t panoptic_paste(int32_t const* semantic, int h, int w, float const* m
     panoptic_stuff_ids_kernel<<<1, 1, 0, stream>>>(r, num_classes, num_thing_classes, min_stuff_area, ws, segments);
     panoptic_stuff_label_kernel<<<blocks, kPanopticThreads, 0, stream>>>(semantic, hw, num_classes, num_thing_classes, ws, ids);
     return cudaGetLastError();
+}
+
+cudaError_t panoptic_paste(int32_t const* semantic, int h, int w, float const* masks, float const* scores,
+    int32_t const* classes, int r, int num_classes, int num_thing_classes, float overlap_threshold,
+    int64_t min_stuff_area, float score_threshold, int32_t* ids, float* segments, void* workspace, cudaStream_t stream)
+{
+    int64_t const hw = static_cast<int64_t>(h) * w;
+    PanopticScratch ws{};
+    return panoptic_launch(semantic, h, w, scores, r, num_classes, num_thing_classes, min_stuff_area, ids, segments,
+        workspace, stream, ws, [&](int s, int blocks) {
+            panoptic_step_kernel<<<blocks, kPanopticThreads, 0, stream>>>(s, r, hw, masks, scores, classes,
+                overlap_threshold, score_threshold, ws, ids, segments);
+        });
+}
+
+cudaError_t panoptic_merge(int32_t const* semantic, int h, int w, float const* masks, int mh, int mw, float const* boxes,
+    float const* scores, int32_t const* classes, int r, int mask_rule, int num_classes, int num_thing_classes,
+    float overlap_threshold, int64_t min_stuff_area, float score_threshold, int32_t* ids, float* segments, void* workspace,
+    cudaStream_t stream)
+{
+    PanopticScratch ws{};
+    return panoptic_launch(semantic, h, w, scores, r, num_classes, num_thing_classes, min_stuff_area, ids, segments,
+        workspace, stream, ws, [&](int s, int blocks) {
+            panoptic_merge_step_kernel<<<blocks, kPanopticThreads, 0, stream>>>(s, r, semantic, h, w, masks, mh, mw, boxes,
+                scores, classes, mask_rule, overlap_threshold, score_threshold, ws, ids, segments);
+        });
 }
 
 template cudaError_t paste_masks<float>(float const*, int, int, int, float const*, int, int, float, float*, cudaStream_t);

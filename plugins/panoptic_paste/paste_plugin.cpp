@@ -1,4 +1,4 @@
-// EdgeSegPasteMasks and EdgeSegPanopticPaste (version "1"): see README.md beside this file.
+// EdgeSegPasteMasks, EdgeSegPanopticPaste and EdgeSegPanopticMerge (version "1"): see README.md beside this file.
 #include <cuda_fp16.h>
 
 #include "cuda/launchers.h"
@@ -160,6 +160,100 @@ int32_t PanopticPastePlugin::enqueue(PluginTensorDesc const* in, PluginTensorDes
         static_cast<int32_t*>(outputs[0]), static_cast<float*>(outputs[1]), workspace, stream);
     if (e != cudaSuccess)
         report_error(std::string("EdgeSegPanopticPaste: launch failed: ") + cudaGetErrorString(e));
+    return e == cudaSuccess ? 0 : -1;
+}
+
+bool PanopticMergePlugin::check(Fields const& f, std::string& error)
+{
+    if (f.i(F::num_thing_classes) > f.i(F::num_classes))
+    {
+        error = "EdgeSegPanopticMerge: num_thing_classes exceeds num_classes";
+        return false;
+    }
+    return true;
+}
+
+PanopticMergePlugin::PanopticMergePlugin(Fields const& f)
+    : mNumClasses(f.i(F::num_classes))
+    , mNumThingClasses(f.i(F::num_thing_classes))
+    , mMinStuffArea(f.i(F::min_stuff_area))
+    , mMaskRule(f.i(F::mask_rule))
+    , mOverlapThreshold(f.f(F::overlap_threshold))
+    , mScoreThreshold(f.f(F::score_threshold))
+{
+}
+
+void PanopticMergePlugin::serialize(FieldStore& s) const
+{
+    s.add_ints("num_classes", {mNumClasses});
+    s.add_ints("num_thing_classes", {mNumThingClasses});
+    s.add_floats("overlap_threshold", {mOverlapThreshold});
+    s.add_ints("min_stuff_area", {mMinStuffArea});
+    s.add_floats("score_threshold", {mScoreThreshold});
+    s.add_ints("mask_rule", {mMaskRule});
+}
+
+int32_t PanopticMergePlugin::getOutputDataTypes(DataType* out, int32_t nbOutputs, DataType const*, int32_t nbInputs) const noexcept
+{
+    if (nbOutputs != 2 || nbInputs != 5)
+        return -1;
+    out[0] = DataType::kINT32;
+    out[1] = DataType::kFLOAT;
+    return 0;
+}
+
+int32_t PanopticMergePlugin::getOutputShapes(DimsExprs const* in, int32_t nbInputs, DimsExprs const*, int32_t,
+    DimsExprs* out, int32_t nbOutputs, IExprBuilder& b) noexcept
+{
+    if (nbInputs != 5 || nbOutputs != 2 || in[0].nbDims != 2 || in[1].nbDims != 3 || in[2].nbDims != 2 || in[3].nbDims != 1
+        || in[4].nbDims != 1)
+    {
+        report_error("EdgeSegPanopticMerge: expects semantic H×W, masks R×M×M', boxes R×4, scores R, classes R");
+        return -1;
+    }
+    out[0] = in[0];
+    out[1].nbDims = 2;
+    out[1].d[0] = b.operation(DimensionOperation::kSUM, *in[1].d[0], *b.constant(mNumClasses - mNumThingClasses));
+    out[1].d[1] = b.constant(5);
+    return 0;
+}
+
+bool PanopticMergePlugin::supportsFormatCombination(int32_t pos, DynamicPluginTensorDesc const* io, int32_t nbInputs, int32_t nbOutputs) noexcept
+{
+    static DataType const types[] = {DataType::kINT32, DataType::kFLOAT, DataType::kFLOAT, DataType::kFLOAT,
+        DataType::kINT32, DataType::kINT32, DataType::kFLOAT};
+    if (nbInputs != 5 || nbOutputs != 2 || pos < 0 || pos > 6)
+        return false;
+    return io[pos].desc.type == types[pos] && io[pos].desc.format == TensorFormat::kLINEAR;
+}
+
+size_t PanopticMergePlugin::getWorkspaceSize(DynamicPluginTensorDesc const* inputs, int32_t nbInputs,
+    DynamicPluginTensorDesc const*, int32_t) const noexcept
+{
+    if (nbInputs != 5 || inputs[1].max.nbDims != 3)
+        return 0;
+    int64_t const r = inputs[1].max.d[0];
+    return cuda::panoptic_scratch(r > 0 ? r : 0, mNumClasses - mNumThingClasses);
+}
+
+int32_t PanopticMergePlugin::enqueue(PluginTensorDesc const* in, PluginTensorDesc const* outDesc, void const* const* inputs,
+    void* const* outputs, void* workspace, cudaStream_t stream) noexcept
+{
+    PanopticParams const p{mNumClasses, mNumThingClasses, mOverlapThreshold, mMinStuffArea, mScoreThreshold};
+    Shape ids, segments;
+    if (!enqueue_checks(validate_panoptic_merge(shape_of(in[0].dims), shape_of(in[1].dims), shape_of(in[2].dims),
+                            shape_of(in[3].dims), shape_of(in[4].dims), mMaskRule, p, ids, segments),
+            kName, outDesc, {ids, segments}))
+        return -1;
+    int const h = in[0].dims.d[0], w = in[0].dims.d[1];
+    int const r = in[1].dims.d[0], mh = in[1].dims.d[1], mw = in[1].dims.d[2];
+    cudaError_t const e = cuda::panoptic_merge(static_cast<int32_t const*>(inputs[0]), h, w,
+        static_cast<float const*>(inputs[1]), mh, mw, static_cast<float const*>(inputs[2]),
+        static_cast<float const*>(inputs[3]), static_cast<int32_t const*>(inputs[4]), r, mMaskRule, mNumClasses,
+        mNumThingClasses, mOverlapThreshold, mMinStuffArea, mScoreThreshold, static_cast<int32_t*>(outputs[0]),
+        static_cast<float*>(outputs[1]), workspace, stream);
+    if (e != cudaSuccess)
+        report_error(std::string("EdgeSegPanopticMerge: launch failed: ") + cudaGetErrorString(e));
     return e == cudaSuccess ? 0 : -1;
 }
 

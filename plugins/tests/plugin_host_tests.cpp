@@ -202,7 +202,7 @@ void test_creators()
 {
     int32_t n = 0;
     auto* const* list = getCreators(n);
-    EXPECT(n == 6);
+    EXPECT(n == 7);
     for (int32_t i = 0; i < n; ++i)
     {
         auto* c = static_cast<IPluginCreatorV3One*>(list[i]);
@@ -321,6 +321,25 @@ void test_shapes_of_the_others()
         FieldSet bad;
         bad.i("num_classes", {10}).i("num_thing_classes", {11});
         EXPECT(create("EdgeSegPanopticPaste", bad) == nullptr);
+    }
+    {
+        FieldSet fs;
+        fs.i("num_classes", {133}).i("num_thing_classes", {80}).i("mask_rule", {0});
+        IPluginV3* p = create("EdgeSegPanopticMerge", fs);
+        DimsExprs in[5] = {dims(b, {480, 640}), dims(b, {100, 28, 28}), dims(b, {100, 4}), dims(b, {100}), dims(b, {100})};
+        auto* build = p ? cap<IPluginV3OneBuild>(p, PluginCapabilityType::kBUILD) : nullptr;
+        EXPECT(build && build->getOutputShapes(in, 5, nullptr, 0, out, 2, b) == 0);
+        EXPECT((values(out[0]) == std::vector<int64_t>{480, 640}) && (values(out[1]) == std::vector<int64_t>{153, 5}));
+        DynamicPluginTensorDesc io[7] = {desc(DataType::kINT32), desc(DataType::kFLOAT), desc(DataType::kFLOAT),
+            desc(DataType::kFLOAT), desc(DataType::kINT32), desc(DataType::kINT32), desc(DataType::kFLOAT)};
+        for (int pos = 0; build && pos < 7; ++pos)
+            EXPECT(build->supportsFormatCombination(pos, io, 5, 2));
+        if (p)
+            round_trip(p);
+        delete p;
+        FieldSet bad;
+        bad.i("num_classes", {10}).i("num_thing_classes", {2}).i("mask_rule", {2});
+        EXPECT(create("EdgeSegPanopticMerge", bad) == nullptr);
     }
 }
 
@@ -511,6 +530,18 @@ void test_enqueue_validates_shapes()
     EXPECT(enqueue_refuses(create("EdgeSegPanopticPaste", pp),
         {run_desc({16, 16}, DataType::kINT32), run_desc({3, 16, 16}), run_desc({2}), run_desc({3}, DataType::kINT32)},
         {run_desc({16, 16}, DataType::kINT32), run_desc({5, 5})}, "scores"));
+    FieldSet mg;
+    mg.i("num_classes", {4}).i("num_thing_classes", {2}).i("mask_rule", {0});
+    EXPECT(enqueue_refuses(create("EdgeSegPanopticMerge", mg),
+        {run_desc({16, 16}, DataType::kINT32), run_desc({3, 28, 28}), run_desc({2, 4}), run_desc({3}),
+            run_desc({3}, DataType::kINT32)},
+        {run_desc({16, 16}, DataType::kINT32), run_desc({5, 5})}, "boxes"));
+    FieldSet mg1;
+    mg1.i("num_classes", {4}).i("num_thing_classes", {2}).i("mask_rule", {1});
+    EXPECT(enqueue_refuses(create("EdgeSegPanopticMerge", mg1),
+        {run_desc({16, 16}, DataType::kINT32), run_desc({3, 28, 28}), run_desc({3, 4}), run_desc({3}),
+            run_desc({3}, DataType::kINT32)},
+        {run_desc({16, 16}, DataType::kINT32), run_desc({5, 5})}, "masks"));
     // An output shape TensorRT allocated differently from what the inputs give is refused too.
     FieldSet pm2;
     pm2.f("threshold", {0.5f});
@@ -708,6 +739,7 @@ void test_creators_follow_the_node_spec()
     check_node_against_spec<DCNv3Node>();
     check_node_against_spec<PasteMasksNode>();
     check_node_against_spec<PanopticPasteNode>();
+    check_node_against_spec<PanopticMergeNode>();
 }
 
 // The panoptic paste order as the CUDA kernel builds it (each instance's rank = how many come before it,

@@ -18,7 +18,8 @@ one-stage, anchor-free, proposal-free panoptic network, with its whole inference
   upsampled to the input. Pixel-wise cross entropy (255 ignored), weighted by ``semantic_loss_weight``.
 - Panoptic head (non-parametric): detection score = class score × border-ness; top-k per level, boxes
   decoded, class-wise NMS (``edgeseg.ops.nms_keep``) to D = ``max_detections``; each box's mask is the
-  pixels inside it whose semantic argmax is its class; ``panoptic_merge`` pastes them by score.
+  pixels inside it whose semantic argmax is its class; ``panoptic_merge`` pastes them by score, reading each
+  only inside its box (mask_rule "box_class": no N×D×H×W masks in the graph).
 
 Inference is fixed-size (as ``MaskRCNN.detect``): candidates are never dropped, they score −1; every top-k is
 over a padded block, so k never depends on the input size. Output: ``PANOPTIC_OUTPUTS`` (see postprocess).
@@ -353,22 +354,18 @@ class LPSNet(nn.Module):
         return det_boxes, torch.where(found, best, torch.zeros_like(best)), det_labels, found
 
     def instance_masks(self, boxes: Tensor, labels: Tensor, found: Tensor, semantic: Tensor) -> Tensor:
-        """N×D×H×W {0, 1}: the pixels inside each box (pixel centre within it) whose semantic argmax is its class."""
-        h, w = semantic.shape[-2:]
-        arg = semantic.argmax(1)                                                      # N×H×W
-        xs = torch.arange(w, device=semantic.device).to(boxes.dtype) + 0.5
-        ys = torch.arange(h, device=semantic.device).to(boxes.dtype) + 0.5
-        in_x = (xs >= boxes[..., 0:1]) & (xs <= boxes[..., 2:3])                      # N×D×W
-        in_y = (ys >= boxes[..., 1:2]) & (ys <= boxes[..., 3:4])                      # N×D×H
-        same = arg[:, None] == labels[..., None, None]                                # N×D×H×W
-        inside = same & in_y[..., :, None] & in_x[..., None, :] & found[..., None, None]
-        return inside.to(semantic.dtype)
+        """N×D×H×W {0, 1}: the pixels inside each box (pixel centre within it) whose semantic argmax is its class
+        (what the merge's "box_class" rule reads inside each box; for inspection, not in the forward)."""
+        arg = semantic.argmax(1)
+        return torch.stack([ops.paste.box_class_masks(a, torch.where(f[:, None], b, torch.zeros_like(b)), l)
+                            for a, b, l, f in zip(arg, boxes, labels, found)]).to(semantic.dtype)
 
     def panoptic(self, heads, semantic: Tensor, x: Tensor) -> dict[str, Tensor]:
         boxes, scores, labels, found = self.detect(heads, x)
-        masks = self.instance_masks(boxes, labels, found, semantic)
-        return panoptic_merge(semantic, masks, scores, labels, self.thing_classes, self.overlap_threshold,
-                              self.min_stuff_area, self.paste_score_threshold)
+        # An empty slot gets the empty box (0, 0, 0, 0): no pixel centre lies in it, as its mask was empty.
+        boxes = torch.where(found[..., None], boxes, torch.zeros_like(boxes))
+        return panoptic_merge(semantic, None, scores, labels, self.thing_classes, self.overlap_threshold,
+                              self.min_stuff_area, self.paste_score_threshold, boxes=boxes, mask_rule="box_class")
 
 
 def build_lpsnet(backbone: str | int, num_classes: int, in_channels: int, thing_classes: list[int] | None = None,

@@ -6,7 +6,7 @@ merged into panoptic segments inside the graph.
 - Semantic branch (the paper's): from each of P2–P5, stages of 3×3 conv + GroupNorm + ReLU + 2× bilinear
   upsampling until 1/4 (P2 one stage without upsampling), summed, a 1×1 conv to all K classes, 4× bilinear
   upsampling to the input; per-pixel cross entropy weighted by ``SEMANTIC_LOSS_WEIGHT``.
-- Merge (``postprocess.panoptic_merge``): instances by score over ``instance_score_threshold``, each keeping
+- Merge (``postprocess.panoptic_merge``, on the mask head's masks and their boxes): instances by score over ``instance_score_threshold``, each keeping
   its unoccupied pixels unless more than ``overlap_threshold`` of it is taken; then each stuff class's
   unoccupied semantic pixels if there are at least ``min_stuff_area``. Semantic pixels of a thing class
   that no instance covers stay void, as the paper's "other" class does.
@@ -87,9 +87,11 @@ class PanopticFPN(MaskRCNN):
         if self.training and targets is not None:
             return self.losses(x, targets)
         features = self.net.backbone(x)
-        found = self.detect(x, features)
-        return panoptic_merge(self._semantic(x, features), found["masks"], found["scores"], self.to_class[found["labels"]],
-                              self.thing_classes, self.overlap_threshold, self.min_stuff_area, self.instance_score_threshold)
+        found = self.detect(x, features, mask_probs=True)
+        # The mask head's 28×28 masks and their boxes: the merge pastes each inside its box (no N×D×H×W masks).
+        return panoptic_merge(self._semantic(x, features), found["mask_probs"], found["scores"],
+                              self.to_class[found["labels"]], self.thing_classes, self.overlap_threshold,
+                              self.min_stuff_area, self.instance_score_threshold, boxes=found["boxes"], mask_rule="paste")
 
 
 @register("panoptic_fpn_resnet18", task="panoptic", depth=18)

@@ -36,6 +36,7 @@ constexpr Range kNumThingClasses{0, 65535};
 constexpr Range kOverlapThreshold{0.0, 1.0};
 constexpr Range kMinStuffArea{0, 2147483647};
 constexpr Range kScoreThreshold{0.0, 1.0};
+constexpr Range kMaskRule{0, 1};
 
 enum class FieldType
 {
@@ -179,6 +180,29 @@ struct PanopticPasteNode
         {"overlap_threshold", FieldType::kFloat32, 1, 1, kOverlapThreshold, false, 1, {0.5}},
         {"min_stuff_area", FieldType::kInt32, 1, 1, kMinStuffArea, false, 1, {4096.0}},
         {"score_threshold", FieldType::kFloat32, 1, 1, kScoreThreshold, false, 1, {0.5}},
+    };
+};
+
+struct PanopticMergeNode
+{
+    static constexpr char const* kName = "EdgeSegPanopticMerge";
+    enum Field : int
+    {
+        num_classes,
+        num_thing_classes,
+        overlap_threshold,
+        min_stuff_area,
+        score_threshold,
+        mask_rule,
+        kFieldCount
+    };
+    static constexpr FieldDef kFields[kFieldCount] = {
+        {"num_classes", FieldType::kInt32, 1, 1, kNumClasses, true, 0, {0}},
+        {"num_thing_classes", FieldType::kInt32, 1, 1, kNumThingClasses, true, 0, {0}},
+        {"overlap_threshold", FieldType::kFloat32, 1, 1, kOverlapThreshold, false, 1, {0.5}},
+        {"min_stuff_area", FieldType::kInt32, 1, 1, kMinStuffArea, false, 1, {4096.0}},
+        {"score_threshold", FieldType::kFloat32, 1, 1, kScoreThreshold, false, 1, {0.5}},
+        {"mask_rule", FieldType::kInt32, 1, 1, kMaskRule, false, 1, {0.0}},
     };
 };
 

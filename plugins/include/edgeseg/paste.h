@@ -90,11 +90,14 @@ ES_HD void paste_extent(int a, int b, int size, int& lo, int& hi)
     hi = b + 1 < lo ? lo : (b + 1 > size ? size : b + 1);
 }
 
+// An instance scoring under score_threshold (or NaN) is never accepted, so launchers need not read its pixels.
+ES_HD bool panoptic_scores_enough(float score, float score_threshold) { return score >= score_threshold; }
+
 // Whether an instance (in score order) becomes a segment: it must score enough, have pixels, keep
 // some, and overlap what is already occupied by at most overlap_threshold of its area.
 ES_HD bool panoptic_accept(float score, int64_t area, int64_t kept, float score_threshold, float overlap_threshold)
 {
-    return score >= score_threshold && area > 0 && kept > 0
+    return panoptic_scores_enough(score, score_threshold) && area > 0 && kept > 0
         && static_cast<float>(area - kept) <= overlap_threshold * static_cast<float>(area);
 }
 
@@ -128,6 +131,59 @@ ES_HD bool panoptic_before(float score_a, int a, float score_b, int b)
 {
     float const ka = panoptic_key(score_a), kb = panoptic_key(score_b);
     return ka > kb || (ka == kb && a < b);
+}
+
+
+// EdgeSegPanopticMerge: the merge reads each instance only inside its box, never as a full-image mask.
+// mask_rule 0 (Mask R-CNN, Panoptic FPN): the instance's M×M' mask pasted into its box as paste_pixel does
+// (soft), in where > 0.5; mask_rule 1 (LPSNet): the pixels whose centre (x + 0.5, y + 0.5) lies in the box
+// (edges included) and whose semantic label is the instance's class. A box with a NaN or ±inf corner has
+// no pixels under either rule.
+constexpr int kMaskRulePaste = 0;
+constexpr int kMaskRuleBoxClass = 1;
+
+struct MergeInstance
+{
+    int y_lo, y_hi, x_lo, x_hi; // the pixels the rule can take: rows [y_lo, y_hi), columns [x_lo, x_hi)
+    PasteGrid g;                // rule 0
+    float x1, y1, x2, y2;       // rule 1
+    int32_t cls;                // rule 1
+};
+
+ES_HD MergeInstance merge_instance(int rule, float const* box, int mh, int mw, int32_t cls, int h, int w)
+{
+    MergeInstance m{};
+    m.x1 = box[0];
+    m.y1 = box[1];
+    m.x2 = box[2];
+    m.y2 = box[3];
+    m.cls = cls;
+    if (!(finite(m.x1) && finite(m.y1) && finite(m.x2) && finite(m.y2)))
+        return m; // empty extent
+    if (rule == kMaskRulePaste)
+    {
+        m.g = paste_grid(m.x1, m.y1, m.x2, m.y2, mh, mw);
+        paste_extent(m.g.y0, m.g.y1, h, m.y_lo, m.y_hi);
+        paste_extent(m.g.x0, m.g.x1, w, m.x_lo, m.x_hi);
+        return m;
+    }
+    // A superset of the centres inside (one pixel each side); merge_in_instance decides exactly.
+    paste_extent(paste_corner(floorf(m.y1)) - 1, paste_corner(ceilf(m.y2)) + 1, h, m.y_lo, m.y_hi);
+    paste_extent(paste_corner(floorf(m.x1)) - 1, paste_corner(ceilf(m.x2)) + 1, w, m.x_lo, m.x_hi);
+    return m;
+}
+
+// Whether pixel (py, px), inside m's extent, belongs to the instance. mask: its M×M' mask (rule 0);
+// semantic: the H×W label map, row length w (rule 1).
+template <typename T>
+ES_HD bool merge_in_instance(int rule, MergeInstance const& m, T const* mask, int mh, int mw, int32_t const* semantic,
+    int w, int py, int px)
+{
+    if (rule == kMaskRulePaste)
+        return panoptic_in_mask(paste_pixel(mask, mh, mw, m.g, py, px, -1.f));
+    float const cx = static_cast<float>(px) + .5f, cy = static_cast<float>(py) + .5f;
+    return cx >= m.x1 && cx <= m.x2 && cy >= m.y1 && cy <= m.y2
+        && semantic[static_cast<int64_t>(py) * w + px] == m.cls;
 }
 
 } // namespace edgeseg
