@@ -4,7 +4,10 @@
 # TensorRT plugins with their CUDA launchers (libedgeseg_trt.so) and their host tests where nvcc is
 # found. TensorRT 10.x headers come from PyPI (kernel-lens, --no-deps) into build/deps unless
 # TENSORRT_INCLUDE_DIR names a TensorRT install (Jetson: /usr/include/aarch64-linux-gnu).
-# CUDA_ARCHS (e.g. "87" on an Orin, "90" on an H100) narrows the GPU targets. Idempotent.
+# GPU targets: EDGESEG_CUDA_ARCHS (CMake's list: "87", "90", "80;86", "native"; CUDA_ARCHS is the old name).
+# Default x86_64: SASS for sm_75 (T4), sm_80/86 (Ampere), sm_89 (Ada), sm_90 (Hopper) + sm_90 PTX, which the
+# driver compiles for newer GPUs; aarch64: sm_87 (Orin, JetPack 6). `edgeseg check` reads the library's images.
+# Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 deps=build/deps
@@ -41,7 +44,13 @@ args=(-DCMAKE_BUILD_TYPE=Release)
 [ -f "$ort_inc/onnxruntime_lite_custom_op.h" ] && args+=(-DORT_INCLUDE_DIR="$(readlink -f "$ort_inc")")
 if [ -n "$nvcc_bin" ]; then
   args+=(-DCMAKE_CUDA_COMPILER="$nvcc_bin" -DTENSORRT_INCLUDE_DIR="$(readlink -f "$trt_inc")")
-  [ -n "${CUDA_ARCHS:-}" ] && args+=(-DCMAKE_CUDA_ARCHITECTURES="$CUDA_ARCHS")
+  # Always passed, so a build/cmake configured before keeps no stale list (nvcc 13's sm_75-only default, once).
+  # sm_87 only on aarch64: an x86_64 library never runs on an Orin.
+  default_archs="75-real;80-real;86-real;89-real;90"
+  [ "$(uname -m)" = aarch64 ] && default_archs=87
+  archs=${EDGESEG_CUDA_ARCHS:-${CUDA_ARCHS:-$default_archs}}
+  args+=(-DCMAKE_CUDA_ARCHITECTURES="$(echo "$archs" | tr ' ,' ';;')")
+  echo "[build_plugins] CUDA architectures: $archs"
 else
   echo "[build_plugins] no nvcc: building the CPU launchers only"
   args+=(-DEDGESEG_CUDA=OFF)

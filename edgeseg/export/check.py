@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import platform
+import re
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,7 +58,7 @@ class Target:
     machine: str | None = None
 
     def describe(self) -> str:
-        extra = f", sm_{self.sm}, {self.machine}" if self.sm else ""
+        extra = "".join(f", {part}" for part in (self.sm and f"sm_{self.sm}", self.machine) if part)
         return f"{self.name} (TensorRT {self.version}{extra}; table: TensorRT {self.table['tensorrt']})"
 
 
@@ -83,8 +84,10 @@ def tables() -> dict[str, dict]:
 
 
 def parse_target(text: str) -> Target:
-    """``tensorrt`` (the newest table), ``tensorrt=10.3``, ``jetson`` (Orin, JetPack 6) or ``jetson=10.3``."""
-    name, _, version = text.partition("=")
+    """``tensorrt`` (the newest table), ``tensorrt=10.3``, ``jetson`` (Orin, JetPack 6) or ``jetson=10.3``; a
+    ``tensorrt`` target may name its GPU, ``tensorrt=10.15@sm_89``, so the plugin library is checked for its code."""
+    spec, _, gpu = text.partition("@")
+    name, _, version = spec.partition("=")
     have = tables()
     known = ", ".join(sorted(have, key=_version_key))
     if name not in ("tensorrt", "jetson"):
@@ -102,6 +105,12 @@ def parse_target(text: str) -> Target:
         raise EdgeSegError(f"no support table for TensorRT {version}", f"the oldest is {known.split(',')[0]}")
     table = have[max(older, key=_version_key)]  # a newer 10.x parses at least what the last documented one does
     sm, machine = (JETSON["sm"], JETSON["machine"]) if name == "jetson" else (None, None)
+    if gpu:
+        arch = re.fullmatch(r"sm_?(\d{2,3})", gpu)
+        if arch is None or name == "jetson":
+            raise EdgeSegError(f"'{text}': '@{gpu}' is not a GPU architecture for {name}",
+                               "write e.g. --target tensorrt@sm_89 (jetson is Orin: sm_87)")
+        sm = int(arch.group(1))
     return Target(name, version, table, sm, machine)
 
 
@@ -441,7 +450,8 @@ def _check_library(model: onnx.ModelProto, target: Target, library: Path, report
         runs = any((k == "sass" and a // 10 == target.sm // 10 and a <= target.sm) or (k == "ptx" and a <= target.sm)
                    for k, a in images)
         if not runs:
-            report.problems.append(Problem(label, f"has no code for sm_{target.sm} ({shown})"))
+            report.problems.append(Problem(label, f"has no code for sm_{target.sm} ({shown}); rebuild it with "
+                                                  f"EDGESEG_CUDA_ARCHS={target.sm} scripts/build_plugins.sh"))
     if creators is None:
         if machine != platform.machine():
             report.notes.append(f"{label}: creators not read (a {machine} library cannot load on this {platform.machine()} machine)")
