@@ -17,7 +17,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from edgeseg.bench import loadavg, machine, set_timing_environment
+from edgeseg.bench import loadavg, machine, set_timing_environment, table, write_json_markdown
 
 MODELS = {  # name -> (zoo arguments, trace side)
     "unet_padded": ({"num_classes": 19, "in_channels": 3, "base_width": 16}, 128),
@@ -101,13 +101,12 @@ def markdown(report: dict) -> str:
     lines = ["# Streaming on the CPU: float contract vs deploy graph (1280×720)", "",
              f"Machine: {report['machine'].get('cpu', '?')}; load average (1/5/15 min) before/after each model: "
              + "; ".join(f"{x['model']} {x['before']} / {x['after']}" for x in report["load"]) + "; "
-             f"{report['frames']} frames per stream, {report['runs']} timed runs per form (medians); random weights.", "",
-             "| model | I/O | model run ms | host ms (pre + post) | host share | MB out / frame | stream FPS | FPS × run | "
-             "latency p50 / p99 ms |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in report["rows"]:
-        lines.append(f"| {r['model']} | {r['io']} | {r['run_ms']:.0f} | {r['host_ms']:.1f} | {100 * r['host_share']:.1f} % | "
-                     f"{r['output_bytes'] / 1e6:.2f} | {r['stream_fps']:.2f} | {r['fps_vs_run']:.2f} | "
-                     f"{r['latency_ms']['p50']:.0f} / {r['latency_ms']['p99']:.0f} |")
+             f"{report['frames']} frames per stream, {report['runs']} timed runs per form (medians); random weights.", ""]
+    lines += table(["model", "I/O", "model run ms", "host ms (pre + post)", "host share", "MB out / frame", "stream FPS",
+                    "FPS × run", "latency p50 / p99 ms"],
+                   [[r["model"], r["io"], f"{r['run_ms']:.0f}", f"{r['host_ms']:.1f}", f"{100 * r['host_share']:.1f} %",
+                     f"{r['output_bytes'] / 1e6:.2f}", f"{r['stream_fps']:.2f}", f"{r['fps_vs_run']:.2f}",
+                     f"{r['latency_ms']['p50']:.0f} / {r['latency_ms']['p99']:.0f}"] for r in report["rows"]], 2)
     lines += ["", "FPS × run = stream FPS / (1 / model run median): 1.0 means decoding, drawing and encoding are hidden "
               "behind the model run by the pipeline. Stage times (ms per frame, each stage in its own thread):", ""]
     for r in report["rows"]:
@@ -123,8 +122,6 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--models", default=",".join(MODELS))
     a = p.parse_args()
-    from edgeseg.io import write_text_atomic
-
     out = Path(a.out)
     names = a.models.split(",")
     previous = out / "stream_cpu.json"  # a later run of some models keeps the others' rows
@@ -139,8 +136,7 @@ def main() -> None:
             report["rows"] = [r for r in report["rows"] if r["model"] != name] + rows
             report["load"] = [x for x in report["load"] if x["model"] != name] + [
                 {"model": name, "before": before, "after": loadavg()}]
-            write_text_atomic(previous, json.dumps(report, indent=1))  # each model's rows as soon as they exist
-            write_text_atomic(out / "stream_cpu.md", markdown(report))
+            write_json_markdown(report, out, "stream_cpu", markdown(report))  # each model's rows as soon as they exist
     print(markdown(report))
 
 

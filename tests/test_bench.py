@@ -249,3 +249,51 @@ def test_bench_stages_goes_with_profile_and_skips_what_it_cannot_cut(capsys, tmp
     assert "--stages is part of --profile" in capsys.readouterr().err
     torch_session = open_session(create("unet_padded", num_classes=3, base_width=4, depth=2).eval(), "torch")
     assert "not from torch" in stages_missing(torch_session)
+
+
+def test_driver_helpers_summaries_tables_and_the_per_model_loop():
+    """What benchmarks/*.py drivers share: side-by-side summaries, markdown tables, goal verdicts, and the loop that
+    writes after every model and turns a model's failure into a note."""
+    from edgeseg.bench import goal_lines, load_note, measure_each, summarize, table
+
+    s = summarize({"eager": [10.0, 20.0, 30.0], "ort": [5.0, 10.0, 10.0]}, "eager")
+    assert (s["ort"]["median_ms"], s["ort"]["speedup"], s["ort"]["speedup_paired"], s["ort"]["runs"]) == (10.0, 2.0, 2.0, 3)
+    assert s["eager"]["speedup"] == 1.0 and "speedup" not in summarize({"x": [1.0]})["x"]
+    assert table(["model", "ms"], [["a", "1.0"]]) == ["| model | ms |", "|---|---:|", "| a | 1.0 |"]
+    assert goal_lines([("a", 1.5, True), ("b", 0.9, False)]) == ["- a: 1.50× — met.", "- b: 0.90× — NOT met."]
+    assert load_note([("m", "0.5 0.4 0.3", "0.6 0.5 0.4")]).startswith("1/5/15-min")
+    assert load_note([("m", "3.1 2.0 1.0", None)]).startswith("**The machine was shared")
+
+    written = []
+
+    def one(name):
+        if name == "bad":
+            raise ValueError("no such model\nsecond line")
+        return {"model": name, "ms": len(name)}
+
+    report = measure_each(["a", "bad", "ccc"], one, {"models": [{"model": "a", "ms": 0}], "notes": []},
+                          lambda r: written.append([m["model"] for m in r["models"]]), log=lambda m: None)
+    assert [m["ms"] for m in report["models"]] == [1, 3]  # a re-measured model replaces its earlier entry
+    assert report["notes"] == ["bad: not measured (ValueError: no such model)"] and report["not_measured"] == []
+    assert written == [["a"], ["a"], ["a", "ccc"]]
+    with pytest.raises(ValueError):
+        measure_each(["bad"], one, {"models": [], "notes": []}, lambda r: None, keep_going=False)
+
+
+def test_eager_stages_by_module_hooks_add_up_within_the_call():
+    import torch
+
+    from edgeseg.bench import module_stage_times
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 3))
+    x = torch.randn(1, 3, 32, 32)
+
+    def run():
+        with torch.no_grad():
+            net(x)
+        return {"own": 0.5}
+
+    s = module_stage_times(run, {"first": [net[0]], "rest": [net[1], net[2]]}, runs=3)
+    assert set(s) == {"first", "rest", "own", "total"} and all(len(v) == 3 for v in s.values())
+    assert all(f > 0 and r > 0 and f + r <= t for f, r, t in zip(s["first"], s["rest"], s["total"]))
+    assert not net[0]._forward_hooks and not net[0]._forward_pre_hooks  # the hooks are gone afterwards

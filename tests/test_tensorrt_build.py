@@ -114,3 +114,26 @@ def test_seven_bit_qdq_graph_is_refused_for_tensorrt_with_the_fix(exported, tmp_
         with pytest.raises(BackendError, match="TensorRT .* is not installed -- pip install"):
             build_engine(q8, tmp_path / "m.engine", "int8")
     assert not (tmp_path / "m.engine").exists()
+
+
+def test_build_takes_the_onnx_read_once(exported, tmp_path):
+    """The build works on the graph and metadata its caller read (``OnnxSource``): with the file gone, every check
+    before TensorRT still runs on what was read, and nothing goes back to the path."""
+    import shutil
+    from pathlib import Path
+
+    from edgeseg.runtime.tensorrt.build import OnnxSource
+
+    _, _, q8 = exported
+    copy = Path(shutil.copy(q8, tmp_path / "q8.onnx"))
+    source = OnnxSource.read(copy)
+    assert source.meta.config["weight_bits"] == 8 and source.path == copy
+    copy.unlink()
+    with pytest.raises(BackendError, match="--precision int8"):  # a check on the metadata read
+        build_engine(source, tmp_path / "m.engine", "fp16")
+    with pytest.raises(BackendError, match="not an input of"):  # a check on the graph read
+        build_engine(source, tmp_path / "m.engine", "int8", shapes="images:1x3x64x64")
+    if not HAVE_TRT:  # every check passed on the source; then TensorRT itself is what is missing
+        with pytest.raises(BackendError, match="TensorRT .* is not installed"):
+            build_engine(source, tmp_path / "m.engine", "int8")
+    assert not (tmp_path / "m.engine").exists()

@@ -18,9 +18,10 @@ def agreement(reference: Session, candidate: Session, batches: list[tuple[np.nda
             "panoptic": (r.id_agreement, "segment id")}.get(r.kind, (r.argmax_agreement, "argmax"))
 
 
-def accuracy(session: Session, dataset) -> dict:
+def accuracy(session: Session, dataset, detail: bool = False) -> dict:
     """The task's accuracy on ``dataset``: mIoU (softmax), foreground IoU (sigmoid: mean IoU of the foreground
-    classes, as ``edgeseg eval`` prints it per class), mask AP (instance) or PQ (panoptic)."""
+    classes, as ``edgeseg eval`` prints it per class), mask AP (instance) or PQ (panoptic). ``detail``: a panoptic
+    model's ``pq_detail`` too (PQ, SQ, RQ overall, of things, of stuff and per class)."""
     from edgeseg.evaluate import evaluate, evaluate_instances, evaluate_panoptic
 
     meta = session.meta
@@ -29,7 +30,8 @@ def accuracy(session: Session, dataset) -> dict:
         return {"accuracy_metric": "mask AP", "accuracy": s["segm"].ap, "mask_ap50": s["segm"].ap50, "box_ap": s["bbox"].ap}
     if meta.task == "panoptic":
         s = evaluate_panoptic(session, dataset, progress=False)
-        return {"accuracy_metric": "PQ", "accuracy": s["panoptic"].pq, "miou": s["semantic"].miou}
+        return {"accuracy_metric": "PQ", "accuracy": s["panoptic"].pq, "miou": s["semantic"].miou,
+                **({"pq_detail": s["panoptic"].as_dict()} if detail else {})}
     s = evaluate(session, dataset, progress=False)
     if meta.output_kind == "softmax":
         return {"accuracy_metric": "mIoU", "accuracy": s.miou, "miou": s.miou}

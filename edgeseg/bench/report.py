@@ -10,9 +10,7 @@ from edgeseg.io import write_text_atomic
 def markdown(report: dict, title: str) -> str:
     m = report["machine"]
     lines = [f"# {title}", "",
-             f"Machine: {m['cpu']} ({m['cores']} cores, GPU: {m['gpu'] or 'none'}); torch {m['torch']} "
-             f"({m['torch_threads']} threads), onnxruntime {m['onnxruntime']}, onnx {m['onnx']}, python {m['python']}, "
-             f"OMP_WAIT_POLICY={m['omp_wait_policy']}" + (f"; load average {report['loadavg']}" if report.get("loadavg") else "") + ".",
+             machine_line(m) + (f"; load average {report['loadavg']}" if report.get("loadavg") else "") + ".",
              f"Input {report['batch']}×C×{report['size'][0]}×{report['size'][1]}"
              + (f" (the first validation image of {report['data']})" if report.get("data") else "")
              + "; latency per batch, median and p90 over round-robin runs of each model's variants; speed-up = PyTorch eager "
@@ -103,3 +101,44 @@ def stages_markdown(row: dict) -> list[str]:
     lines += [f"| **sum of stages** | {sum(s['nodes'] for s in st['stages'])} | {st['sum_ms']:.1f} | "
               f"{100 * st['sum_ms'] / st['run_ms']:.1f} |", f"| **run** | – | {st['run_ms']:.1f} | 100 |"]
     return lines
+
+
+def machine_line(m: dict, libraries: str = "") -> str:
+    """The machine and library versions a result was measured with (``timing.machine()``), without the final stop;
+    ``libraries`` (e.g. "torchvision 0.29, ") is listed after torch."""
+    return (f"Machine: {m['cpu']} ({m['cores']} cores, GPU: {m['gpu'] or 'none'}); torch {m['torch']} "
+            f"({m['torch_threads']} threads), {libraries}onnxruntime {m['onnxruntime']}, onnx {m['onnx']}, "
+            f"python {m['python']}, OMP_WAIT_POLICY={m['omp_wait_policy']}")
+
+
+def load_note(around: list[tuple[str, str | None, str | None]], busy: float = 2.5) -> str:
+    """One paragraph on how busy the machine was: ``around`` is (what was measured, ``timing.loadavg()`` before,
+    after). Above ``busy`` (1-min average) it says the absolute times are inflated and noisy."""
+    shared = any(float((v or "0").split()[0]) > busy for _, *both in around for v in both)
+    return (("**The machine was shared with other jobs during this run** (1-min load average above "
+             f"{busy:g} around " if shared else "1/5/15-min load averages around ")
+            + "; ".join(f"{what}: {before or '?'} before, {after or '?'} after" for what, before, after in around)
+            + ("): absolute times are inflated and noisy; ratios measured side by side less so." if shared else "."))
+
+
+def table(columns: list[str], rows: list[list], text_columns: int = 1) -> list[str]:
+    """A markdown table: the first ``text_columns`` columns left-aligned, the numbers after them right-aligned."""
+    lines = ["| " + " | ".join(columns) + " |",
+             "|" + "|".join("---" if i < text_columns else "---:" for i in range(len(columns))) + "|"]
+    return lines + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+
+
+def write_json_markdown(report: dict, out_dir: str | Path, name: str, text: str) -> list[Path]:
+    """``name``.json (the report) and ``name``.md (``text``), each written atomically: a stopped run keeps what it had
+    measured until then."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / f"{name}.json", out / f"{name}.md"]
+    write_text_atomic(paths[0], json.dumps(report, indent=1) + "\n")
+    write_text_atomic(paths[1], text)
+    return paths
+
+
+def goal_lines(items: list[tuple[str, float, bool]], fmt: str = ".2f", unit: str = "×") -> list[str]:
+    """A goal's verdict per measurement: (what, value, met) as '- what: value — met.'."""
+    return [f"- {what}: {value:{fmt}}{unit} — {'met' if met else 'NOT met'}." for what, value, met in items]

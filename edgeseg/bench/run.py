@@ -275,3 +275,25 @@ def bench_checkpoints(checkpoints: list[str | Path], data: str, variants=DEFAULT
     return bench_files(checkpoints, data, variants, batch_size, size, calib_images, calib_method=calib_method,
                        warmup=warmup, repeats=repeats, examples=0, progress=progress, log=log, profile=profile,
                        probe=probe, stages=stages)
+
+
+def measure_each(names: list[str], measure_one, report: dict, write, log=print, keep_going: bool = True) -> dict:
+    """The benchmark drivers' loop: ``measure_one(name)`` for each name in turn, its result (a dict with ``model``, or
+    nothing) replacing that model's entry in ``report["models"]``, and ``write(report)`` after each, so a stopped run
+    keeps what it measured and ``report["not_measured"]`` lists the rest. With ``keep_going`` a model that fails is a
+    note in ``report["notes"]`` (why, in one line) and the others still run."""
+    report["not_measured"] = list(names)
+    for name in names:
+        try:
+            result = measure_one(name)
+            if result:
+                report["models"] = [r for r in report["models"] if r["model"] != name] + [result]
+        except Exception as e:  # noqa: BLE001  one model's failure is reported, the others still run
+            if not keep_going:
+                raise
+            report["notes"].append(f"{name}: not measured ({type(e).__name__}: "
+                                   f"{(str(e).strip().splitlines() or [''])[0][:240]})")
+            log(report["notes"][-1])
+        report["not_measured"].remove(name)
+        write(report)
+    return report

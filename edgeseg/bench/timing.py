@@ -104,3 +104,18 @@ def machine() -> dict:
 def set_timing_environment() -> None:
     """Must run before torch/onnxruntime start their thread pools (the CLI calls it first)."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def summarize(times: dict[str, list[float]], base: str | None = None) -> dict[str, dict]:
+    """Each timed name's median, p90 and runs (ms); with ``base`` its speed-up over ``base`` measured side by side:
+    of the medians, and ``speedup_paired``, the median of the per-round ratios (round-robin rounds pair the runs)."""
+    ref = np.asarray(times[base]) if base is not None else None
+    out = {}
+    for name, values in times.items():
+        t = np.asarray(values)
+        row = {"median_ms": float(np.median(t)), "p90_ms": float(np.percentile(t, 90)), "runs": len(t),
+               "times_ms": [round(float(v), 2) for v in t]}
+        if ref is not None:
+            row.update(speedup=float(np.median(ref) / np.median(t)), speedup_paired=float(np.median(ref / t)))
+        out[name] = row
+    return out

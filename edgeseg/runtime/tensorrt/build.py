@@ -15,9 +15,9 @@ from __future__ import annotations
 import json
 import re
 import threading
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from edgeseg.errors import BackendError
 from edgeseg.export.metadata import ModelMeta, load_onnx, read_metadata
@@ -32,6 +32,23 @@ DEFAULT_SIDES = (256, 512, 1024)  # min / opt / max image side of a dynamic-size
 DEFAULT_MAX_BATCH = 4
 MAX_SIDE = 8192
 MAX_BATCH = 1024
+
+
+@dataclass(frozen=True)
+class OnnxSource:
+    """An ONNX file read once for an engine build: its graph (external weights stay on disk, where TensorRT's parser
+    finds them beside ``path``) and its metadata. The cache key, the checks and TensorRT's parser all take this one
+    object, so nothing below the caller reads or parses the file again."""
+
+    path: Path
+    proto: Any  # onnx.ModelProto
+    meta: ModelMeta
+
+    @classmethod
+    def read(cls, path: str | Path) -> "OnnxSource":
+        path = Path(path)
+        proto = load_onnx(path, load_weights=False)
+        return cls(path, proto, read_metadata(proto, path))
 
 
 # ---------------------------------------------------------------- what TensorRT needs, said when missing
@@ -365,17 +382,17 @@ def check_precision(meta: ModelMeta, precision: str, source: str | Path, dla_cor
 
 # ---------------------------------------------------------------- the build (needs TensorRT and a GPU)
 
-def build_engine(onnx_path: str | Path, out: str | Path, precision: str = "fp16",
+def build_engine(onnx_path: str | Path | OnnxSource, out: str | Path, precision: str = "fp16",
                  shapes: Sequence[ShapeProfile] | str | None = None, workspace_mb: int = 2048,
                  timing_cache: str | Path | None = None, builder_optimization_level: int | None = None,
                  version_compatible: bool = False, hardware_compatible: bool = False, dla_core: int | None = None,
                  plugins: Sequence[str | Path] = ()) -> Path:
-    """Parse ``onnx_path``, build a serialized engine for ``precision`` and write it (and ``<out>.json``).
+    """Parse ``onnx_path`` (a path, or the ``OnnxSource`` a caller has already read), build a serialized engine for
+    ``precision`` and write it (and ``<out>.json``).
 
     Everything that can be checked without TensorRT is checked before it is imported."""
-    onnx_path = Path(onnx_path)
-    proto = load_onnx(onnx_path)
-    meta = read_metadata(proto, onnx_path)
+    source = onnx_path if isinstance(onnx_path, OnnxSource) else OnnxSource.read(onnx_path)
+    onnx_path, proto, meta = source.path, source.proto, source.meta
     check_precision(meta, precision, onnx_path, dla_core)
     dims = graph_input_dims(proto)
     if meta.input_name not in dims:
@@ -394,7 +411,6 @@ def build_engine(onnx_path: str | Path, out: str | Path, precision: str = "fp16"
         raise BackendError(f"builder optimization level {builder_optimization_level} is outside 0..5", "use 0..5 (default 3)")
     libraries = build_plugin_libraries(proto, plugins)
     io = graph_io(proto)
-    del proto
 
     require_tensorrt()
     import tensorrt as trt
@@ -406,9 +422,10 @@ def build_engine(onnx_path: str | Path, out: str | Path, precision: str = "fp16"
     builder = trt.Builder(logger)
     network = builder.create_network(0)  # TensorRT 10: networks are always explicit-batch
     parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(onnx_path)):
+    # the graph already read, serialized for the parser (the path: where external weights are)
+    if not parser.parse(proto.SerializeToString(), str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        standard = {n.op_type for n in load_onnx(onnx_path, load_weights=False).graph.node} & {"RoiAlign", "DeformConv"}
+        standard = {n.op_type for n in proto.graph.node} & {"RoiAlign", "DeformConv"}
         fix = (f"export with --flavour tensorrt: {', '.join(sorted(standard))} become edgeseg plugin nodes" if standard
                else "check the opset and custom ops (plugins)")
         raise BackendError(f"TensorRT cannot parse {onnx_path}: {errors[:300]}", fix)

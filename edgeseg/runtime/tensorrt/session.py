@@ -35,12 +35,12 @@ from typing import Any, Iterator
 import numpy as np
 
 from edgeseg.errors import BackendError
-from edgeseg.export.metadata import MAX_FIELD_BYTES, ModelMeta, load_onnx, read_metadata
+from edgeseg.export.metadata import MAX_FIELD_BYTES, ModelMeta
 from edgeseg.io import atomic_path
 from edgeseg.runtime.base import check_batch
-from edgeseg.runtime.tensorrt.build import (build_engine, build_plugin_libraries, check_precision, derive_profile, gpu_info,
-                                            graph_input_dims, init_cuda, load_plugins, require_tensorrt,
-                                            resolve_plugin_libraries)
+from edgeseg.runtime.tensorrt.build import (OnnxSource, build_engine, build_plugin_libraries, check_precision,
+                                            derive_profile, gpu_info, graph_input_dims, init_cuda, load_plugins,
+                                            require_tensorrt, resolve_plugin_libraries)
 from edgeseg.runtime.tensorrt.cache import EngineKey, ShapeProfile, get_or_build, sha256_file
 
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
@@ -100,21 +100,20 @@ def engine_for_onnx(onnx_path: str | Path, precision: str | None, cuda, shapes: 
     file builds an FP16 or INT8 engine) for this TensorRT and GPU, built if absent."""
     import tensorrt as trt
 
-    onnx_path = Path(onnx_path)
-    proto = load_onnx(onnx_path, load_weights=False)
-    meta = read_metadata(proto, onnx_path)
+    source = OnnxSource.read(onnx_path)  # read once: its graph and metadata go down to the build
+    proto, meta = source.proto, source.meta
     precision = precision or meta.precision
     check_precision(meta, precision, onnx_path, build_options.get("dla_core"))
     if shapes is None:
         shapes = [derive_profile(meta, graph_input_dims(proto)[meta.input_name])]
     libraries = build_plugin_libraries(proto, plugins)
     gpu_name, capability = gpu_info(cuda)
-    key = EngineKey(onnx_sha256=sha256_file(onnx_path), tensorrt_version=trt.__version__, gpu_name=gpu_name,
+    key = EngineKey(onnx_sha256=sha256_file(source.path), tensorrt_version=trt.__version__, gpu_name=gpu_name,
                     compute_capability=capability, precision=precision, shapes=tuple(shapes),
                     plugin_sha256=tuple(sha256_file(p) for p in libraries),
                     options=tuple(sorted((k, json.dumps(v)) for k, v in build_options.items()
                                          if k not in ("workspace_mb", "timing_cache"))))
-    return get_or_build(key, lambda tmp: build_engine(onnx_path, tmp, precision, shapes=shapes,
+    return get_or_build(key, lambda tmp: build_engine(source, tmp, precision, shapes=shapes,
                                                       plugins=tuple(str(p) for p in libraries), **build_options),
                         cache_folder)
 
