@@ -145,8 +145,18 @@ def train_config(a):
 
 
 def cmd_train(a) -> None:
-    from edgeseg.train import train
+    from edgeseg.train import train, train_qat
 
+    if a.qat:  # the model, data and recipe come from the checkpoint
+        if a.model:
+            raise EdgeSegError(f"--qat fine-tunes the model its checkpoint holds; MODEL '{a.model}' was given too",
+                               "drop MODEL (or drop --qat to train it from the start)")
+        out = a.out or str(Path(a.qat).with_suffix("")) + "_qat.pt"
+        train_qat(a.qat, out, iterations=a.iterations or 200, minutes=a.minutes, lr=a.lr, calib_images=a.calib_images,
+                  onnx_out=a.qat_onnx or str(Path(out).with_suffix("")) + "_int8.onnx")
+        return
+    if not a.model:
+        raise EdgeSegError("no model to train", "name one (edgeseg zoo lists them), or pass --qat CHECKPOINT")
     train(train_config(a), a.out or f"runs/train/{a.model}_{a.data.replace(':', '_').replace('/', '_')}.pt", resume=a.resume)
 
 
@@ -244,28 +254,82 @@ def cmd_quantize(a) -> None:
     from edgeseg.evaluate import BUILTIN_DATASETS, calibration_batches
     from edgeseg.export.metadata import load_onnx, read_metadata
     from edgeseg.io import check_writable_folder
-    from edgeseg.quant import check_quantizable, convert_fp16, quantize_int8
+    from edgeseg.quant import check_quantizable, convert_fp16, failed_check_path, quantize_int8
 
     out = a.out or str(Path(a.model).with_suffix("")) + f"_{a.precision}.onnx"
     check_writable_folder(out)
     if a.precision == "fp16":
+        if a.analyze or a.max_drop is not None or a.compare_calibration:
+            raise EdgeSegError("--analyze, --max-drop and --compare-calibration are INT8 options", "drop them, or use --precision int8")
         convert_fp16(a.model, out)
+        print(f"wrote {out}")
+        return
+    proto = load_onnx(a.model, load_weights=False)
+    meta = read_metadata(proto, a.model)
+    check_quantizable(proto, meta, a.model)  # before the calibration data is read
+    trained_on = meta.config.get("dataset")
+    if not trained_on and not a.calib_data:  # no silent fallback: a foreign model's images are the user's to name
+        raise EdgeSegError(f"{a.model} records no data set it was trained on, so there are no images to calibrate INT8 on",
+                           "pass --calib-data with images like the model's input (a data set name or folder:<path>)")
+    if not a.calib_data and trained_on not in BUILTIN_DATASETS:  # a model file never picks the files edgeseg reads
+        raise EdgeSegError(f"the model's config names the calibration data set {str(trained_on)[:80]!r}, which is not "
+                           f"built in ({', '.join(BUILTIN_DATASETS)}); edgeseg reads only data sets you name",
+                           "pass --calib-data with the images to calibrate on")
+    batches = calibration_batches(meta, trained_on, a.calib_data, a.calib_images)
+    check_data = _check_pairs(meta, a.calib_data or trained_on, a.check_images)
+    options = dict(per_channel=not a.per_tensor, reduce_range=not a.full_range)
+    if a.analyze or a.compare_calibration:
+        _quantize_reports(a, batches, check_data, options)
+        return
+    if a.max_drop is not None:
+        from edgeseg.quant.sensitivity import quantize_mixed
+
+        if a.target == "tensorrt":
+            raise EdgeSegError("--max-drop keeps layers float in ONNX Runtime's Q/DQ form", "drop --target tensorrt")
+        result = quantize_mixed(a.model, out, batches, check_data, a.max_drop, a.method, group_depth=a.group_depth,
+                                force=a.force, **options)
+        print(f"kept in float ({len(result.float_layers)}): {', '.join(result.float_layers) or 'none'}; "
+              f"drop {result.drop:.2f} pts (all INT8: {result.int8_drop:.2f})")
+        failed = result.path != Path(out)
+        print(f"wrote {result.path}" + (" (it FAILED its check)" if failed else ""))
+        return
+    written_meta = quantize_int8(a.model, out, batches, a.method, check_data=check_data, force=a.force, target=a.target,
+                                 **options)
+    if written_meta.config.get("check", {}).get("passed") is False:
+        print(f"wrote {failed_check_path(out)} (it FAILED its check; --max-drop keeps the sensitive layers in float)")
     else:
-        proto = load_onnx(a.model, load_weights=False)
-        meta = read_metadata(proto, a.model)
-        check_quantizable(proto, meta, a.model)  # before the calibration data is read
-        trained_on = meta.config.get("dataset")
-        if not trained_on and not a.calib_data:  # no silent fallback: a foreign model's images are the user's to name
-            raise EdgeSegError(f"{a.model} records no data set it was trained on, so there are no images to calibrate INT8 on",
-                               "pass --calib-data with images like the model's input (a data set name or folder:<path>)")
-        if not a.calib_data and trained_on not in BUILTIN_DATASETS:  # a model file never picks the files edgeseg reads
-            raise EdgeSegError(f"the model's config names the calibration data set {str(trained_on)[:80]!r}, which is not "
-                               f"built in ({', '.join(BUILTIN_DATASETS)}); edgeseg reads only data sets you name",
-                               "pass --calib-data with the images to calibrate on")
-        batches = calibration_batches(meta, trained_on, a.calib_data, a.calib_images)
-        full_range = a.full_range or a.target == "tensorrt"  # TensorRT runs 8-bit weights; 7 bits lose levels
-        quantize_int8(a.model, out, batches, a.method, per_channel=not a.per_tensor, reduce_range=not full_range)
-    print(f"wrote {out}")
+        print(f"wrote {out}")
+
+
+def _check_pairs(meta, name: str, count: int):
+    """Up to ``count`` validation (input, labels) pairs of data set ``name`` to check INT8 on; None where the data set
+    has no val/ split (the check then runs on the calibration images, as it says)."""
+    from edgeseg.evaluate import dataset_for
+    from edgeseg.parity import dataset_batches
+
+    try:
+        ds = dataset_for(meta, name, "val")
+    except EdgeSegError:
+        return None
+    if ds.info.notes.get("unsplit") or not len(ds):
+        return None
+    return list(dataset_batches(ds, meta, count))
+
+
+def _quantize_reports(a, batches, check_data, options) -> None:
+    """--analyze (per-layer sensitivity: table and chart) and --compare-calibration (minmax/entropy/percentile)."""
+    from edgeseg.bench.quant_report import calibration_markdown, sensitivity_markdown, write_sensitivity
+    from edgeseg.quant.sensitivity import analyze, compare_calibration
+
+    stem = Path(a.model).stem
+    out_dir = Path(a.out_dir or Path(a.model).parent)
+    if a.analyze:
+        report = analyze(a.model, batches, check_data, a.method, group_depth=a.group_depth, **options)
+        paths = write_sensitivity(report, out_dir, f"{stem}_sensitivity")
+        print(sensitivity_markdown(report))
+        print(f"wrote {', '.join(map(str, paths))}")
+    if a.compare_calibration:
+        print("\n".join(calibration_markdown(compare_calibration(a.model, batches, check_data, **options))))
 
 
 def cmd_build(a) -> None:
@@ -304,7 +368,7 @@ def cmd_infer(a) -> None:
     from edgeseg.data import load_image
     from edgeseg.data.folder import IMAGE_SUFFIXES
     from edgeseg.io import check_writable_folder
-    from edgeseg.runtime import labels_from_outputs, preprocess
+    from edgeseg.runtime import predict
     from edgeseg.runtime.stream import source_kind
     from edgeseg.viz import colourize, overlay, save_png
 
@@ -343,18 +407,15 @@ def cmd_infer(a) -> None:
                            "pass the images that JSON lists, or drop --image-ids")
     for path in paths:
         image = load_image(path, meta.in_channels, max_pixels=a.max_pixels)
-        x, size = preprocess(image, meta)
+        # predict: either I/O form (float contract or uint8-frames deploy graph), decisions at the image's size
         if meta.task == "instance":
-            _write_instances(path, image, session.run(x), size, meta, out_dir,
+            _write_instances(path, image, predict(session, image, masks=True), meta, out_dir,
                              None if ids is None else (ids[Path(path).name], coco_ids))
             continue
         if meta.task == "panoptic":
-            _write_panoptic(path, image, session.run(x), size, meta, out_dir)
+            _write_panoptic(path, image, predict(session, image), meta, out_dir)
             continue
-        if crf is not None:
-            labels = crf_labels(session, image, crf)
-        else:
-            labels = labels_from_outputs(session.run(x), meta, size)[0]
+        labels = crf_labels(session, image, crf) if crf is not None else predict(session, image)["labels"]
         stem = Path(path).stem
         save_png(out_dir / f"{stem}_labels.png", labels)
         save_png(out_dir / f"{stem}_overlay.png", overlay(image, labels, meta.num_classes))
@@ -398,20 +459,20 @@ def _infer_stream(a) -> None:
             print(f"wrote {', '.join(map(str, written + [summary]))}")
 
 
-def _write_instances(path, image, out: dict, size: tuple[int, int], meta, out_dir: Path, coco=None) -> None:
+def _write_instances(path, image, found: dict, meta, out_dir: Path, coco=None) -> None:
     """An instance model's answer for one image: a drawing, the instance id map and COCO results JSON (``coco``: the
     data set's (image id, category ids by label), else the file stem and the model's labels)."""
     import json
 
-    from edgeseg.io import write_text_atomic
-    from edgeseg.metrics.instance import detections
-    from edgeseg.runtime.stream import coco_detections
-    from edgeseg.viz import draw_instances, instance_ids, save_png
+    import numpy as np
 
-    found = detections(out, 0, size)  # preprocess's padding undone
+    from edgeseg.io import write_text_atomic
+    from edgeseg.runtime.stream import coco_detections
+    from edgeseg.viz import draw_instances, save_png
+
     stem = Path(path).stem
     save_png(out_dir / f"{stem}_instances.png", draw_instances(image, found, meta.class_names))
-    save_png(out_dir / f"{stem}_ids.png", instance_ids(found["masks"]))
+    save_png(out_dir / f"{stem}_ids.png", found["instance_map"].astype(np.uint16))  # PNG has 8- and 16-bit grey
     results = coco_detections(found, stem if coco is None else coco[0], meta.class_names)
     for r in results if coco is not None else []:
         r["category_id"] = coco[1][r["category_id"] - 1]  # labels 1..K -> the JSON's category ids
@@ -423,7 +484,7 @@ def _write_instances(path, image, out: dict, size: tuple[int, int], meta, out_di
     print(f"{path}: {listed} -> {out_dir / (stem + '_instances.png')}")
 
 
-def _write_panoptic(path, image, out: dict, size: tuple[int, int], meta, out_dir: Path) -> None:
+def _write_panoptic(path, image, found: dict, meta, out_dir: Path) -> None:
     """A panoptic model's answer for one image, as COCO panoptic writes it: the id PNG (id = R + 256·G +
     256²·B), its JSON (segments_info with category, area, box, score) and a colour overlay."""
     import json
@@ -434,12 +495,11 @@ def _write_panoptic(path, image, out: dict, size: tuple[int, int], meta, out_dir
     from edgeseg.metrics.panoptic import segments_from_table
     from edgeseg.viz import overlay, save_png
 
-    h, w = size
-    ids = out["panoptic"][0, :h, :w].astype(np.int64)  # preprocess's padding undone
+    ids = found["panoptic"].astype(np.int64)
     stem = Path(path).stem
     save_png(out_dir / f"{stem}_panoptic.png", np.stack([ids % 256, ids // 256 % 256, ids // 65536], -1).astype(np.uint8))
     segments, names = [], []
-    for seg in segments_from_table(out["segments"][0]):
+    for seg in segments_from_table(found["segments"]):
         ys, xs = np.nonzero(ids == seg["id"])
         if not len(ys):  # its pixels were all in the padding
             continue
@@ -541,27 +601,72 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {' '.join(message.split())} -- see '{self.prog} --help'\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    import edgeseg
+# --- Arguments. Options several verbs share are defined once here; each verb's function adds its own in the order
+# its --help lists them (argparse prints in insertion order, so a shared helper is called where the option belongs).
 
-    p = _Parser(prog="edgeseg", description="Export, quantize, run and benchmark segmentation models.")
-    p.add_argument("--version", action="version", version=f"edgeseg {edgeseg.__version__}")
-    sub = p.add_subparsers(dest="verb", required=True)
+_PLUGINS_HELP = ("comma-separated plugin libraries a TensorRT engine may load "
+                 "(default: the ones its sidecar names, from edgeseg's plugin folder, hash-checked)")
 
-    s = sub.add_parser("zoo", help="list every model with parameters and GFLOPs")
-    s.add_argument("--size", type=int, default=512)
+
+def _data_args(s, default: str | None = None, help: str | None = None) -> None:
+    """Data: the data set a verb reads (which of its images: _split_args)."""
+    s.add_argument("--data", default=default, help=help)
+
+
+def _split_args(s) -> None:
+    """Which images of --data are scored."""
+    s.add_argument("--split", default="val")
+    s.add_argument("--limit", type=int)
+
+
+def _out_arg(s, help: str | None = None, default: str | None = None) -> None:
+    """Output: where the verb writes (a file or a folder, its help says which)."""
+    s.add_argument("--out", default=default, help=help)
+
+
+def _precision_arg(s, choices: tuple[str, ...], default: str) -> None:
+    s.add_argument("--precision", choices=choices, default=default)
+
+
+def _backend_arg(s, flag: str = "--backend") -> None:
+    s.add_argument(flag, default="auto")
+
+
+def _plugins_arg(s, help: str = _PLUGINS_HELP, metavar: str | None = None) -> None:
+    """Plugins: the libraries an engine may load (Nothing runs code named by a file)."""
+    s.add_argument("--plugins", metavar=metavar, help=help)
+
+
+def _model_shape_args(s) -> None:
+    """A zoo model's head and stem, for verbs that build one from its name."""
     s.add_argument("--num-classes", type=int, default=21)
     s.add_argument("--in-channels", type=int, default=3)
-    s.set_defaults(fn=cmd_zoo)
 
-    s = sub.add_parser("train", help="train a zoo model on a data set")
-    s.add_argument("model")
-    s.add_argument("--data", default="lits", help="lits, nuclei, synthetic, folder:<path> or coco:<images>,<json>[,<val json>]")
+
+def _model_arg(s) -> None:
+    s.add_argument("--model-arg", action="append", metavar="K=V")
+
+
+def _budget_args(s) -> None:
+    """Budgets: every verb refuses work estimated to need more memory (edgeseg.budgets)."""
+    s.add_argument("--max-bytes", type=int, help="refuse inputs (data sets, images, model runs) estimated to need more "
+                   "memory, before the work (default 1073741824, or $EDGESEG_MAX_BYTES)")
+
+
+def zoo_args(s) -> None:
+    s.add_argument("--size", type=int, default=512)
+    _model_shape_args(s)
+
+
+def train_args(s) -> None:
+    s.add_argument("model", nargs="?", help="a zoo model (edgeseg zoo); not with --qat")
+    _data_args(s, "lits", "lits, nuclei, synthetic, folder:<path> or coco:<images>,<json>[,<val json>]")
     s.add_argument("--epochs", type=int, default=50)
     s.add_argument("--iterations", type=int, help="stop after this many steps (reproducible on any machine)")
     s.add_argument("--minutes", type=float, help="time budget (the LR schedule spans it)")
     s.add_argument("--data-arg", action="append", metavar="K=V", help="data set option, e.g. context=1 for lits")
     s.add_argument("--batch-size", type=int, default=8)
+    # the optimiser and its schedule (None: TrainConfig's default, or --recipe's)
     s.add_argument("--optimizer", choices=("sgd", "adamw"), help="default: adamw (sgd: momentum 0.9)")
     s.add_argument("--lr", type=float, help="default: 2e-3 for AdamW, 0.01 for SGD")
     s.add_argument("--weight-decay", type=float, help="default: 1e-4")
@@ -574,32 +679,35 @@ def build_parser() -> argparse.ArgumentParser:
                    "options above, where given, win")
     s.add_argument("--crop", type=int)
     s.add_argument("--weight-map", action="store_true", help="U-Net paper class balancing + border weights")
-    s.add_argument("--model-arg", action="append", metavar="K=V")
+    _model_arg(s)
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--out", help="checkpoint path (default runs/train/<model>_<data>.pt)")
+    _out_arg(s, "checkpoint path (default runs/train/<model>_<data>.pt)")
     s.add_argument("--resume", action="store_true")
-    s.set_defaults(fn=cmd_train)
+    # quantization-aware fine-tuning (edgeseg.quant.qat): the checkpoint names the model, data and recipe
+    s.add_argument("--qat", metavar="CHECKPOINT", help="quantization-aware fine-tune of an 'edgeseg train' checkpoint "
+                   "(fake INT8 where TensorRT puts Q/DQ; --iterations default 200, --lr default a tenth of the source's)")
+    s.add_argument("--qat-onnx", metavar="PATH", help="the explicit-INT8 Q/DQ ONNX for TensorRT (default OUT_int8.onnx)")
+    s.add_argument("--calib-images", type=int, default=32, help="--qat: training images its input ranges start from")
 
-    s = sub.add_parser("eval", help="pixel acc, mean acc, mIoU, f.w. IoU of a checkpoint or ONNX")
+
+def eval_args(s) -> None:
     s.add_argument("model")
-    s.add_argument("--data", default="lits")
-    s.add_argument("--split", default="val")
-    s.add_argument("--limit", type=int)
-    s.add_argument("--backend", default="auto")
+    _data_args(s, "lits")
+    _split_args(s)
+    _backend_arg(s)
     s.add_argument("--components", action="store_true",
                    help="also PQ of the per-pixel classes (a panoptic model: its semantic head) split into connected "
                    "components: the semantic-model baseline of panoptic work, on a data set with thing classes")
-    s.add_argument("--plugins", help="comma-separated plugin libraries a TensorRT engine may load "
-                   "(default: the ones its sidecar names, from edgeseg's plugin folder, hash-checked)")
+    _plugins_arg(s)
     _add_crf_args(s, "semantic models: each image's labels after DeepLab's fully connected CRF (pydensecrf2)")
     s.add_argument("--crf-search", action="store_true",
                    help="grid-search the dense CRF's w1, θα, θβ on this split (as DeepLab does on val) and print the best")
-    s.set_defaults(fn=cmd_eval)
 
-    s = sub.add_parser("export", help="checkpoint or zoo name -> ONNX (with metadata), checked against PyTorch")
+
+def export_args(s) -> None:
     s.add_argument("model", help="a checkpoint (.pt from 'edgeseg train', or a torchvision Mask R-CNN state dict) "
                    "or a zoo model name (random weights)")
-    s.add_argument("--out")
+    _out_arg(s)
     s.add_argument("--exporter", choices=("dynamo", "legacy"), help="default: dynamo (legacy with --crf)")
     s.add_argument("--flavour", choices=("portable", "tensorrt"), default="portable",
                    help="tensorrt: edgeseg plugin nodes for RoIAlign/deformable conv/mask pasting (ORT runs them as custom ops)")
@@ -610,32 +718,47 @@ def build_parser() -> argparse.ArgumentParser:
                    "float pipeline on the same frames")
     s.add_argument("--frame-order", choices=("RGB", "BGR"), default="RGB",
                    help="channel order of the frames a deploy graph takes (BGR: as OpenCV decodes)")
-    s.add_argument("--num-classes", type=int, default=21)
-    s.add_argument("--in-channels", type=int, default=3)
-    s.add_argument("--model-arg", action="append", metavar="K=V")
+    _model_shape_args(s)
+    _model_arg(s)
     _add_crf_args(s, "semantic softmax models: a local mean-field CRF (edgeseg.crf) behind the logits, in standard "
                   "ONNX ops; the logits output is refined (and at input size)", window=True)
-    s.set_defaults(fn=cmd_export)
 
-    s = sub.add_parser("quantize", help="FP32 ONNX -> INT8 Q/DQ (calibrated) or FP16")
+
+def quantize_args(s) -> None:
     s.add_argument("model")
-    s.add_argument("--out")
-    s.add_argument("--precision", choices=("int8", "fp16"), default="int8")
+    _out_arg(s)
+    _precision_arg(s, ("int8", "fp16"), "int8")
+    # calibration
     s.add_argument("--calib-data", help="calibration images (their train split): a data set name or folder:<path> "
                    "(default: the data set the model was trained on, as its metadata records it)")
     s.add_argument("--calib-images", type=int, default=32)
     s.add_argument("--method", choices=("minmax", "entropy", "percentile"), default="minmax")
+    # weight scales and the target they suit
     s.add_argument("--per-tensor", action="store_true", help="per-tensor instead of per-channel weight scales")
     s.add_argument("--full-range", action="store_true",
                    help="8-bit weights (TensorRT, VNNI or ARM targets); the default 7 bits avoids AVX2 saturation in ORT")
     s.add_argument("--target", choices=("onnxruntime", "tensorrt"), default="onnxruntime",
-                   help="tensorrt: 8-bit weights (as --full-range), which 'edgeseg build --precision int8' requires")
-    s.set_defaults(fn=cmd_quantize)
+                   help="tensorrt: Q/DQ placed as TensorRT fuses it (NVIDIA ModelOpt): INT8 per-channel 8-bit weights, "
+                   "FP32 biases, residual Adds fused, which 'edgeseg build --precision int8' takes; slower in ONNX "
+                   "Runtime on the CPU")
+    # the check before writing, and keeping accuracy
+    s.add_argument("--check-images", type=int, default=8, metavar="N",
+                   help="validation images the INT8 graph is checked on before it is written (else the calibration images)")
+    s.add_argument("--force", action="store_true", help="write a graph that fails its check, as NAME.FAILED-CHECK.onnx")
+    s.add_argument("--max-drop", type=float, metavar="PTS",
+                   help="keep the fewest layers in float so INT8 drops at most PTS points (mIoU, mask AP or PQ proxy)")
+    s.add_argument("--analyze", action="store_true",
+                   help="per-layer INT8 sensitivity (each layer alone INT8, and alone float): a table and a bar chart")
+    s.add_argument("--compare-calibration", action="store_true",
+                   help="quantize with minmax, entropy and percentile and report which drops least")
+    s.add_argument("--group-depth", type=int, metavar="N", help="group layers by the first N parts of their module path")
+    s.add_argument("--out-dir", help="where --analyze writes its report (default: the model's folder)")
 
-    s = sub.add_parser("build", help="ONNX -> TensorRT engine (+ sidecar); needs TensorRT and an NVIDIA GPU")
+
+def build_args(s) -> None:
     s.add_argument("model", help="an edgeseg ONNX (INT8: the Q/DQ file of 'edgeseg quantize --target tensorrt')")
-    s.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp16")
-    s.add_argument("--out", help="engine path (default MODEL_<precision>.engine)")
+    _precision_arg(s, ("fp32", "fp16", "int8"), "fp16")
+    _out_arg(s, "engine path (default MODEL_<precision>.engine)")
     s.add_argument("--shapes", help="trtexec style NAME:DIMS or NAME:MIN:OPT:MAX, e.g. input:1x3x256x256:1x3x512x512:4x3x1024x1024 "
                    "(default: from the metadata, sides 256/512/1024 aligned to size_divisor)")
     s.add_argument("--workspace", type=int, default=2048, metavar="MIB", help="builder workspace in MiB")
@@ -644,10 +767,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--version-compatible", action="store_true", help="runs on later TensorRT 10.x (lean runtime in the plan)")
     s.add_argument("--hardware-compatible", action="store_true", help="runs on any Ampere or newer GPU")
     s.add_argument("--dla-core", type=int, metavar="N", help="Jetson DLA core (FP16/INT8), GPU fallback for the rest")
-    s.add_argument("--plugins", metavar="LIB[,LIB]", help="plugin libraries (default: edgeseg's own for tensorrt-flavour graphs)")
-    s.set_defaults(fn=cmd_build)
+    _plugins_arg(s, "plugin libraries (default: edgeseg's own for tensorrt-flavour graphs)", metavar="LIB[,LIB]")
 
-    s = sub.add_parser("triton", help="ONNX or engine -> Triton Inference Server model repository")
+
+def triton_args(s) -> None:
     s.add_argument("model", help="an edgeseg .onnx (ONNX Runtime backend) or an engine from 'edgeseg build' (TensorRT)")
     s.add_argument("--repo", required=True, help="the model repository folder")
     s.add_argument("--name", help="model name (default: the file's stem)")
@@ -657,9 +780,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--kind", choices=("gpu", "cpu"), default="gpu")
     s.add_argument("--no-dynamic-batching", action="store_true")
     s.add_argument("--max-queue-delay-us", type=int, default=100)
-    s.set_defaults(fn=cmd_triton)
 
-    s = sub.add_parser("serve", help="serve a model on a Triton Inference Server (HTTP, gRPC, metrics) until SIGTERM")
+
+def serve_args(s) -> None:
     s.add_argument("model", help="an edgeseg .onnx (ONNX Runtime on the CPU) or an engine from 'edgeseg build' (TensorRT)")
     s.add_argument("--http-port", type=int, default=8000)
     s.add_argument("--grpc-port", type=int, default=8001)
@@ -673,16 +796,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--exit-timeout", type=int, default=30, metavar="S",
                    help="on SIGTERM, seconds to let requests in flight (and open client connections) finish")
     s.add_argument("--max-request-mb", type=float, default=64, help="larger inputs get an error response (default 64)")
-    s.set_defaults(fn=cmd_serve)
 
-    s = sub.add_parser("infer", help="image(s) -> label PNG + colour overlay; a video, stream or camera -> overlay video")
+
+def infer_args(s) -> None:
     s.add_argument("model")
     s.add_argument("images", nargs="+", metavar="SOURCE",
                    help="image files or folders (a label PNG and overlay each, in --out-dir), or one video file, "
                    "RTSP/HTTP URL, /dev/videoN or GStreamer pipeline (any string with '!') streamed through decode, "
                    "inference, drawing and encoding in parallel stages")
-    s.add_argument("--out", help="stream: write the overlay video here (.mp4/.mkv/.mov/.avi) at the source's fps; "
-                   "finalised and renamed into place also on Ctrl-C, SIGTERM or a lost source")
+    # stream outputs and behaviour
+    _out_arg(s, "stream: write the overlay video here (.mp4/.mkv/.mov/.avi) at the source's fps; "
+             "finalised and renamed into place also on Ctrl-C, SIGTERM or a lost source")
     s.add_argument("--labels-dir", help="stream: a label PNG per frame (class ids; instance ids; panoptic RGB ids)")
     s.add_argument("--coco-json", help="stream, instance models: every frame's detections as COCO results")
     s.add_argument("--image-ids", metavar="JSON", help="images, instance models: the COCO JSON the images come from; "
@@ -693,48 +817,44 @@ def build_parser() -> argparse.ArgumentParser:
                    "for files, which give every frame)")
     s.add_argument("--timeout", type=float, default=10.0, help="stream: seconds to wait for a URL or camera (default 10)")
     s.add_argument("--max-frames", type=int, help="stream: stop after this many source frames")
+    # image outputs
     s.add_argument("--out-dir", default="runs/infer")
-    s.add_argument("--backend", default="auto")
+    _backend_arg(s)
     s.add_argument("--colour", action="store_true", help="also write the colour label map")
-    s.add_argument("--plugins", help="comma-separated plugin libraries a TensorRT engine may load "
-                   "(default: the ones its sidecar names, from edgeseg's plugin folder, hash-checked)")
+    _plugins_arg(s)
     s.add_argument("--max-pixels", type=int, help="refuse larger images and video frames before decoding them, "
                    "from the header (default 100000000, or $EDGESEG_MAX_PIXELS)")
     _add_crf_args(s, "image files, semantic models: labels after DeepLab's fully connected CRF (pydensecrf2)")
-    s.set_defaults(fn=cmd_infer)
 
-    s = sub.add_parser("check", help="an ONNX graph against TensorRT's ONNX parser (ops, opsets, dtypes, plugin nodes "
-                       "and the plugin library's creators), without TensorRT or a GPU; exit 2 on a problem")
+
+def check_args(s) -> None:
     s.add_argument("model", help="ONNX file")
     s.add_argument("--target", default="tensorrt", help="tensorrt (the newest vendored table), tensorrt=VERSION "
                    "(e.g. 10.3), or jetson (Orin, JetPack 6: TensorRT 10.3, sm_87, aarch64)")
-    s.add_argument("--plugins", help="the TensorRT plugin library to check the plugin nodes' creators in "
-                   "(default: edgeseg's plugin folder's libedgeseg_trt.so)")
-    s.set_defaults(fn=cmd_check)
+    _plugins_arg(s, "the TensorRT plugin library to check the plugin nodes' creators in "
+                 "(default: edgeseg's plugin folder's libedgeseg_trt.so)")
 
-    s = sub.add_parser("parity", help="a candidate (ONNX, any precision) against the reference, by the tolerance table")
+
+def parity_args(s) -> None:
     s.add_argument("reference", help="checkpoint (.pt) or FP32 ONNX")
     s.add_argument("candidate")
-    s.add_argument("--data")
-    s.add_argument("--split", default="val")
-    s.add_argument("--limit", type=int)
-    s.add_argument("--backend", default="auto")
-    s.add_argument("--reference-backend", default="auto")
-    s.add_argument("--plugins", help="comma-separated plugin libraries a TensorRT engine may load "
-                   "(default: the ones its sidecar names, from edgeseg's plugin folder, hash-checked)")
-    s.set_defaults(fn=cmd_parity)
+    _data_args(s)
+    _split_args(s)
+    _backend_arg(s)
+    _backend_arg(s, "--reference-backend")
+    _plugins_arg(s)
 
-    s = sub.add_parser("bench", help="models × backends × precisions: latency, memory, size; with --data accuracy, "
-                       "agreement and example predictions (JSON + markdown + PNGs)")
+
+def bench_args(s) -> None:
     s.add_argument("items", nargs="*", metavar="MODEL",
                    help="what to benchmark, in one list: .onnx files (edgeseg's, or foreign with <model>.onnx.json), "
                    ".engine files, .pt checkpoints and zoo names (default: all of the zoo). --models and --checkpoints "
                    "are the same list, comma-separated, kept for older scripts")
     s.add_argument("--models", help="comma-separated, added to MODEL (zoo names or files; 'all': the whole zoo)")
     s.add_argument("--checkpoints", help="comma-separated, added to MODEL")
-    s.add_argument("--data", help="data set: accuracy (mIoU, foreground IoU, mask AP) of every variant on its validation "
-                   "split, INT8 calibrated on its training split; needed for model files (without it: zoo names with "
-                   "random weights, latency only)")
+    _data_args(s, help="data set: accuracy (mIoU, foreground IoU, mask AP) of every variant on its validation "
+               "split, INT8 calibrated on its training split; needed for model files (without it: zoo names with "
+               "random weights, latency only)")
     s.add_argument("--calib-data", help="INT8 calibration images (their train split) when --data has no train/ split")
     s.add_argument("--variants", default="torch:fp32,onnxruntime:fp32,onnxruntime:int8",
                    help="backend:precision list. Backends: torch (eager, CPU, the reference), torch-compile (CPU), "
@@ -746,6 +866,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--num-classes", type=int, default=21, help="zoo models without --data")
     s.add_argument("--calib-images", type=int, default=4)
     s.add_argument("--examples", type=int, default=3, help="validation images in <name>_examples.png (with --data)")
+    # timing and profiling (edgeseg.bench)
     s.add_argument("--warmup", type=int, default=2)
     s.add_argument("--repeats", type=int, default=10)
     s.add_argument("--profile", action="store_true",
@@ -754,19 +875,49 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--stages", action="store_true",
                    help="with --profile: instance and panoptic graphs (ONNX Runtime variants) cut into their stages "
                    "(backbone, RPN, RoIAlign, heads, paste; network and merge), each timed alongside the whole graph")
-    s.add_argument("--out", default="runs/bench")
+    _out_arg(s, default="runs/bench")
     s.add_argument("--name", default="bench")
-    s.set_defaults(fn=cmd_bench)
 
-    s = sub.add_parser("quickstart", help="train a U-Net on LiTS, export, quantize, compare backends, write a report")
-    s.add_argument("--out", default="runs/quickstart")
+
+def quickstart_args(s) -> None:
+    _out_arg(s, default="runs/quickstart")
     s.add_argument("--iterations", type=int, help="training steps (default 300, about 4 min on 2 cores)")
     s.add_argument("--minutes", type=float, help="also stop training after this many minutes")
-    s.set_defaults(fn=cmd_quickstart)
 
-    for s in sub.choices.values():  # one memory budget for every verb (edgeseg.budgets)
-        s.add_argument("--max-bytes", type=int, help="refuse inputs (data sets, images, model runs) estimated to need more "
-                       "memory, before the work (default 1073741824, or $EDGESEG_MAX_BYTES)")
+
+def build_parser() -> argparse.ArgumentParser:
+    import edgeseg
+
+    p = _Parser(prog="edgeseg", description="Export, quantize, run and benchmark segmentation models.")
+    p.add_argument("--version", action="version", version=f"edgeseg {edgeseg.__version__}")
+    sub = p.add_subparsers(dest="verb", required=True)
+    # verb, its one-line help, its arguments, its command. Read here (not at import) so a test's monkeypatched
+    # cmd_* is the one that runs. A new verb: one row, one *_args function, one cmd_*.
+    verbs = (
+        ("zoo", "list every model with parameters and GFLOPs", zoo_args, cmd_zoo),
+        ("train", "train a zoo model on a data set", train_args, cmd_train),
+        ("eval", "pixel acc, mean acc, mIoU, f.w. IoU of a checkpoint or ONNX", eval_args, cmd_eval),
+        ("export", "checkpoint or zoo name -> ONNX (with metadata), checked against PyTorch", export_args, cmd_export),
+        ("quantize", "FP32 ONNX -> INT8 Q/DQ (calibrated) or FP16", quantize_args, cmd_quantize),
+        ("build", "ONNX -> TensorRT engine (+ sidecar); needs TensorRT and an NVIDIA GPU", build_args, cmd_build),
+        ("triton", "ONNX or engine -> Triton Inference Server model repository", triton_args, cmd_triton),
+        ("serve", "serve a model on a Triton Inference Server (HTTP, gRPC, metrics) until SIGTERM", serve_args, cmd_serve),
+        ("infer", "image(s) -> label PNG + colour overlay; a video, stream or camera -> overlay video", infer_args,
+         cmd_infer),
+        ("check", "an ONNX graph against TensorRT's ONNX parser (ops, opsets, dtypes, plugin nodes and the plugin "
+         "library's creators), without TensorRT or a GPU; exit 2 on a problem", check_args, cmd_check),
+        ("parity", "a candidate (ONNX, any precision) against the reference, by the tolerance table", parity_args,
+         cmd_parity),
+        ("bench", "models × backends × precisions: latency, memory, size; with --data accuracy, agreement and example "
+         "predictions (JSON + markdown + PNGs)", bench_args, cmd_bench),
+        ("quickstart", "train a U-Net on LiTS, export, quantize, compare backends, write a report", quickstart_args,
+         cmd_quickstart),
+    )
+    for verb, help, add_args, fn in verbs:
+        s = sub.add_parser(verb, help=help)
+        add_args(s)
+        _budget_args(s)
+        s.set_defaults(fn=fn)
     return p
 
 

@@ -12,6 +12,7 @@ import inspect
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -187,7 +188,9 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def train(cfg: TrainConfig, checkpoint: str | Path, resume: bool = False, progress: bool = True,
-          log=print) -> tuple[torch.nn.Module, dict]:
+          log=print, prepare=None) -> tuple[torch.nn.Module, dict]:
+    """``prepare``: called with the new model before the optimiser sees it, returns the model to train (QAT loads
+    the source weights and inserts fake quantization there: ``train_qat``)."""
     cfg = apply_recipe(cfg)
     torch.manual_seed(cfg.seed)
     ds = get_dataset(cfg.dataset, "train", **cfg.dataset_args)
@@ -200,6 +203,8 @@ def train(cfg: TrainConfig, checkpoint: str | Path, resume: bool = False, progre
                                "use a data set with things and stuff: nuclei, lits, synthetic, coco-panoptic:...")
         model_args.setdefault("thing_classes", list(info.thing_classes))
     model = create(cfg.model, num_classes=info.num_classes, in_channels=info.in_channels, **model_args)
+    if prepare is not None:
+        model = prepare(model)
     instance = task in ("instance", "panoptic")  # both learn from per-instance targets
     if instance and getattr(ds, "instances", None) is None:
         raise EdgeSegError(f"data set '{cfg.dataset}' has no instance ids to train {cfg.model} on",
@@ -295,3 +300,54 @@ def train(cfg: TrainConfig, checkpoint: str | Path, resume: bool = False, progre
 def _plain(d: dict) -> dict:
     """Only types torch.load(weights_only=True) accepts."""
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
+
+
+def train_qat(source: str | Path, checkpoint: str | Path, *, iterations: int = 200, minutes: float | None = None,
+              lr: float | None = None, batch_size: int | None = None, calib_images: int = 32, bits: int = 8,
+              onnx_out: str | Path | None = None, progress: bool = True, log=print) -> tuple[torch.nn.Module, dict]:
+    """Quantization-aware fine-tune of ``source`` (a checkpoint of 'edgeseg train'): fake INT8 quantization where
+    TensorRT puts Q/DQ (``edgeseg.quant.qat``), input ranges calibrated by max on ``calib_images`` training images,
+    then ``iterations`` steps (or ``minutes``) of the source's own recipe at ``lr`` (default: a tenth of its rate).
+    Writes ``checkpoint`` (the fine-tuned float weights, ``train_config.qat`` true) and, with ``onnx_out``, the
+    explicit-INT8 Q/DQ ONNX TensorRT builds from. Returns (the fine-tuned model, still fake-quantized; the state)."""
+    from edgeseg.quant.qat import calibrate, export_qat, prepare_qat, strip_qat
+    from edgeseg.runtime import meta_from_checkpoint_dict
+    from edgeseg.runtime.prepost import model_input
+
+    if iterations < 1 or calib_images < 1 or (minutes is not None and minutes <= 0):
+        raise EdgeSegError(f"QAT budget: {iterations} iterations, {minutes} minutes, {calib_images} calibration images",
+                           "give at least one iteration and one calibration image (and a positive --minutes)")
+    payload = read_checkpoint(source)
+    saved = payload.get("train_config")
+    if not isinstance(saved, dict) or not isinstance(saved.get("model"), str):
+        raise EdgeSegError(f"{source} records no training configuration to fine-tune with",
+                           "pass a checkpoint written by 'edgeseg train'")
+    known = {f.name for f in fields(TrainConfig)}
+    settings: dict[str, Any] = {k: tuple(v) if isinstance(v, list) and k in ("scale", "decay_steps") else v
+                                for k, v in saved.items() if k in known}
+    base = TrainConfig(**settings)
+    base = apply_recipe(base)
+    _, base_lr = make_optimizer(base, [torch.zeros(1, requires_grad=True)])
+    cfg = replace(base, iterations=iterations, minutes=minutes, epochs=10**6, lr=lr or base_lr / 10, warmup_iters=0,
+                  batch_size=batch_size or base.batch_size, recipe=None)
+    meta = meta_from_checkpoint_dict(payload["config"], payload["meta"])
+    # calibrated on the training set the fine-tune reads (its arguments too), spread over it
+    ds = get_dataset(cfg.dataset, "train", **cfg.dataset_args)
+    calibration = [model_input(ds.raw(i)[0], meta) for i in range(0, len(ds), max(1, len(ds) // calib_images))][:calib_images]
+
+    def prepare(model: torch.nn.Module) -> torch.nn.Module:
+        try:
+            model.load_state_dict(payload["state_dict"])
+        except RuntimeError as e:
+            raise EdgeSegError(f"{source}: weights do not fit {cfg.model} ({str(e).splitlines()[0][:150]})",
+                               "pass the checkpoint 'edgeseg train' wrote for this model") from None
+        return calibrate(prepare_qat(model, bits), calibration)
+
+    model, state = train(cfg, checkpoint, progress=progress, log=log, prepare=prepare)
+    # the checkpoint holds the plain model's weights, so every verb reads it; the config says how it was tuned
+    save_checkpoint(checkpoint, strip_qat(model), payload["meta"], train_state=state,
+                    train_config=_plain({**asdict(cfg), "qat": True, "qat_bits": bits, "qat_source": str(source)}))
+    if onnx_out is not None:
+        export_qat(model, onnx_out, calibration, meta=meta, extra={"qat_iterations": state["iteration"]})
+        log(f"wrote {onnx_out} (INT8 Q/DQ for TensorRT, QAT)")
+    return model, state

@@ -29,22 +29,13 @@ def overlay(image: np.ndarray, labels: np.ndarray, num_classes: int, alpha: floa
     return np.where(fg, (1 - alpha) * rgb + alpha * colour, rgb).astype(np.uint8)
 
 
-def instance_ids(masks: np.ndarray, threshold: float = 0.5) -> np.ndarray:
-    """H×W uint16 map of D×H×W mask probabilities (in decreasing score): pixel = 1 + the index of the
-    highest-scoring detection covering it, 0 where none does."""
-    ids = np.zeros(masks.shape[1:], np.uint16)
-    for k in range(len(masks) - 1, -1, -1):  # lower scores first, so higher ones end on top
-        ids[masks[k] >= threshold] = k + 1
-    return ids
-
-
 def draw_instances(image: np.ndarray, found: dict[str, np.ndarray], class_names: list[str], alpha: float = 0.5) -> np.ndarray:
-    """image C×H×W in [0, 1] and one image's detections (boxes, scores, labels, and masks or the compact
-    ``instance_map`` of ``prepost.predict``) -> H×W×3 uint8: a colour per instance blended into its mask, its box,
+    """image C×H×W in [0, 1] and one image's detections as ``edgeseg.runtime.predict`` gives them (boxes, scores,
+    labels and the ``instance_map``) -> H×W×3 uint8: a colour per instance blended into its mask, its box,
     and "class score" above the box."""
     from PIL import Image, ImageDraw
 
-    ids = found["instance_map"] if "instance_map" in found else instance_ids(found["masks"])
+    ids = found["instance_map"]
     colours = palette(len(found["boxes"]) + 1)
     rgb = np.repeat(image, 3, axis=0) if image.shape[0] == 1 else image[:3]
     rgb = (np.clip(rgb.transpose(1, 2, 0), 0, 1) * 255).astype(np.float32)

@@ -25,6 +25,10 @@ if [ ! -f "$stamp" ]; then
   # optional: the dense CRF of eval/infer --crf compiles C++; where it does not, those verbs say so and its tests skip
   "$py" -m pip install -q -c scripts/constraints.txt "pydensecrf2==1.1" \
     || echo "[setup] pydensecrf2 did not install: 'eval/infer --crf' are unavailable, tests/test_crf.py skips those tests"
+  # edgeseg quantize --target tensorrt: NVIDIA ModelOpt's ONNX PTQ places Q/DQ as TensorRT fuses them. Not its [onnx]
+  # extra, which pins onnx 1.21 and pulls onnxruntime-gpu beside onnxruntime: only what its ONNX quantizer imports.
+  echo "[setup] installing NVIDIA ModelOpt (TensorRT Q/DQ placement)"
+  "$py" -m pip install -q -c scripts/constraints.txt nvidia-modelopt==0.47.0 onnxslim==0.1.98 lief==1.0.0
   echo "[setup] installing the offline data packages (LiTS CT volume, stardist nuclei image)"
   "$py" -m pip install -q --no-deps liver-ct-segmentation-package==1.6.0 stardist==0.9.2
   # edgeseg serve: Triton's server binary (nvidia-pytriton) and client. Both --no-deps: their metadata pins NumPy < 2

@@ -136,3 +136,29 @@ def test_model_args_parse_numbers_booleans_and_class_lists():
 
     assert _kv(["base_width=16", "dropout=0.5", "batch_norm=false", "thing_classes=1,2", "thing_classes_one=3,", "name=a,b"]) == {
         "base_width": 16, "dropout": 0.5, "batch_norm": False, "thing_classes": [1, 2], "thing_classes_one": [3], "name": "a,b"}
+
+
+def test_every_verb_has_its_command_and_shares_one_definition_of_common_options():
+    # The parser is built per verb from shared option helpers: the same option means the same thing everywhere.
+    import argparse
+
+    from edgeseg import cli
+
+    p = cli.build_parser()
+    sub = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(sub.choices) == {"zoo", "train", "eval", "export", "quantize", "build", "triton", "serve", "infer",
+                                "check", "parity", "bench", "quickstart"}
+    options = {}
+    for verb, s in sub.choices.items():
+        assert s._defaults["fn"] is getattr(cli, f"cmd_{verb}")
+        options[verb] = {a.dest: a for a in s._actions}
+        assert options[verb]["max_bytes"].type is int  # the memory budget is every verb's
+    for verb in ("eval", "infer", "parity"):  # a session's plugin libraries, said once
+        assert options[verb]["plugins"].help == cli._PLUGINS_HELP
+        assert options[verb]["backend"].default == "auto"
+    for verb in ("eval", "parity"):
+        assert options[verb]["split"].default == "val" and options[verb]["limit"].type is int
+    assert options["quantize"]["precision"].choices == ("int8", "fp16")
+    assert options["build"]["precision"].choices == ("fp32", "fp16", "int8")
+    a = p.parse_args(["eval", "m.onnx", "--limit", "3", "--plugins", "a.so,b.so", "--max-bytes", "10"])
+    assert (a.data, a.split, a.limit, a.plugins, a.max_bytes, a.fn) == ("lits", "val", 3, "a.so,b.so", 10, cli.cmd_eval)

@@ -46,9 +46,15 @@ def check_quantizable(proto: onnx.ModelProto, meta: ModelMeta, src) -> None:
 
 
 def quantize_int8(src: str | Path, dst: str | Path, calibration: list[np.ndarray], method: str = "minmax",
-                  per_channel: bool = True, reduce_range: bool = True) -> ModelMeta:
+                  per_channel: bool = True, reduce_range: bool = True, *, check_data=None,
+                  force: bool = False, target: str = "onnxruntime") -> ModelMeta:
     """Quantize ``src`` (an FP32 edgeseg ONNX) to a Q/DQ INT8 ``dst`` calibrated on ``calibration``
     (a list of normalised N×C×H×W float32 batches).
+
+    Before it is written the INT8 graph is checked against ``src`` with its task's INT8 row of the tolerance table,
+    on ``check_data`` ((batch, labels-or-None) pairs, e.g. validation images) or else the calibration batches. A
+    graph that fails is not written (``EdgeSegError``); with ``force`` it is written to ``failed_check_path(dst)``
+    instead, its metadata saying it failed.
 
     ``reduce_range`` keeps weights to 7 bits. On x86 CPUs without VNNI (AVX2 only), ONNX Runtime's
     fused INT8 convolutions add pairs of 8-bit products in 16 bits and saturate: measured on the
@@ -56,6 +62,21 @@ def quantize_int8(src: str | Path, dst: str | Path, calibration: list[np.ndarray
     run unfused kept 0.599. 7-bit weights cannot saturate and cost 0.3 IoU points. Turn it off for
     TensorRT or VNNI/ARM targets.
     """
+    if target == "tensorrt":  # Q/DQ placed as TensorRT fuses it (edgeseg.quant.tensorrt): 8-bit, per-channel always
+        from edgeseg.quant.tensorrt import quantize_tensorrt
+
+        return quantize_tensorrt(src, dst, calibration, method, check_data=check_data, force=force)
+    if target != "onnxruntime":
+        raise EdgeSegError(f"unknown quantization target '{target}'", "use 'onnxruntime' or 'tensorrt'")
+    quantized, _, meta, extra = quantize_qdq(src, calibration, method, per_channel, reduce_range)
+    return _finish(quantized, meta, "int8", dst, extra, check_loads=True, parity_against=src,
+                   check_batches=check_batches(calibration, check_data), force=force)
+
+
+def quantize_qdq(src: str | Path, calibration: list[np.ndarray], method: str = "minmax", per_channel: bool = True,
+                 reduce_range: bool = True) -> tuple[onnx.ModelProto, onnx.ModelProto, ModelMeta, dict]:
+    """``quantize_int8``'s graph, not checked or written: (the Q/DQ graph, the float graph it quantizes, batch norms
+    folded, whose initialiser names it shares, ``src``'s metadata, the config to record)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType
     from onnxruntime.quantization import quantize_static as _quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -94,9 +115,25 @@ def quantize_int8(src: str | Path, dst: str | Path, calibration: list[np.ndarray
         except calibration_errors as e:
             raise _calibration_error(e, method, calibration, _graph_inputs(proto)) from None
         quantized = surgery.strip_output_qdq(onnx.load(str(out)))
-        return _finish(quantized, meta, "int8", dst, {"calibration": method, "calibration_batches": len(calibration),
-                                                      "weight_bits": 7 if reduce_range else 8,
-                                                      "per_channel": per_channel}, check_loads=True)
+        return quantized, onnx.load(str(pre)), meta, {"calibration": method, "calibration_batches": len(calibration),
+                                                      "weight_bits": 7 if reduce_range else 8, "per_channel": per_channel}
+
+
+# INT8 is judged on real images: at most this many (batch, labels) pairs run through both graphs before a write.
+CHECK_BATCHES = 8
+
+
+def check_batches(calibration: list[np.ndarray] | None, data=None) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    """The pairs a converted graph is checked on: ``data`` ((batch, labels-or-None) pairs or bare batches) where given,
+    else the calibration batches (no labels), at most ``CHECK_BATCHES``; empty where there are neither."""
+    pairs = [d if isinstance(d, tuple) else (d, None) for d in (data if data is not None else calibration or [])]
+    return pairs[:CHECK_BATCHES]
+
+
+def failed_check_path(dst: str | Path) -> Path:
+    """Where ``force`` writes a graph that failed its check: a name nobody takes for a passing graph."""
+    dst = Path(dst)
+    return dst.with_name(f"{dst.stem}.FAILED-CHECK{dst.suffix or '.onnx'}")
 
 
 def _graph_inputs(proto: onnx.ModelProto) -> list[str]:
@@ -148,34 +185,78 @@ def convert_fp16(src: str | Path, dst: str | Path) -> ModelMeta:
 
 
 def _finish(proto: onnx.ModelProto, meta: ModelMeta, precision: str, dst, extra: dict,
-            check_loads: bool = False, parity_against=None) -> ModelMeta:
+            check_loads: bool = False, parity_against=None, check_batches=None, force: bool = False) -> ModelMeta:
+    """Write ``proto`` with ``meta`` (precision and ``extra`` config) to ``dst``, after it loads in ONNX Runtime
+    (``check_loads``) and passes its parity check against ``parity_against`` (on ``check_batches``, else a random
+    input). With ``force`` a graph that fails the check goes to ``failed_check_path(dst)``, its metadata saying so."""
     meta.precision = precision
     meta.config = {**meta.config, **extra}
     write_metadata(proto, meta)
     onnx.checker.check_model(proto)
     if check_loads:
         _check_ort_loads(proto, precision, dst)
-    with atomic_path(dst) as tmp:  # a failed check leaves nothing at dst
+    if parity_against is None:
+        with atomic_path(dst) as tmp:
+            onnx.save(proto, str(tmp))
+        return meta
+    with tempfile.TemporaryDirectory() as tmp:  # judged before anything is written where a good file is expected
+        candidate = Path(tmp) / "candidate.onnx"
+        onnx.save(proto, str(candidate))
+        report, on = _check_parity(parity_against, candidate, meta, check_batches)
+    if not report.passed:
+        what = f"the {precision} graph fails its parity check against {parity_against} on {on} ({report.summary()})"
+        if not force:
+            raise EdgeSegError(f"{what}; nothing was written to {dst}",
+                               "keep the sensitive layers in float (edgeseg quantize --max-drop), or keep the FP32 graph; "
+                               "--force writes it under a FAILED-CHECK name" if precision == "int8" else
+                               "keep the FP32 graph for this model, or let TensorRT build FP16 from the FP32 graph; "
+                               "report it if it is an edgeseg export")
+        dst = failed_check_path(dst)
+        warnings.warn(f"{what}; written anyway (force) to {dst}", stacklevel=3)
+    meta.config = {**meta.config, "check": {"passed": report.passed, "on": on, "summary": report.summary()[:300]}}
+    write_metadata(proto, meta)
+    with atomic_path(dst) as tmp:
         onnx.save(proto, str(tmp))
-        if parity_against is not None:
-            _check_parity(parity_against, tmp, meta, dst)
     return meta
 
 
-def _check_parity(reference, candidate, meta: ModelMeta, dst) -> None:
-    """The converted graph against the FP32 one on a random input, judged by the tolerance table: a graph
-    that loads but computes something else (an overflow, a lost constant) is refused too."""
-    from edgeseg.parity import compare, random_batches
+def _check_parity(reference, candidate, meta: ModelMeta, batches=None):
+    """The converted graph against the FP32 one, judged by the tolerance table (``edgeseg.judge``): a graph that
+    loads but computes something else (an overflow, a lost constant, INT8 that lost the decision) is refused.
+    Judged on ``batches`` where given (real images: random input is a poor judge of INT8), else on a random input,
+    said in a note for INT8. Returns (report, what it ran on)."""
+    from edgeseg.judge import compare, random_batches
     from edgeseg.runtime import open_session
 
-    d = meta.size_divisor
-    side = max(4 * d, 128) // d * d  # the size export traces at (random_batches takes a fixed-size graph's own)
-    report = compare(open_session(reference), open_session(candidate), random_batches(meta, [(side, side)]), meta.precision)
-    if not report.passed:
-        raise EdgeSegError(f"the {meta.precision} graph loads but fails its parity check against {reference} on a random "
-                           f"input ({report.summary()}); nothing was written to {dst}",
-                           "keep the FP32 graph for this model, or let TensorRT build FP16 from the FP32 graph; "
-                           "report it if it is an edgeseg export")
+    if batches:
+        on = f"{len(batches)} given batch{'es' if len(batches) > 1 else ''}"
+    else:
+        d = meta.size_divisor
+        side = max(4 * d, 128) // d * d  # the size export traces at (random_batches takes a fixed-size graph's own)
+        batches, on = list(random_batches(meta, [(side, side)])), "a random input"
+        if meta.precision == "int8":
+            warnings.warn("no calibration or validation batches to check the INT8 graph on: checked on a random input, "
+                          "a poor judge of INT8", stacklevel=4)
+    return compare(open_session(reference), open_judged_session(candidate, meta), batches, meta.precision), on
+
+
+def open_judged_session(path, meta: ModelMeta):
+    """An ONNX Runtime session of a converted graph, as checks judge it. An INT8 graph with 8-bit weights (for
+    TensorRT, VNNI or ARM) runs unfused, its Q/DQ arithmetic exactly as the graph says: ONNX Runtime's fused INT8
+    kernels on AVX2-only CPUs saturate 8-bit weights (``quantize_int8``), which would judge one CPU's kernel, not
+    the graph. 7-bit graphs (for ONNX Runtime) run as they will run."""
+    from edgeseg.runtime.onnxruntime_backend import OnnxRuntimeSession
+
+    session = OnnxRuntimeSession(path)
+    if meta.precision == "int8" and meta.config.get("weight_bits", 8) == 8:
+        import onnxruntime as ort
+
+        from edgeseg.runtime.onnxruntime_backend import session_options
+
+        options = session_options(None, session.custom_op_libraries)
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        session.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return session
 
 
 def _check_ort_loads(proto: onnx.ModelProto, precision: str, dst) -> None:
@@ -199,4 +280,5 @@ def _check_ort_loads(proto: onnx.ModelProto, precision: str, dst) -> None:
                            "convert the --flavour portable export, or build a TensorRT engine from the FP32 graph") from None
 
 
-__all__ = ["CALIBRATION_METHODS", "check_quantizable", "convert_fp16", "quantize_int8"]
+__all__ = ["CALIBRATION_METHODS", "CHECK_BATCHES", "check_batches", "check_quantizable", "convert_fp16",
+           "failed_check_path", "quantize_int8"]
