@@ -73,30 +73,47 @@ private:
     float mThreshold;
 };
 
-class PanopticPastePlugin : public PluginBase
+// What EdgeSegPanopticPaste and EdgeSegPanopticMerge share: their common fields, both outputs (ids H×W int32,
+// segments (R + stuff classes)×5 float32), the launcher's scratch and the launch report. Each node keeps its own
+// inputs, checks and messages; nbInputs is its input count.
+class PanopticPluginBase : public PluginBase
 {
-    EDGESEG_PLUGIN_BODY(PanopticPastePlugin, PanopticPasteNode, 2)
 public:
     // The launcher's scratch (cuda::panoptic_scratch) for the profile's largest instance count.
     size_t getWorkspaceSize(DynamicPluginTensorDesc const* inputs, int32_t nbInputs, DynamicPluginTensorDesc const* outputs,
         int32_t nbOutputs) const noexcept override;
 
-private:
+protected:
+    PanopticPluginBase(int32_t nbInputs, int32_t numClasses, int32_t numThingClasses, int32_t minStuffArea,
+        float overlapThreshold, float scoreThreshold);
+    // "<name>: num_thing_classes exceeds num_classes" when it does.
+    static bool check_thing_classes(char const* name, int32_t numClasses, int32_t numThingClasses, std::string& error);
+    void serialize_common(FieldStore& s) const;
+    int32_t output_data_types(DataType* out, int32_t nbOutputs, int32_t nbInputs) const;
+    // ids as the semantic map in[0], segments (R = in[1].d[0]) + stuff classes rows of 5.
+    void output_shapes(DimsExprs const* in, DimsExprs* out, IExprBuilder& b) const;
+    // Every input and output linear, of types[pos] (nbInputs + 2 entries).
+    bool format_combination(int32_t pos, DynamicPluginTensorDesc const* io, int32_t nbInputs, int32_t nbOutputs,
+        DataType const* types) const;
+    PanopticParams params() const;
+    // 0 on cudaSuccess, else reports "<name>: launch failed: ..." and returns -1.
+    static int32_t launched(char const* name, cudaError_t e);
+
+    int32_t mNbInputs;
     int32_t mNumClasses, mNumThingClasses, mMinStuffArea;
     float mOverlapThreshold, mScoreThreshold;
 };
 
-class PanopticMergePlugin : public PluginBase
+class PanopticPastePlugin : public PanopticPluginBase
+{
+    EDGESEG_PLUGIN_BODY(PanopticPastePlugin, PanopticPasteNode, 2)
+};
+
+class PanopticMergePlugin : public PanopticPluginBase
 {
     EDGESEG_PLUGIN_BODY(PanopticMergePlugin, PanopticMergeNode, 2)
-public:
-    // The same scratch as EdgeSegPanopticPaste (cuda::panoptic_scratch) for the profile's largest instance count.
-    size_t getWorkspaceSize(DynamicPluginTensorDesc const* inputs, int32_t nbInputs, DynamicPluginTensorDesc const* outputs,
-        int32_t nbOutputs) const noexcept override;
-
 private:
-    int32_t mNumClasses, mNumThingClasses, mMinStuffArea, mMaskRule;
-    float mOverlapThreshold, mScoreThreshold;
+    int32_t mMaskRule;
 };
 
 } // namespace plugin

@@ -447,6 +447,22 @@ extern "C" int es_paste_masks(es_tensor const* masks, es_tensor const* boxes, es
     });
 }
 
+// EdgeSegPanopticPaste's and EdgeSegPanopticMerge's validation status st, then their two outputs: -1 refused,
+// 0 answered as a query (both outputs without data), 1 both outputs ready to be written.
+static int settle_panoptic_outputs(char const* op, Status const& st, es_tensor* ids, Shape const& ids_shape,
+    es_tensor* segments, Shape const& seg_shape)
+{
+    if (!st)
+        return refused(st);
+    int const mode_ids = settle_output(op, "ids", ids, ids_shape);
+    int const mode_seg = mode_ids < 0 ? -1 : settle_output(op, "segments", segments, seg_shape);
+    if (mode_ids < 0 || mode_seg < 0)
+        return -1;
+    if (mode_ids == 1 || mode_seg == 1)
+        return mode_ids == mode_seg ? 0 : refuse(std::string(op) + ": give both outputs, or neither (query)");
+    return 1;
+}
+
 extern "C" int es_panoptic_paste(es_tensor const* semantic, es_tensor const* masks, es_tensor const* scores,
     es_tensor const* classes, int num_classes, int num_thing_classes, float overlap_threshold, int64_t min_stuff_area,
     float score_threshold, es_tensor* ids, es_tensor* segments)
@@ -455,16 +471,12 @@ extern "C" int es_panoptic_paste(es_tensor const* semantic, es_tensor const* mas
     return guarded(op, [&] {
         edgeseg::PanopticParams const p{num_classes, num_thing_classes, overlap_threshold, min_stuff_area, score_threshold};
         Shape ids_shape, seg_shape;
-        Status const st = edgeseg::validate_panoptic_paste(shape_of(semantic), shape_of(masks), shape_of(scores),
-            shape_of(classes), p, ids_shape, seg_shape);
-        if (!st)
-            return refused(st);
-        int const mode_ids = settle_output(op, "ids", ids, ids_shape);
-        int const mode_seg = mode_ids < 0 ? -1 : settle_output(op, "segments", segments, seg_shape);
-        if (mode_ids < 0 || mode_seg < 0)
-            return -1;
-        if (mode_ids == 1 || mode_seg == 1)
-            return mode_ids == mode_seg ? 0 : refuse(std::string(op) + ": give both outputs, or neither (query)");
+        int const settled = settle_panoptic_outputs(op,
+            edgeseg::validate_panoptic_paste(shape_of(semantic), shape_of(masks), shape_of(scores), shape_of(classes), p,
+                ids_shape, seg_shape),
+            ids, ids_shape, segments, seg_shape);
+        if (settled <= 0)
+            return settled;
         int64_t const r = masks->dims[0];
         if (!has_data(semantic) || (r > 0 && (!has_data(masks) || !has_data(scores) || !has_data(classes))))
             return missing(op, "semantic/masks/scores/classes");
@@ -496,16 +508,12 @@ extern "C" int es_panoptic_merge(es_tensor const* semantic, es_tensor const* mas
     return guarded(op, [&] {
         edgeseg::PanopticParams const p{num_classes, num_thing_classes, overlap_threshold, min_stuff_area, score_threshold};
         Shape ids_shape, seg_shape;
-        Status const st = edgeseg::validate_panoptic_merge(shape_of(semantic), shape_of(masks), shape_of(boxes),
-            shape_of(scores), shape_of(classes), mask_rule, p, ids_shape, seg_shape);
-        if (!st)
-            return refused(st);
-        int const mode_ids = settle_output(op, "ids", ids, ids_shape);
-        int const mode_seg = mode_ids < 0 ? -1 : settle_output(op, "segments", segments, seg_shape);
-        if (mode_ids < 0 || mode_seg < 0)
-            return -1;
-        if (mode_ids == 1 || mode_seg == 1)
-            return mode_ids == mode_seg ? 0 : refuse(std::string(op) + ": give both outputs, or neither (query)");
+        int const settled = settle_panoptic_outputs(op,
+            edgeseg::validate_panoptic_merge(shape_of(semantic), shape_of(masks), shape_of(boxes), shape_of(scores),
+                shape_of(classes), mask_rule, p, ids_shape, seg_shape),
+            ids, ids_shape, segments, seg_shape);
+        if (settled <= 0)
+            return settled;
         int64_t const r = masks->dims[0];
         if (!has_data(semantic) || (r > 0 && (!has_data(masks) || !has_data(boxes) || !has_data(scores) || !has_data(classes))))
             return missing(op, "semantic/masks/boxes/scores/classes");

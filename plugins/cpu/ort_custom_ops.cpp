@@ -369,6 +369,18 @@ struct PasteMasks
     float threshold;
 };
 
+// EdgeSegPanopticPaste's and EdgeSegPanopticMerge's run: launch(id, seg) answers both output shapes first (a
+// query), then fills the outputs allocated to them.
+template <typename Launch>
+void run_panoptic(Tensor<int32_t>& ids, Tensor<float>& segments, Launch launch)
+{
+    es_tensor id{}, seg{};
+    check(launch(id, seg));
+    id.data = ids.Allocate(std::vector<int64_t>(id.dims, id.dims + id.rank));
+    seg.data = segments.Allocate(std::vector<int64_t>(seg.dims, seg.dims + seg.rank));
+    check(launch(id, seg));
+}
+
 struct PanopticPaste
 {
     bool inputs_given; // first: members initialise in declaration order
@@ -387,15 +399,10 @@ struct PanopticPaste
     {
         return guarded([&] {
             es_tensor const ts = view(semantic), tm = view(masks), tsc = view(scores), tc = view(classes);
-            es_tensor id{}, seg{};
-            auto launch = [&] {
+            run_panoptic(ids, segments, [&](es_tensor& id, es_tensor& seg) {
                 return es_panoptic_paste(&ts, &tm, &tsc, &tc, num_classes, num_thing_classes, overlap, min_stuff_area,
                     score, &id, &seg);
-            };
-            check(launch());
-            id.data = ids.Allocate(std::vector<int64_t>(id.dims, id.dims + id.rank));
-            seg.data = segments.Allocate(std::vector<int64_t>(seg.dims, seg.dims + seg.rank));
-            check(launch());
+            });
         });
     }
     int num_classes, num_thing_classes;
@@ -422,15 +429,10 @@ struct PanopticMerge
     {
         return guarded([&] {
             es_tensor const ts = view(semantic), tm = view(masks), tb = view(boxes), tsc = view(scores), tc = view(classes);
-            es_tensor id{}, seg{};
-            auto launch = [&] {
+            run_panoptic(ids, segments, [&](es_tensor& id, es_tensor& seg) {
                 return es_panoptic_merge(&ts, &tm, &tb, &tsc, &tc, mask_rule, num_classes, num_thing_classes, overlap,
                     min_stuff_area, score, &id, &seg);
-            };
-            check(launch());
-            id.data = ids.Allocate(std::vector<int64_t>(id.dims, id.dims + id.rank));
-            seg.data = segments.Allocate(std::vector<int64_t>(seg.dims, seg.dims + seg.rank));
-            check(launch());
+            });
         });
     }
     int num_classes, num_thing_classes, mask_rule;

@@ -94,6 +94,29 @@ __global__ void panoptic_rank_kernel(float const* scores, int r, PanopticScratch
     ws.order[rank] = j;
 }
 
+// Both step kernels' start: step s > 0 decides instance s - 1 (ws.order[s - 1]) from its counted area and kept
+// pixels, block 0 writes its segment row and the next id. Returns that instance's index when it is accepted
+// (paint = its id), else -1 (paint stays 0).
+__device__ inline int panoptic_settle_previous(int s, float const* scores, int32_t const* classes,
+    float overlap_threshold, float score_threshold, PanopticScratch ws, float* segments, int32_t& paint)
+{
+    if (s <= 0)
+        return -1;
+    int const j = ws.order[s - 1];
+    int64_t const area = static_cast<int64_t>(ws.area[s - 1]), kept = static_cast<int64_t>(ws.kept[s - 1]);
+    bool const accept = panoptic_accept(scores[j], area, kept, score_threshold, overlap_threshold);
+    int32_t const id = ws.base[s - 1];
+    if (accept)
+        paint = id;
+    if (blockIdx.x == 0 && threadIdx.x == 0)
+    {
+        ws.base[s] = id + (accept ? 1 : 0);
+        if (accept)
+            panoptic_segment_row(segments, id, static_cast<float>(classes[j]), 1.f, kept, scores[j]);
+    }
+    return accept ? j : -1;
+}
+
 // Step s of 0..r: decide instance s − 1 from its counts (every block alike; block 0 records the decision:
 // the next id and the table row), paint its free pixels, and count instance s's area and free pixels. A
 // pixel is painted and then counted by the same thread, so one launch per step is enough; the launch
@@ -103,25 +126,8 @@ __global__ void __launch_bounds__(kPanopticThreads) panoptic_step_kernel(int s, 
     int32_t* ids, float* segments)
 {
     int32_t paint = 0;
-    float const* prev = nullptr;
-    if (s > 0)
-    {
-        int const j = ws.order[s - 1];
-        int64_t const area = static_cast<int64_t>(ws.area[s - 1]), kept = static_cast<int64_t>(ws.kept[s - 1]);
-        bool const accept = panoptic_accept(scores[j], area, kept, score_threshold, overlap_threshold);
-        int32_t const id = ws.base[s - 1];
-        if (accept)
-        {
-            paint = id;
-            prev = masks + static_cast<int64_t>(j) * hw;
-        }
-        if (blockIdx.x == 0 && threadIdx.x == 0)
-        {
-            ws.base[s] = id + (accept ? 1 : 0);
-            if (accept)
-                panoptic_segment_row(segments, id, static_cast<float>(classes[j]), 1.f, kept, scores[j]);
-        }
-    }
+    int const j = panoptic_settle_previous(s, scores, classes, overlap_threshold, score_threshold, ws, segments, paint);
+    float const* prev = j >= 0 ? masks + static_cast<int64_t>(j) * hw : nullptr;
     float const* cur = s < r ? masks + static_cast<int64_t>(ws.order[s]) * hw : nullptr;
     if (prev == nullptr && cur == nullptr)
         return;
@@ -152,25 +158,7 @@ __global__ void __launch_bounds__(kPanopticThreads) panoptic_merge_step_kernel(i
     int mask_rule, float overlap_threshold, float score_threshold, PanopticScratch ws, int32_t* ids, float* segments)
 {
     int32_t paint = 0;
-    int prev = -1;
-    if (s > 0)
-    {
-        int const j = ws.order[s - 1];
-        int64_t const area = static_cast<int64_t>(ws.area[s - 1]), kept = static_cast<int64_t>(ws.kept[s - 1]);
-        bool const accept = panoptic_accept(scores[j], area, kept, score_threshold, overlap_threshold);
-        int32_t const id = ws.base[s - 1];
-        if (accept)
-        {
-            paint = id;
-            prev = j;
-        }
-        if (blockIdx.x == 0 && threadIdx.x == 0)
-        {
-            ws.base[s] = id + (accept ? 1 : 0);
-            if (accept)
-                panoptic_segment_row(segments, id, static_cast<float>(classes[j]), 1.f, kept, scores[j]);
-        }
-    }
+    int const prev = panoptic_settle_previous(s, scores, classes, overlap_threshold, score_threshold, ws, segments, paint);
     int cur = s < r ? ws.order[s] : -1;
     if (cur >= 0 && !panoptic_scores_enough(scores[cur], score_threshold))
         cur = -1; // never accepted: its area and kept stay 0, its pixels are not read

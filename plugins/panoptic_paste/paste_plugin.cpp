@@ -74,26 +74,28 @@ int32_t PasteMasksPlugin::enqueue(PluginTensorDesc const* in, PluginTensorDesc c
     return e == cudaSuccess ? 0 : -1;
 }
 
-bool PanopticPastePlugin::check(Fields const& f, std::string& error)
+PanopticPluginBase::PanopticPluginBase(int32_t nbInputs, int32_t numClasses, int32_t numThingClasses,
+    int32_t minStuffArea, float overlapThreshold, float scoreThreshold)
+    : mNbInputs(nbInputs)
+    , mNumClasses(numClasses)
+    , mNumThingClasses(numThingClasses)
+    , mMinStuffArea(minStuffArea)
+    , mOverlapThreshold(overlapThreshold)
+    , mScoreThreshold(scoreThreshold)
 {
-    if (f.i(F::num_thing_classes) > f.i(F::num_classes))
+}
+
+bool PanopticPluginBase::check_thing_classes(char const* name, int32_t numClasses, int32_t numThingClasses, std::string& error)
+{
+    if (numThingClasses > numClasses)
     {
-        error = "EdgeSegPanopticPaste: num_thing_classes exceeds num_classes";
+        error = std::string(name) + ": num_thing_classes exceeds num_classes";
         return false;
     }
     return true;
 }
 
-PanopticPastePlugin::PanopticPastePlugin(Fields const& f)
-    : mNumClasses(f.i(F::num_classes))
-    , mNumThingClasses(f.i(F::num_thing_classes))
-    , mMinStuffArea(f.i(F::min_stuff_area))
-    , mOverlapThreshold(f.f(F::overlap_threshold))
-    , mScoreThreshold(f.f(F::score_threshold))
-{
-}
-
-void PanopticPastePlugin::serialize(FieldStore& s) const
+void PanopticPluginBase::serialize_common(FieldStore& s) const
 {
     s.add_ints("num_classes", {mNumClasses});
     s.add_ints("num_thing_classes", {mNumThingClasses});
@@ -102,13 +104,68 @@ void PanopticPastePlugin::serialize(FieldStore& s) const
     s.add_floats("score_threshold", {mScoreThreshold});
 }
 
-int32_t PanopticPastePlugin::getOutputDataTypes(DataType* out, int32_t nbOutputs, DataType const*, int32_t nbInputs) const noexcept
+int32_t PanopticPluginBase::output_data_types(DataType* out, int32_t nbOutputs, int32_t nbInputs) const
 {
-    if (nbOutputs != 2 || nbInputs != 4)
+    if (nbOutputs != 2 || nbInputs != mNbInputs)
         return -1;
     out[0] = DataType::kINT32;
     out[1] = DataType::kFLOAT;
     return 0;
+}
+
+void PanopticPluginBase::output_shapes(DimsExprs const* in, DimsExprs* out, IExprBuilder& b) const
+{
+    out[0] = in[0];
+    out[1].nbDims = 2;
+    out[1].d[0] = b.operation(DimensionOperation::kSUM, *in[1].d[0], *b.constant(mNumClasses - mNumThingClasses));
+    out[1].d[1] = b.constant(5);
+}
+
+bool PanopticPluginBase::format_combination(int32_t pos, DynamicPluginTensorDesc const* io, int32_t nbInputs,
+    int32_t nbOutputs, DataType const* types) const
+{
+    if (nbInputs != mNbInputs || nbOutputs != 2 || pos < 0 || pos > mNbInputs + 1)
+        return false;
+    return io[pos].desc.type == types[pos] && io[pos].desc.format == TensorFormat::kLINEAR;
+}
+
+size_t PanopticPluginBase::getWorkspaceSize(DynamicPluginTensorDesc const* inputs, int32_t nbInputs,
+    DynamicPluginTensorDesc const*, int32_t) const noexcept
+{
+    if (nbInputs != mNbInputs || inputs[1].max.nbDims != 3)
+        return 0;
+    int64_t const r = inputs[1].max.d[0];
+    return cuda::panoptic_scratch(r > 0 ? r : 0, mNumClasses - mNumThingClasses);
+}
+
+PanopticParams PanopticPluginBase::params() const
+{
+    return PanopticParams{mNumClasses, mNumThingClasses, mOverlapThreshold, mMinStuffArea, mScoreThreshold};
+}
+
+int32_t PanopticPluginBase::launched(char const* name, cudaError_t e)
+{
+    if (e != cudaSuccess)
+        report_error(std::string(name) + ": launch failed: " + cudaGetErrorString(e));
+    return e == cudaSuccess ? 0 : -1;
+}
+
+bool PanopticPastePlugin::check(Fields const& f, std::string& error)
+{
+    return check_thing_classes(kName, f.i(F::num_classes), f.i(F::num_thing_classes), error);
+}
+
+PanopticPastePlugin::PanopticPastePlugin(Fields const& f)
+    : PanopticPluginBase(4, f.i(F::num_classes), f.i(F::num_thing_classes), f.i(F::min_stuff_area),
+        f.f(F::overlap_threshold), f.f(F::score_threshold))
+{
+}
+
+void PanopticPastePlugin::serialize(FieldStore& s) const { serialize_common(s); }
+
+int32_t PanopticPastePlugin::getOutputDataTypes(DataType* out, int32_t nbOutputs, DataType const*, int32_t nbInputs) const noexcept
+{
+    return output_data_types(out, nbOutputs, nbInputs);
 }
 
 int32_t PanopticPastePlugin::getOutputShapes(DimsExprs const* in, int32_t nbInputs, DimsExprs const*, int32_t,
@@ -119,10 +176,7 @@ int32_t PanopticPastePlugin::getOutputShapes(DimsExprs const* in, int32_t nbInpu
         report_error("EdgeSegPanopticPaste: expects semantic H×W, masks R×H×W, scores R, classes R");
         return -1;
     }
-    out[0] = in[0];
-    out[1].nbDims = 2;
-    out[1].d[0] = b.operation(DimensionOperation::kSUM, *in[1].d[0], *b.constant(mNumClasses - mNumThingClasses));
-    out[1].d[1] = b.constant(5);
+    output_shapes(in, out, b);
     return 0;
 }
 
@@ -130,76 +184,45 @@ bool PanopticPastePlugin::supportsFormatCombination(int32_t pos, DynamicPluginTe
 {
     static DataType const types[] = {DataType::kINT32, DataType::kFLOAT, DataType::kFLOAT, DataType::kINT32,
         DataType::kINT32, DataType::kFLOAT};
-    if (nbInputs != 4 || nbOutputs != 2 || pos < 0 || pos > 5)
-        return false;
-    return io[pos].desc.type == types[pos] && io[pos].desc.format == TensorFormat::kLINEAR;
-}
-
-size_t PanopticPastePlugin::getWorkspaceSize(DynamicPluginTensorDesc const* inputs, int32_t nbInputs,
-    DynamicPluginTensorDesc const*, int32_t) const noexcept
-{
-    if (nbInputs != 4 || inputs[1].max.nbDims != 3)
-        return 0;
-    int64_t const r = inputs[1].max.d[0];
-    return cuda::panoptic_scratch(r > 0 ? r : 0, mNumClasses - mNumThingClasses);
+    return format_combination(pos, io, nbInputs, nbOutputs, types);
 }
 
 int32_t PanopticPastePlugin::enqueue(PluginTensorDesc const* in, PluginTensorDesc const* outDesc, void const* const* inputs,
     void* const* outputs, void* workspace, cudaStream_t stream) noexcept
 {
-    PanopticParams const p{mNumClasses, mNumThingClasses, mOverlapThreshold, mMinStuffArea, mScoreThreshold};
     Shape ids, segments;
     if (!enqueue_checks(validate_panoptic_paste(shape_of(in[0].dims), shape_of(in[1].dims), shape_of(in[2].dims),
-                            shape_of(in[3].dims), p, ids, segments),
+                            shape_of(in[3].dims), params(), ids, segments),
             kName, outDesc, {ids, segments}))
         return -1;
     int const h = in[0].dims.d[0], w = in[0].dims.d[1], r = in[1].dims.d[0];
-    cudaError_t const e = cuda::panoptic_paste(static_cast<int32_t const*>(inputs[0]), h, w,
+    return launched(kName, cuda::panoptic_paste(static_cast<int32_t const*>(inputs[0]), h, w,
         static_cast<float const*>(inputs[1]), static_cast<float const*>(inputs[2]), static_cast<int32_t const*>(inputs[3]),
         r, mNumClasses, mNumThingClasses, mOverlapThreshold, mMinStuffArea, mScoreThreshold,
-        static_cast<int32_t*>(outputs[0]), static_cast<float*>(outputs[1]), workspace, stream);
-    if (e != cudaSuccess)
-        report_error(std::string("EdgeSegPanopticPaste: launch failed: ") + cudaGetErrorString(e));
-    return e == cudaSuccess ? 0 : -1;
+        static_cast<int32_t*>(outputs[0]), static_cast<float*>(outputs[1]), workspace, stream));
 }
 
 bool PanopticMergePlugin::check(Fields const& f, std::string& error)
 {
-    if (f.i(F::num_thing_classes) > f.i(F::num_classes))
-    {
-        error = "EdgeSegPanopticMerge: num_thing_classes exceeds num_classes";
-        return false;
-    }
-    return true;
+    return check_thing_classes(kName, f.i(F::num_classes), f.i(F::num_thing_classes), error);
 }
 
 PanopticMergePlugin::PanopticMergePlugin(Fields const& f)
-    : mNumClasses(f.i(F::num_classes))
-    , mNumThingClasses(f.i(F::num_thing_classes))
-    , mMinStuffArea(f.i(F::min_stuff_area))
+    : PanopticPluginBase(5, f.i(F::num_classes), f.i(F::num_thing_classes), f.i(F::min_stuff_area),
+        f.f(F::overlap_threshold), f.f(F::score_threshold))
     , mMaskRule(f.i(F::mask_rule))
-    , mOverlapThreshold(f.f(F::overlap_threshold))
-    , mScoreThreshold(f.f(F::score_threshold))
 {
 }
 
 void PanopticMergePlugin::serialize(FieldStore& s) const
 {
-    s.add_ints("num_classes", {mNumClasses});
-    s.add_ints("num_thing_classes", {mNumThingClasses});
-    s.add_floats("overlap_threshold", {mOverlapThreshold});
-    s.add_ints("min_stuff_area", {mMinStuffArea});
-    s.add_floats("score_threshold", {mScoreThreshold});
+    serialize_common(s);
     s.add_ints("mask_rule", {mMaskRule});
 }
 
 int32_t PanopticMergePlugin::getOutputDataTypes(DataType* out, int32_t nbOutputs, DataType const*, int32_t nbInputs) const noexcept
 {
-    if (nbOutputs != 2 || nbInputs != 5)
-        return -1;
-    out[0] = DataType::kINT32;
-    out[1] = DataType::kFLOAT;
-    return 0;
+    return output_data_types(out, nbOutputs, nbInputs);
 }
 
 int32_t PanopticMergePlugin::getOutputShapes(DimsExprs const* in, int32_t nbInputs, DimsExprs const*, int32_t,
@@ -211,10 +234,7 @@ int32_t PanopticMergePlugin::getOutputShapes(DimsExprs const* in, int32_t nbInpu
         report_error("EdgeSegPanopticMerge: expects semantic H×W, masks R×M×M', boxes R×4, scores R, classes R");
         return -1;
     }
-    out[0] = in[0];
-    out[1].nbDims = 2;
-    out[1].d[0] = b.operation(DimensionOperation::kSUM, *in[1].d[0], *b.constant(mNumClasses - mNumThingClasses));
-    out[1].d[1] = b.constant(5);
+    output_shapes(in, out, b);
     return 0;
 }
 
@@ -222,39 +242,24 @@ bool PanopticMergePlugin::supportsFormatCombination(int32_t pos, DynamicPluginTe
 {
     static DataType const types[] = {DataType::kINT32, DataType::kFLOAT, DataType::kFLOAT, DataType::kFLOAT,
         DataType::kINT32, DataType::kINT32, DataType::kFLOAT};
-    if (nbInputs != 5 || nbOutputs != 2 || pos < 0 || pos > 6)
-        return false;
-    return io[pos].desc.type == types[pos] && io[pos].desc.format == TensorFormat::kLINEAR;
-}
-
-size_t PanopticMergePlugin::getWorkspaceSize(DynamicPluginTensorDesc const* inputs, int32_t nbInputs,
-    DynamicPluginTensorDesc const*, int32_t) const noexcept
-{
-    if (nbInputs != 5 || inputs[1].max.nbDims != 3)
-        return 0;
-    int64_t const r = inputs[1].max.d[0];
-    return cuda::panoptic_scratch(r > 0 ? r : 0, mNumClasses - mNumThingClasses);
+    return format_combination(pos, io, nbInputs, nbOutputs, types);
 }
 
 int32_t PanopticMergePlugin::enqueue(PluginTensorDesc const* in, PluginTensorDesc const* outDesc, void const* const* inputs,
     void* const* outputs, void* workspace, cudaStream_t stream) noexcept
 {
-    PanopticParams const p{mNumClasses, mNumThingClasses, mOverlapThreshold, mMinStuffArea, mScoreThreshold};
     Shape ids, segments;
     if (!enqueue_checks(validate_panoptic_merge(shape_of(in[0].dims), shape_of(in[1].dims), shape_of(in[2].dims),
-                            shape_of(in[3].dims), shape_of(in[4].dims), mMaskRule, p, ids, segments),
+                            shape_of(in[3].dims), shape_of(in[4].dims), mMaskRule, params(), ids, segments),
             kName, outDesc, {ids, segments}))
         return -1;
     int const h = in[0].dims.d[0], w = in[0].dims.d[1];
     int const r = in[1].dims.d[0], mh = in[1].dims.d[1], mw = in[1].dims.d[2];
-    cudaError_t const e = cuda::panoptic_merge(static_cast<int32_t const*>(inputs[0]), h, w,
+    return launched(kName, cuda::panoptic_merge(static_cast<int32_t const*>(inputs[0]), h, w,
         static_cast<float const*>(inputs[1]), mh, mw, static_cast<float const*>(inputs[2]),
         static_cast<float const*>(inputs[3]), static_cast<int32_t const*>(inputs[4]), r, mMaskRule, mNumClasses,
         mNumThingClasses, mOverlapThreshold, mMinStuffArea, mScoreThreshold, static_cast<int32_t*>(outputs[0]),
-        static_cast<float*>(outputs[1]), workspace, stream);
-    if (e != cudaSuccess)
-        report_error(std::string("EdgeSegPanopticMerge: launch failed: ") + cudaGetErrorString(e));
-    return e == cudaSuccess ? 0 : -1;
+        static_cast<float*>(outputs[1]), workspace, stream));
 }
 
 } // namespace plugin

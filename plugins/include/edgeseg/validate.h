@@ -346,11 +346,9 @@ struct PanopticParams
     float score_threshold;
 };
 
-// semantic H×W, masks R×H×W, scores R, classes R -> ids H×W, segments (R + stuff classes)×5.
-inline Status validate_panoptic_paste(Shape const& semantic, Shape const& masks, Shape const& scores, Shape const& classes,
-    PanopticParams const& p, Shape& ids, Shape& segments)
+// The fields EdgeSegPanopticPaste and EdgeSegPanopticMerge share, then the semantic map (op names the node).
+inline Status check_panoptic_params(char const* op, PanopticParams const& p, Shape const& semantic)
 {
-    char const* op = "EdgeSegPanopticPaste";
     ES_TRY(check_range(op, "num_classes", p.num_classes, spec::kNumClasses));
     ES_TRY(check_range(op, "num_thing_classes", p.num_thing_classes, spec::kNumThingClasses));
     if (p.num_thing_classes > p.num_classes)
@@ -361,10 +359,13 @@ inline Status validate_panoptic_paste(Shape const& semantic, Shape const& masks,
     ES_TRY(check_range(op, "score_threshold", p.score_threshold, spec::kScoreThreshold));
     ES_TRY(check_tensor(op, "semantic", semantic, 2, "H×W"));
     ES_TRY(positive_dims(op, "semantic", semantic, 0, 2));
-    ES_TRY(check_tensor(op, "masks", masks, 3, "R×H×W"));
-    if (masks.d[1] != semantic.d[0] || masks.d[2] != semantic.d[1])
-        return refused(op, "input 'masks' " + to_string(masks) + " must be R×H×W with the semantic map's H×W "
-                + to_string(semantic));
+    return {};
+}
+
+// Both nodes' scores R and classes R (R from masks), then ids H×W and segments (R + stuff classes)×5.
+inline Status check_panoptic_outputs(char const* op, PanopticParams const& p, Shape const& semantic, Shape const& masks,
+    Shape const& scores, Shape const& classes, Shape& ids, Shape& segments)
+{
     ES_TRY(check_tensor(op, "scores", scores, 1, "R"));
     ES_TRY(expect_dim(op, "scores", scores, 0, masks.d[0], "one score per mask"));
     ES_TRY(check_tensor(op, "classes", classes, 1, "R"));
@@ -374,6 +375,19 @@ inline Status validate_panoptic_paste(Shape const& semantic, Shape const& masks,
     return check_output(op, segments);
 }
 
+// semantic H×W, masks R×H×W, scores R, classes R -> ids H×W, segments (R + stuff classes)×5.
+inline Status validate_panoptic_paste(Shape const& semantic, Shape const& masks, Shape const& scores, Shape const& classes,
+    PanopticParams const& p, Shape& ids, Shape& segments)
+{
+    char const* op = "EdgeSegPanopticPaste";
+    ES_TRY(check_panoptic_params(op, p, semantic));
+    ES_TRY(check_tensor(op, "masks", masks, 3, "R×H×W"));
+    if (masks.d[1] != semantic.d[0] || masks.d[2] != semantic.d[1])
+        return refused(op, "input 'masks' " + to_string(masks) + " must be R×H×W with the semantic map's H×W "
+                + to_string(semantic));
+    return check_panoptic_outputs(op, p, semantic, masks, scores, classes, ids, segments);
+}
+
 // semantic H×W, masks R×M×M' (mask_rule 0: M, M' ≥ 1) or R×0×0 (mask_rule 1: not read), boxes R×4, scores R,
 // classes R -> ids H×W, segments (R + stuff classes)×5. The fields as EdgeSegPanopticPaste's, plus mask_rule.
 inline Status validate_panoptic_merge(Shape const& semantic, Shape const& masks, Shape const& boxes, Shape const& scores,
@@ -381,16 +395,7 @@ inline Status validate_panoptic_merge(Shape const& semantic, Shape const& masks,
 {
     char const* op = "EdgeSegPanopticMerge";
     ES_TRY(check_range(op, "mask_rule", mask_rule, spec::kMaskRule));
-    ES_TRY(check_range(op, "num_classes", p.num_classes, spec::kNumClasses));
-    ES_TRY(check_range(op, "num_thing_classes", p.num_thing_classes, spec::kNumThingClasses));
-    if (p.num_thing_classes > p.num_classes)
-        return refused(op, "attribute 'num_thing_classes' = " + std::to_string(p.num_thing_classes)
-                + " exceeds num_classes = " + std::to_string(p.num_classes));
-    ES_TRY(check_range(op, "overlap_threshold", p.overlap_threshold, spec::kOverlapThreshold));
-    ES_TRY(check_range(op, "min_stuff_area", static_cast<double>(p.min_stuff_area), spec::kMinStuffArea));
-    ES_TRY(check_range(op, "score_threshold", p.score_threshold, spec::kScoreThreshold));
-    ES_TRY(check_tensor(op, "semantic", semantic, 2, "H×W"));
-    ES_TRY(positive_dims(op, "semantic", semantic, 0, 2));
+    ES_TRY(check_panoptic_params(op, p, semantic));
     ES_TRY(check_tensor(op, "masks", masks, 3, mask_rule == 0 ? "R×M×M'" : "R×0×0"));
     if (mask_rule == 0)
         ES_TRY(positive_dims(op, "masks", masks, 1, 3));
@@ -400,13 +405,7 @@ inline Status validate_panoptic_merge(Shape const& semantic, Shape const& masks,
     ES_TRY(check_tensor(op, "boxes", boxes, 2, "R×4 (x1, y1, x2, y2)"));
     ES_TRY(expect_dim(op, "boxes", boxes, 1, 4, "x1, y1, x2, y2"));
     ES_TRY(expect_dim(op, "boxes", boxes, 0, masks.d[0], "one box per mask"));
-    ES_TRY(check_tensor(op, "scores", scores, 1, "R"));
-    ES_TRY(expect_dim(op, "scores", scores, 0, masks.d[0], "one score per mask"));
-    ES_TRY(check_tensor(op, "classes", classes, 1, "R"));
-    ES_TRY(expect_dim(op, "classes", classes, 0, masks.d[0], "one class per mask"));
-    ids = semantic;
-    segments = make_shape({masks.d[0] + p.num_classes - p.num_thing_classes, 5});
-    return check_output(op, segments);
+    return check_panoptic_outputs(op, p, semantic, masks, scores, classes, ids, segments);
 }
 
 #undef ES_TRY
