@@ -8,7 +8,7 @@ import torch
 import torchvision
 
 import edgeseg
-from conftest import sizes_for
+from conftest import SAME_GRAPH_AS, same_graph_reason, sizes_for
 from edgeseg.errors import ExportError, OnnxFileError
 from edgeseg.export import export_onnx, load_onnx, read_metadata
 from edgeseg.export.metadata import ModelMeta
@@ -23,7 +23,8 @@ from edgeseg.tolerances import tolerance
 # exports the same architecture at its CPU configuration, in both flavours.
 TOO_SLOW_TO_EXPORT = {"deeplabv3plus_internimage_t": "exported at its CPU configuration in tests/test_internimage.py",
                       # ~30 s each to trace: exported once, at reduced width, in tests/test_realtime.py (FP32 and INT8)
-                      **{n: "exported in tests/test_realtime.py" for n in REALTIME}}
+                      **{n: "exported in tests/test_realtime.py" for n in REALTIME},
+                      **{n: same_graph_reason(n) for n in SAME_GRAPH_AS}}
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.skip(reason=TOO_SLOW_TO_EXPORT[n]))

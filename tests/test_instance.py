@@ -98,19 +98,21 @@ def test_maskrcnn_trains_with_torchvision_losses():
 
 
 @pytest.mark.parametrize("flavour", ["portable", "tensorrt"])
-def test_maskrcnn_exports_and_matches_in_onnxruntime(flavour, tmp_path):
-    """Both flavours, checked by edgeseg's export check (two input sizes, detections matched by IoU)."""
+def test_maskrcnn_exports_and_matches_in_onnxruntime(flavour, tmp_path, zoo_export):
+    """Both flavours, checked by edgeseg's export check (two input sizes, detections matched by IoU). The zoo model
+    as created with 5 classes: the same export as issue 19's matrix (tests/test_zoo_matrix.py), shared with it."""
     if flavour == "tensorrt" and not (plugin_dir() / "libedgeseg_ort.so").is_file():
         pytest.skip("libedgeseg_ort.so not built (scripts/build_plugins.sh could not fetch ONNX Runtime's headers)")
-    report = edgeseg.export_onnx(small(), tmp_path / "m.onnx", flavour=flavour)
+    report = zoo_export("maskrcnn_resnet18_fpn", flavour, num_classes=5)
     assert report.passed, report.summary()
     assert report.kind == "instance" and report.matched == report.detections > 0
-    assert report.meta.task == "instance" and report.meta.max_detections == 12
+    d = report.meta.max_detections
+    assert report.meta.task == "instance" and d == 100  # the builder's default
     from edgeseg.runtime import open_session
 
-    session = open_session(tmp_path / "m.onnx")
+    session = open_session(report.path)
     out = session.run(np.random.default_rng(0).standard_normal((2, 3, 64, 96)).astype(np.float32))
-    assert out["masks"].shape == (2, 12, 64, 96) and out["labels"].dtype == np.int64
+    assert out["masks"].shape == (2, d, 64, 96) and out["labels"].dtype == np.int64
     if flavour == "portable":  # infer on an image whose size is not a multiple of 32: padding undone
         import json
 
@@ -118,9 +120,9 @@ def test_maskrcnn_exports_and_matches_in_onnxruntime(flavour, tmp_path):
 
         from edgeseg.cli import main
         Image.fromarray((np.random.default_rng(1).random((50, 70, 3)) * 255).astype(np.uint8)).save(tmp_path / "a.png")
-        assert main(["infer", str(tmp_path / "m.onnx"), str(tmp_path / "a.png"), "--out-dir", str(tmp_path / "out")]) == 0
+        assert main(["infer", str(report.path), str(tmp_path / "a.png"), "--out-dir", str(tmp_path / "out")]) == 0
         results = json.loads((tmp_path / "out" / "a_instances.json").read_text())
-        assert len(results) == 12 and all(r["bbox"][0] + r["bbox"][2] <= 70.001 for r in results)
+        assert len(results) == d and all(r["bbox"][0] + r["bbox"][2] <= 70.001 for r in results)
         assert np.asarray(Image.open(tmp_path / "out" / "a_ids.png")).shape == (50, 70)
         assert np.asarray(Image.open(tmp_path / "out" / "a_instances.png")).shape == (50, 70, 3)
         # images from a COCO set: results carry its image and category ids, so pycocotools' loadRes takes them
@@ -129,12 +131,12 @@ def test_maskrcnn_exports_and_matches_in_onnxruntime(flavour, tmp_path):
 
         from pycocotools.coco import COCO
         gt = {"images": [{"id": 42, "file_name": "val/a.png", "height": 50, "width": 70}], "annotations": [],
-              "categories": [{"id": c, "name": str(c)} for c in (9, 5, 7)]}
+              "categories": [{"id": c, "name": str(c)} for c in (9, 5, 7, 3)]}
         (tmp_path / "gt.json").write_text(json.dumps(gt))
-        assert main(["infer", str(tmp_path / "m.onnx"), str(tmp_path / "a.png"), "--out-dir", str(tmp_path / "ids"),
+        assert main(["infer", str(report.path), str(tmp_path / "a.png"), "--out-dir", str(tmp_path / "ids"),
                      "--image-ids", str(tmp_path / "gt.json")]) == 0
         results = json.loads((tmp_path / "ids" / "a_instances.json").read_text())
-        assert {r["image_id"] for r in results} == {42} and {r["category_id"] for r in results} <= {5, 7, 9}
+        assert {r["image_id"] for r in results} == {42} and {r["category_id"] for r in results} <= {3, 5, 7, 9}
         with contextlib.redirect_stdout(io.StringIO()):
             assert len(COCO(str(tmp_path / "gt.json")).loadRes(results).anns) == len(results)
 

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from conftest import SAME_GRAPH_AS, same_graph_reason
 from edgeseg.errors import EdgeSegError
 from edgeseg.export import export_onnx
 from edgeseg.models import create, list_models
@@ -85,7 +86,8 @@ def _check(fp32, meta, side, tmp_path):
     return reports
 
 
-@pytest.mark.parametrize("name", [n if n in FAST else pytest.param(n, marks=pytest.mark.slow)
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.skip(reason=same_graph_reason(n))) if n in SAME_GRAPH_AS
+                                  else n if n in FAST else pytest.param(n, marks=pytest.mark.slow)
                                   for n in list_models() if n not in TOO_SLOW_TO_EXPORT])  # Mask R-CNN: elsewhere
 def test_zoo_fp16_and_int8_load_and_pass_parity(name, tmp_path):
     model = create(name, num_classes=3, **TINY.get(name, {}))
