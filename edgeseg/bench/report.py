@@ -28,7 +28,8 @@ def markdown(report: dict, title: str) -> str:
     for r in report["rows"]:
         agree = r.get("agreement", r.get("agreement_vs_torch"))
         kind = f" ({r['agreement_kind']}, vs {r['agreement_reference']})" if agree is not None and r.get("agreement_kind") else ""
-        lines.append(f"| {r['model']} | {r['backend']} | {r['precision']} | {r['latency_ms_median']:.1f} | "
+        precision = r["precision"] + (" (FAILED its check)" if r.get("failed_check") else "")
+        lines.append(f"| {r['model']} | {r['backend']} | {precision} | {r['latency_ms_median']:.1f} | "
                      f"{r['latency_ms_p90']:.1f} | {f(r.get('speedup_vs_torch'), '.2f')}{'×' if r.get('speedup_vs_torch') else ''} | "
                      f"{r['throughput_ips']:.2f} | {f(r['first_run_peak_mb'], '.0f')} | {f(r['model_mb'], '.3g')} | {f(agree, '.4f')}{kind} | "
                      f"{'–' if r['accuracy'] is None else r['accuracy_metric'] + ' ' + format(r['accuracy'], '.4f')} |")

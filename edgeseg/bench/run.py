@@ -52,6 +52,8 @@ def measure(sessions: dict[str, Session], files: dict[str, Path], meta, batch: n
             "throughput_ips": float(batch.shape[0] * 1000 / np.median(t)), "runs": len(t),
             "first_run_peak_mb": peaks[v],
             "model_mb": files[v].stat().st_size / 1e6 if v in files else model_mb,
+            # an INT8 graph that failed its check before writing (edgeseg.quant) is benched under its FAILED name
+            "failed_check": v in files and ".FAILED-CHECK" in files[v].name,
             "agreement": agree, "agreement_kind": kind, "agreement_reference": reference_name if reference else None,
             "agreement_vs_torch": agree if reference_name == "torch:fp32" else None,
             "accuracy_metric": None, "accuracy": None, "miou": None,

@@ -62,16 +62,20 @@ def variant_file(fp32: Path, backend: str, precision: str, calibration: list[np.
     """The ONNX file a variant runs, derived from ``fp32`` beside it once: FP16 by conversion, INT8 as a Q/DQ graph
     (7-bit weights for ONNX Runtime on AVX2; 8-bit for TensorRT, whose build refuses 7). TensorRT FP16 builds
     from the FP32 graph."""
-    from edgeseg.quant import convert_fp16, quantize_int8
+    from edgeseg.quant import convert_fp16, failed_check_path, quantize_int8
 
     if precision == "fp32" or (backend == "tensorrt" and precision == "fp16"):
         return fp32
     path = fp32.with_name(f"{fp32.stem}_{precision}{'_trt' if backend == 'tensorrt' else ''}.onnx")
+    if failed_check_path(path).exists():
+        return failed_check_path(path)
     if not path.exists():
         if precision == "fp16":
             convert_fp16(fp32, path)
-        else:
-            quantize_int8(fp32, path, calibration, calib_method, reduce_range=backend != "tensorrt")
+        else:  # a bench measures what INT8 costs: one that fails its check is timed and scored too, under its FAILED name
+            meta = quantize_int8(fp32, path, calibration, calib_method, reduce_range=backend != "tensorrt", force=True)
+            if meta.config.get("check", {}).get("passed") is False:
+                return failed_check_path(path)
     return path
 
 
