@@ -116,18 +116,35 @@ def _derive(quantized: onnx.ModelProto, floats: dict, float_nodes: set[str], lay
     graph = out.graph
     producers = {o: n for n in graph.node for o in n.output}
     constants = {t.name for t in graph.initializer}
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for n in graph.node:
+        for name in n.input:
+            readers.setdefault(name, []).append(n)
+    # Every activation pair belongs to the layers it touches: the layer whose output it quantizes and the layers that
+    # read it. It stays while one of them is INT8 and goes with the last of them kept float, so that the pairs ONNX
+    # Runtime puts on a layer's output (in front of Relu, Add, Reshape, RoiAlign, Softmax...) leave with the layer
+    # and every layer float is the FP32 graph. A pair no layer touches stays unless ``keep_other_qdq`` is False.
+    dropped: set[str] = set()  # QuantizeLinear outputs whose pairs go
+    for q in graph.node:
+        if q.op_type != "QuantizeLinear" or q.input[0] in constants:
+            continue
+        owners = {producers[q.input[0]].name} if q.input[0] in producers else set()
+        owners |= {c.name for dq in readers.get(q.output[0], []) if dq.op_type == "DequantizeLinear"
+                   for c in readers.get(dq.output[0], [])}
+        owners &= layer_nodes
+        if (owners and owners <= float_nodes) or (not owners and not keep_other_qdq):
+            dropped.add(q.output[0])
     added: set[str] = set()
     for n in graph.node:
         if n.op_type in _QDQ:
-            continue
-        bypass = n.name in float_nodes if n.name in layer_nodes else not keep_other_qdq
-        if not bypass:
             continue
         for i, name in enumerate(n.input):
             dq = _dq(producers.get(name))
             if dq is None:
                 continue
             if dq.input[0] in constants:  # a quantized weight or bias: the float initialiser it came from
+                if not (n.name in float_nodes if n.name in layer_nodes else not keep_other_qdq):
+                    continue
                 original = _float_name(dq, floats)
                 if original is None:
                     continue  # nothing to restore it from: it stays INT8 (never seen with ONNX Runtime's names)
@@ -136,8 +153,8 @@ def _derive(quantized: onnx.ModelProto, floats: dict, float_nodes: set[str], lay
                     graph.initializer.append(numpy_helper.from_array(numpy_helper.to_array(floats[original]), restored))
                     added.add(restored)
                 n.input[i] = restored
-            elif (q := producers.get(dq.input[0])) is not None and q.op_type == "QuantizeLinear":
-                n.input[i] = q.input[0]  # the float activation in front of the pair
+            elif dq.input[0] in dropped:
+                n.input[i] = producers[dq.input[0]].input[0]  # the float activation in front of the pair
     _prune(graph)
     return out
 
