@@ -9,6 +9,7 @@ cast on each call, which a ``.half()`` model would not pay."""
 from __future__ import annotations
 
 import contextlib
+import copy
 
 import numpy as np
 import torch
@@ -42,6 +43,11 @@ class TorchSession:
             raise BackendError("PyTorch FP16 runs on a CUDA device only", "use fp32 on the CPU, or device='cuda'")
         if cuda and cuda_missing():
             raise BackendError(f"cannot run PyTorch on {device}: {cuda_missing()}", "use device='cpu'")
+        first = next(model.parameters(), None)
+        if first is not None and first.device != torch.device(device):
+            # Module.to moves in place: a session on another device must not move its caller's model (bench's
+            # torch:fp32 and torch-cuda rows share one; the CPU row then failed on CUDA weights).
+            model = copy.deepcopy(model)
         self.model = model.eval().to(device)
         self.meta = meta
         self.device = str(device)

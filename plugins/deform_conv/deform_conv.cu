@@ -1,5 +1,6 @@
 // CUDA launchers of DCNv2 (implicit GEMM: sample a tile of columns into shared memory, multiply it
-// with a tile of weights; the columns never touch global memory) and of the DCNv3 core.
+// with a tile of weights; the columns never touch global memory; the next tile's reads overlap the
+// multiply) and of the DCNv3 core.
 #include <cuda_fp16.h>
 
 #include "cuda/grid.h"
@@ -32,9 +33,20 @@ __global__ void __launch_bounds__(tile::threads) deform_conv_kernel(T const* inp
     __shared__ __align__(16) float cs[tile::K][tile::N];
     int const groups = p.groups;
     int const cpg = cin / groups, opg = cout / groups, kk = p.kh * p.kw;
+    int const cpo = cin / p.offset_groups; // channels per offset group
     int const reduce = cpg * kk;
     int64_t const plane = static_cast<int64_t>(ho) * wo;
     int64_t const l0 = static_cast<int64_t>(blockIdx.x) * tile::N;
+    int const tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
+    // A reduction step is K channels at one kernel point k, so a thread samples one output pixel (nn) for
+    // kCols channels at one point: the offsets, the mask and the bilinear taps are computed once per step
+    // (and offset group) and each channel costs four reads.
+    constexpr int kCols = tile::K * tile::N / tile::threads;
+    int const nn = tid % tile::N, rq = tid / tile::N * kCols;
+    int64_t const l = l0 + nn;
+    bool const pixel = l < plane;
+    int const oy = pixel ? static_cast<int>(l / wo) : 0, ox = pixel ? static_cast<int>(l % wo) : 0;
+    int const chunks = (cpg + tile::K - 1) / tile::K, steps = kk * chunks;
     // gridDim.y and gridDim.z are capped at 65,535 (grid.h): walk the (image, group) pairs and the channel
     // tiles beyond them with grid strides. The bounds are uniform over the block (__syncthreads is safe).
     int64_t const pairs = static_cast<int64_t>(n) * groups;
@@ -46,28 +58,60 @@ __global__ void __launch_bounds__(tile::threads) deform_conv_kernel(T const* inp
             T const* img = input + static_cast<int64_t>(b) * cin * h * w;
             T const* off = offset + static_cast<int64_t>(b) * 2 * p.offset_groups * kk * plane;
             T const* msk = mask ? mask + static_cast<int64_t>(b) * p.offset_groups * kk * plane : nullptr;
-            int const tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
-            float acc[4][4] = {};
-            for (int r0 = 0; r0 < reduce; r0 += tile::K)
-            {
-                for (int e = tid; e < tile::K * tile::M; e += tile::threads)
+            // Step s = (channel chunk, kernel point k), k inner so that a block's weight reads (c0..c0+K, all k)
+            // stay in L1: read its weights and column values into registers, so that the next step's global
+            // reads are in flight while this step multiplies out of shared memory.
+            constexpr int kWeights = tile::K * tile::M / tile::threads;
+            T const* wbase = weight + (static_cast<int64_t>(g) * opg + m0 + tid / tile::K) * reduce + (tid % tile::K) * kk;
+            int const wc = tid % tile::K; // this thread's weight-tile channel within the chunk
+            float wv[kWeights], cv[kCols];
+            auto fetch = [&](int s) {
+                int const k = s % kk, c0 = (s / kk) * tile::K;
+#pragma unroll
+                for (int i = 0; i < kWeights; ++i)
                 {
-                    int const mm = e / tile::K, rk = e % tile::K;
-                    int const o = static_cast<int>(m0 + mm), r = r0 + rk;
-                    ws[rk][mm] = (o < opg && r < reduce) ? to_float(weight[(static_cast<int64_t>(g) * opg + o) * reduce + r]) : 0.f;
+                    bool const ok = m0 + tid / tile::K + i * (tile::threads / tile::K) < opg && c0 + wc < cpg;
+                    wv[i] = ok ? to_float(wbase[static_cast<int64_t>(i) * (tile::threads / tile::K) * reduce + c0 * kk + k]) : 0.f;
                 }
-                for (int e = tid; e < tile::K * tile::N; e += tile::threads)
+                // One sampling point per offset group: usually one per step (offset_groups 1, or chunks inside a group).
+                int const c = c0 + rq, ch = g * cpg + c;
+                T const* plane = img + static_cast<int64_t>(ch) * h * w;
+                int og = ch / cpo;
+                DeformSample smp{};
+                if (pixel)
+                    smp = deform_sample(h, w, off, msk, ho, wo, og, k, oy, ox, p);
+#pragma unroll
+                for (int j = 0; j < kCols; ++j, plane += static_cast<int64_t>(h) * w)
                 {
-                    int const rk = e / tile::N, nn = e % tile::N;
-                    int const r = r0 + rk;
-                    int64_t const l = l0 + nn;
                     float v = 0.f;
-                    if (r < reduce && l < plane)
-                        v = deform_column(img, cin, h, w, off, msk, ho, wo, g * cpg + r / kk, r % kk, static_cast<int>(l / wo),
-                            static_cast<int>(l % wo), p);
-                    cs[rk][nn] = v;
+                    if (pixel && c + j < cpg)
+                    {
+                        if ((ch + j) / cpo != og)
+                        {
+                            og = (ch + j) / cpo;
+                            smp = deform_sample(h, w, off, msk, ho, wo, og, k, oy, ox, p);
+                        }
+                        v = bilinear_read(plane, smp.taps) * smp.mask;
+                    }
+                    cv[j] = v;
                 }
+            };
+            float acc[4][4] = {};
+            fetch(0);
+            for (int s = 0; s < steps; ++s)
+            {
+#pragma unroll
+                for (int i = 0; i < tile::K * tile::M / tile::threads; ++i)
+                {
+                    int const e = tid + i * tile::threads;
+                    ws[e % tile::K][e / tile::K] = wv[i];
+                }
+#pragma unroll
+                for (int j = 0; j < kCols; ++j)
+                    cs[rq + j][nn] = cv[j];
                 __syncthreads();
+                if (s + 1 < steps)
+                    fetch(s + 1);
 #pragma unroll
                 for (int rk = 0; rk < tile::K; ++rk)
                 {
@@ -93,9 +137,9 @@ __global__ void __launch_bounds__(tile::threads) deform_conv_kernel(T const* inp
 #pragma unroll
                 for (int j = 0; j < 4; ++j)
                 {
-                    int64_t const l = l0 + tx * 4 + j;
-                    if (l < plane)
-                        out[(static_cast<int64_t>(b) * cout + oc) * plane + l] = static_cast<T>(acc[i][j] + add);
+                    int64_t const lo = l0 + tx * 4 + j;
+                    if (lo < plane)
+                        out[(static_cast<int64_t>(b) * cout + oc) * plane + lo] = static_cast<T>(acc[i][j] + add);
                 }
             }
         }

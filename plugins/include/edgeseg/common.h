@@ -24,28 +24,55 @@ ES_HD bool finite(float v) { return v - v == 0.f; }
 
 ES_HD int clamp_int(int v, int lo, int hi) { return v < lo ? lo : (v > hi ? hi : v); }
 
-// Bilinear sample of an h×w plane (row stride `row`, element stride `step`) at pixel-index
-// coordinates (y, x), zero padding: each neighbour outside contributes 0 (torchvision's
-// deform_conv2d and grid_sample(padding_mode="zeros")).
-template <typename T>
-ES_HD float bilinear_zero(T const* plane, int h, int w, int64_t row, int64_t step, float y, float x)
+// The four neighbours of a bilinear sample at pixel-index coordinates (y, x) of an h×w plane (row stride
+// `row`, element stride `step`), zero padding: a neighbour outside contributes 0 and is never read
+// (torchvision's deform_conv2d and grid_sample(padding_mode="zeros")). Split from the read so that a
+// kernel sampling many channels at one point (DCNv2's columns) computes the taps once.
+struct BilinearTaps
 {
+    int64_t at[4];  // element offsets in the plane
+    float weight[4];
+    bool inside[4]; // false: not read, contributes 0 (also for NaN/inf coordinates)
+};
+
+ES_HD BilinearTaps bilinear_taps(int h, int w, int64_t row, int64_t step, float y, float x)
+{
+    BilinearTaps t{{0, 0, 0, 0}, {0.f, 0.f, 0.f, 0.f}, {false, false, false, false}};
     if (!(y > -1.f && y < h && x > -1.f && x < w))
-        return 0.f;
+        return t;
     int const y0 = static_cast<int>(floorf(y));
     int const x0 = static_cast<int>(floorf(x));
     float const ly = y - y0, lx = x - x0;
     float const hy = 1.f - ly, hx = 1.f - lx;
+    t.at[0] = y0 * row + x0 * step;
+    t.at[1] = y0 * row + (x0 + 1) * step;
+    t.at[2] = (y0 + 1) * row + x0 * step;
+    t.at[3] = (y0 + 1) * row + (x0 + 1) * step;
+    t.weight[0] = hy * hx;
+    t.weight[1] = hy * lx;
+    t.weight[2] = ly * hx;
+    t.weight[3] = ly * lx;
+    t.inside[0] = y0 >= 0 && x0 >= 0;
+    t.inside[1] = y0 >= 0 && x0 + 1 <= w - 1;
+    t.inside[2] = y0 + 1 <= h - 1 && x0 >= 0;
+    t.inside[3] = y0 + 1 <= h - 1 && x0 + 1 <= w - 1;
+    return t;
+}
+
+template <typename T>
+ES_HD float bilinear_read(T const* plane, BilinearTaps const& t)
+{
     float v = 0.f;
-    if (y0 >= 0 && x0 >= 0)
-        v += hy * hx * to_float(plane[y0 * row + x0 * step]);
-    if (y0 >= 0 && x0 + 1 <= w - 1)
-        v += hy * lx * to_float(plane[y0 * row + (x0 + 1) * step]);
-    if (y0 + 1 <= h - 1 && x0 >= 0)
-        v += ly * hx * to_float(plane[(y0 + 1) * row + x0 * step]);
-    if (y0 + 1 <= h - 1 && x0 + 1 <= w - 1)
-        v += ly * lx * to_float(plane[(y0 + 1) * row + (x0 + 1) * step]);
+    for (int i = 0; i < 4; ++i)
+        if (t.inside[i])
+            v += t.weight[i] * to_float(plane[t.at[i]]);
     return v;
+}
+
+template <typename T>
+ES_HD float bilinear_zero(T const* plane, int h, int w, int64_t row, int64_t step, float y, float x)
+{
+    return bilinear_read(plane, bilinear_taps(h, w, row, step, y, x));
 }
 
 } // namespace edgeseg

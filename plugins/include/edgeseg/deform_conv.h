@@ -20,24 +20,36 @@ struct DeformConvParams
     int kh, kw, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups, offset_groups;
 };
 
+// Where kernel point k of output (ho, wo) samples for offset group og: the bilinear taps in one channel
+// plane and the modulation (1 without a mask). offset: (2·offset_groups·kh·kw)×Ho×Wo as (dy, dx) pairs;
+// mask: (offset_groups·kh·kw)×Ho×Wo or null. Every channel of the offset group shares them.
+struct DeformSample
+{
+    BilinearTaps taps;
+    float mask;
+};
+
+template <typename T>
+ES_HD DeformSample deform_sample(int h, int w, T const* offset, T const* mask, int ho_n, int wo_n, int og, int k,
+    int ho, int wo, DeformConvParams const& p)
+{
+    int const kk = p.kh * p.kw;
+    int64_t const plane = static_cast<int64_t>(ho_n) * wo_n;
+    int64_t const at = static_cast<int64_t>(ho) * wo_n + wo;
+    float const dy = to_float(offset[(static_cast<int64_t>(og) * kk + k) * 2 * plane + at]);
+    float const dx = to_float(offset[((static_cast<int64_t>(og) * kk + k) * 2 + 1) * plane + at]);
+    float const y = static_cast<float>(ho * p.stride_h - p.pad_h + (k / p.kw) * p.dil_h) + dy;
+    float const x = static_cast<float>(wo * p.stride_w - p.pad_w + (k % p.kw) * p.dil_w) + dx;
+    return {bilinear_taps(h, w, w, 1, y, x), mask ? to_float(mask[(static_cast<int64_t>(og) * kk + k) * plane + at]) : 1.f};
+}
+
 // Column value for input channel c, kernel point k, output (ho, wo) of one image.
-// offset: (2·offset_groups·kh·kw)×Ho×Wo as (dy, dx) pairs; mask: (offset_groups·kh·kw)×Ho×Wo or null.
 template <typename T>
 ES_HD float deform_column(T const* image, int channels, int h, int w, T const* offset, T const* mask, int ho_n,
     int wo_n, int c, int k, int ho, int wo, DeformConvParams const& p)
 {
-    int const g = c / (channels / p.offset_groups);
-    int const kk = p.kh * p.kw;
-    int64_t const plane = static_cast<int64_t>(ho_n) * wo_n;
-    int64_t const at = static_cast<int64_t>(ho) * wo_n + wo;
-    float const dy = to_float(offset[(static_cast<int64_t>(g) * kk + k) * 2 * plane + at]);
-    float const dx = to_float(offset[((static_cast<int64_t>(g) * kk + k) * 2 + 1) * plane + at]);
-    float const y = static_cast<float>(ho * p.stride_h - p.pad_h + (k / p.kw) * p.dil_h) + dy;
-    float const x = static_cast<float>(wo * p.stride_w - p.pad_w + (k % p.kw) * p.dil_w) + dx;
-    float v = bilinear_zero(image + static_cast<int64_t>(c) * h * w, h, w, w, 1, y, x);
-    if (mask)
-        v *= to_float(mask[(static_cast<int64_t>(g) * kk + k) * plane + at]);
-    return v;
+    DeformSample const s = deform_sample(h, w, offset, mask, ho_n, wo_n, c / (channels / p.offset_groups), k, ho, wo, p);
+    return bilinear_read(image + static_cast<int64_t>(c) * h * w, s.taps) * s.mask;
 }
 
 struct DCNv3Params
