@@ -95,10 +95,8 @@ def evaluate_instances(session: Session, dataset, limit: int | None = None, prog
     """Box and mask AP (``edgeseg.metrics.instance.APScores`` by IoU type) of an instance model on a data set
     with instance ids; each ground-truth instance's class is the majority class of its pixels. A COCO data set
     is scored against its JSON's annotations as they are written (pycocotools' ground truth, crowds included)."""
-    import numpy as np
-
     from edgeseg.errors import DataError
-    from edgeseg.metrics.instance import InstanceEvaluator
+    from edgeseg.metrics.instance import InstanceEvaluator, instance_truth
 
     meta = session.meta
     instances = getattr(dataset, "instances", None)
@@ -114,12 +112,8 @@ def evaluate_instances(session: Session, dataset, limit: int | None = None, prog
         if coco is not None:
             ev.add_coco(coco["images"][i], coco["annotations"][i], coco["label_of"], found)
             continue
-        h, w = image.shape[1:]
-        ids = np.asarray(instances[i])
-        keys = [k for k in np.unique(ids) if k > 0]
-        gt = np.stack([ids == k for k in keys]) if keys else np.zeros((0, h, w), bool)
-        labels = np.array([np.bincount(mask[g].ravel()).argmax() for g in gt], np.int64)
-        ev.add(gt, labels, found)
+        truth = instance_truth(instances[i], mask)
+        ev.add(truth.masks, truth.labels, found)
     return ev.scores()
 
 

@@ -3,7 +3,8 @@
 Semantic models: max and p99 abs error of the logits, argmax agreement, and (with ground truth) the mIoU
 of both and its drop; sigmoid outputs are judged by their thresholded foreground instead (agreement, and
 foreground IoU with ground truth), never by argmax over one channel. Instance models: detections matched by box
-overlap (never by slot), then box IoU, score difference and mask agreement of the matched pairs. Panoptic models:
+overlap (never by slot), then box IoU, score difference and mask agreement of the matched pairs, and (with ground
+truth) the mask AP of both; INT8 with ground truth is held to the mask AP drop alone. Panoptic models:
 segment ids pixel by pixel and PQ against the reference.
 
 Below ``parity`` (the PyTorch-reference checks and the verb) and ``quant`` (which checks each graph it converts
@@ -17,7 +18,7 @@ from typing import Iterable
 import numpy as np
 
 from edgeseg.metrics import ConfusionMatrix
-from edgeseg.metrics.instance import detections, match_detections
+from edgeseg.metrics.instance import InstanceTruth, detections, match_detections
 from edgeseg.runtime import Session
 from edgeseg.runtime.prepost import batch_size_hw, decide, foreground, model_scores, scores_at_image
 from edgeseg.tolerances import tolerance
@@ -46,6 +47,8 @@ class ParityReport:
     min_box_iou: float = 1.0
     max_score_delta: float = 0.0
     mask_agreement: float = 1.0
+    mask_ap_reference: float | None = None  # with ground truth (InstanceTruth labels), 0–1
+    mask_ap_candidate: float | None = None
 
     @property
     def passed(self) -> bool:
@@ -74,6 +77,8 @@ class ParityReport:
             parts = [f"{self.precision}: {self.matched}/{self.detections} detections matched",
                      f"box IoU ≥ {self.min_box_iou:.4f}", f"score |Δ| ≤ {self.max_score_delta:.3g}",
                      f"mask agreement {100 * self.mask_agreement:.2f}%"]
+            if self.mask_ap_reference is not None:
+                parts.append(f"mask AP {100 * self.mask_ap_reference:.2f} -> {100 * self.mask_ap_candidate:.2f}")
             parts.append("PASS" if self.passed else "FAIL: " + "; ".join(self.failures))
             return ", ".join(parts)
         binary = self.kind == "binary"
@@ -98,7 +103,7 @@ def compare(reference: Session, candidate: Session, batches: Iterable[tuple[np.n
     if "frames" in (reference.meta.io, candidate.meta.io):
         return compare_frames(reference, candidate, batches, precision)
     if reference.meta.task == "instance":
-        return compare_instances(reference, candidate, (b for b, _ in batches), precision)
+        return compare_instances(reference, candidate, batches, precision)
     if reference.meta.task == "panoptic":
         return compare_panoptic(reference, candidate, (b for b, _ in batches), precision)
     meta = reference.meta
@@ -173,26 +178,40 @@ def _judge_binary(report: ParityReport, agreement: float, cm_ref, cm_out, tol) -
     return report
 
 
-def compare_instances(reference: Session, candidate: Session, batches: Iterable[np.ndarray], precision: str) -> ParityReport:
+def compare_instances(reference: Session, candidate: Session, batches: Iterable[tuple[np.ndarray, object]],
+                      precision: str) -> ParityReport:
     """Detections of both sessions matched image by image by box IoU (same label), then held to the
-    instance row of the tolerance table."""
-    def pairs():
-        for batch in batches:
+    instance row of the tolerance table; labels given as ``[InstanceTruth]`` per batch add mask AP."""
+    def triples():
+        for batch, labels in batches:
             ref, out = reference.run(batch), candidate.run(batch)
             for i in range(batch.shape[0]):
-                yield detections(ref, i), detections(out, i)
+                truth = labels[i] if isinstance(labels, list) else None
+                size = truth.masks.shape[1:] if truth is not None else None  # the image's, before padding
+                yield detections(ref, i, size), detections(out, i, size), truth
 
-    return judge_instances(pairs(), precision)
+    return judge_instances(triples(), precision, class_names=reference.meta.class_names)
 
 
-def judge_instances(pairs: Iterable[tuple[dict, dict]], precision: str, kind: str = "instance") -> ParityReport:
-    """Per image (reference detections, candidate detections), each with boxes, scores, labels and masks:
-    matched by box IoU (same label), then held to the ``kind`` row of the tolerance table."""
+def judge_instances(pairs: Iterable[tuple], precision: str, kind: str = "instance",
+                    class_names: list[str] | None = None) -> ParityReport:
+    """Per image (reference detections, candidate detections[, InstanceTruth or None]), each with boxes, scores,
+    labels and masks: matched by box IoU (same label), then held to the ``kind`` row of the tolerance table. Where
+    every image has ground truth, both sides' mask AP too: held to the row's ``max_ap_drop``, and for INT8 that
+    alone (INT8 reorders near-tied detections and reshapes masks by a pixel; against ground truth the metric that
+    matters is mask AP, and the agreement measures are reported, not held)."""
+    from edgeseg.metrics.instance import mask_ap
+
     tol = tolerance(precision, kind)
     report = ParityReport(precision, kind="instance")
     inter = union = 0
     ious, deltas = [], []
-    for r, c in pairs:
+    scored: list[tuple] = []
+    all_truth = True
+    for r, c, *rest in pairs:
+        truth = rest[0] if rest else None
+        all_truth = all_truth and truth is not None
+        scored.append((truth, r, c))
         m = match_detections(r["boxes"], r["scores"], r["labels"], c["boxes"], c["labels"])
         report.detections += max(len(r["boxes"]), len(c["boxes"]))
         report.matched += len(m.pairs)
@@ -205,15 +224,27 @@ def judge_instances(pairs: Iterable[tuple[dict, dict]], precision: str, kind: st
     report.min_box_iou = float(min(ious)) if ious else 1.0
     report.max_score_delta = float(max(deltas)) if deltas else 0.0
     report.mask_agreement = inter / union if union else 1.0
+    agreement: list[str] = []
     matched = report.matched / report.detections if report.detections else 1.0
     if matched < tol.min_matched:
-        report.failures.append(f"{report.matched}/{report.detections} detections matched < {100 * tol.min_matched:.1f}%")
+        agreement.append(f"{report.matched}/{report.detections} detections matched < {100 * tol.min_matched:.1f}%")
     if report.min_box_iou < tol.min_box_iou:
-        report.failures.append(f"a matched box IoU {report.min_box_iou:.4f} < {tol.min_box_iou}")
+        agreement.append(f"a matched box IoU {report.min_box_iou:.4f} < {tol.min_box_iou}")
     if report.max_score_delta > tol.max_score_delta:
-        report.failures.append(f"score |Δ| {report.max_score_delta:.3g} > {tol.max_score_delta:.3g}")
+        agreement.append(f"score |Δ| {report.max_score_delta:.3g} > {tol.max_score_delta:.3g}")
     if report.mask_agreement < tol.min_mask_agreement:
-        report.failures.append(f"mask agreement {100 * report.mask_agreement:.2f}% < {100 * tol.min_mask_agreement:.1f}%")
+        agreement.append(f"mask agreement {100 * report.mask_agreement:.2f}% < {100 * tol.min_mask_agreement:.1f}%")
+    by_ap = bool(scored) and all_truth
+    if by_ap:
+        names = class_names or [str(i) for i in range(1 + max((int(t.labels.max()) for t, _, _ in scored if len(t.labels)), default=0))]
+        report.mask_ap_reference = mask_ap(((t, r) for t, r, _ in scored), names)
+        report.mask_ap_candidate = mask_ap(((t, c) for t, _, c in scored), names)
+        drop = report.mask_ap_reference - report.mask_ap_candidate
+        if drop > tol.max_ap_drop:
+            report.failures.append(f"mask AP {100 * report.mask_ap_reference:.2f} -> {100 * report.mask_ap_candidate:.2f} "
+                                   f"drops {100 * drop:.2f} pts > {100 * tol.max_ap_drop:.2f}")
+    if not (by_ap and precision == "int8"):
+        report.failures += agreement
     return report
 
 
@@ -287,8 +318,9 @@ def compare_frames(reference: Session, candidate: Session, batches: Iterable[tup
                 yield (predict(reference, frame, masks=masks), predict(candidate, frame, masks=masks),
                        None if labels is None else labels[i])
 
-    if meta.task == "instance":
-        return judge_instances(((r, c) for r, c, _ in pairs()), precision, "deploy_instance")
+    if meta.task == "instance":  # labels: [InstanceTruth] per frame where the data set has instance ids
+        return judge_instances(((r, c, t if isinstance(t, InstanceTruth) else None) for r, c, t in pairs()), precision,
+                               "deploy_instance", meta.class_names)
     if meta.task == "panoptic":
         return judge_panoptic((((r["panoptic"], r["segments"]), (c["panoptic"], c["segments"])) for r, c, _ in pairs()),
                               meta, precision, "deploy_panoptic")

@@ -13,15 +13,16 @@ from edgeseg.judge import (ParityReport, compare, compare_frames, compare_instan
 
 
 def dataset_batches(dataset, meta, limit: int | None = None):
-    """(a batch of one image as the model takes it, 1×H×W labels) for the first ``limit`` images of a data set."""
-    from edgeseg.runtime import preprocess
-
+    """(a batch of one image as the model takes it, its labels) for the first ``limit`` images of a data set: 1×H×W
+    labels, or for an instance model on a data set with instance ids ``[InstanceTruth]`` (judged by mask AP)."""
+    from edgeseg.metrics.instance import instance_truth
     from edgeseg.runtime.prepost import model_input
 
+    instances = getattr(dataset, "instances", None) if meta.task == "instance" and not getattr(dataset, "coco", None) else None
     n = len(dataset) if limit is None else min(limit, len(dataset))
     for i in range(n):
         image, mask = dataset.raw(i)
-        yield model_input(image, meta), mask[None]
+        yield model_input(image, meta), ([instance_truth(instances[i], mask)] if instances is not None else mask[None])
 
 
 def verify_export(model, onnx_path, meta) -> ParityReport:

@@ -420,6 +420,38 @@ def test_degenerate_boxes_are_held_by_corners_not_iou():
     assert not judge_instances([(wide, found([[10, 10, 30, 30.5], [0, 0, 30, 30]]))], "fp32").passed
 
 
+def test_int8_with_ground_truth_is_held_to_the_mask_ap_drop():
+    """With ground truth, INT8 is judged by what it costs in mask AP: extra low-scoring detections fail the
+    agreement rows (matched fraction) but cost no AP; a mask moved off its instance costs AP and fails. FP32
+    stays held to agreement too."""
+    from edgeseg.metrics.instance import instance_truth
+    from edgeseg.parity import judge_instances
+
+    ids = np.zeros((32, 32), int)
+    ids[2:10, 2:10], ids[15:25, 15:28] = 1, 2
+    truth = instance_truth(ids, (ids > 0).astype(int))
+    assert truth.masks.shape == (2, 32, 32) and list(truth.labels) == [1, 1]
+
+    def found(boxes, masks, scores):
+        return {"boxes": np.array(boxes, np.float32), "scores": np.array(scores, np.float32),
+                "labels": np.ones(len(boxes), np.int64), "masks": np.stack(masks).astype(np.float32)}
+
+    boxes, masks = [[2, 2, 10, 10], [15, 15, 28, 25]], [ids == 1, ids == 2]
+    ref = found(boxes, masks, [0.9, 0.8])
+    stray = np.zeros((32, 32), bool)
+    stray[28:31, 0:3] = True
+    extra = found(boxes + [[0, 28, 3, 31], [0, 28, 3, 31]], masks + [stray, stray], [0.9, 0.8, 0.06, 0.05])
+    names = ["background", "nucleus"]
+    int8 = judge_instances([(ref, extra, truth)], "int8", class_names=names)
+    assert int8.passed and int8.matched == 2 and int8.detections == 4, int8.summary()
+    assert int8.mask_ap_reference == pytest.approx(1.0) and int8.mask_ap_candidate == pytest.approx(1.0)
+    assert not judge_instances([(ref, extra)], "int8").passed         # no ground truth: the agreement rows
+    assert not judge_instances([(ref, extra, truth)], "fp32", class_names=names).passed
+    moved = found(boxes, [ids == 1, np.roll(ids == 2, 4, axis=1)], [0.9, 0.8])
+    report = judge_instances([(ref, moved, truth)], "int8", class_names=names)
+    assert not report.passed and "mask AP" in report.failures[0], report.summary()
+
+
 # ~2.5 min on 2 cores (default 1000 proposals, D = 100): the portable flavour only; the tensorrt flavour's surgery is
 # held on the same graph by test_maskrcnn_exports_and_matches_in_onnxruntime.
 @pytest.mark.slow

@@ -174,6 +174,19 @@ def test_an_instance_graph_failing_its_check_is_not_written_but_force_names_it(d
     assert result.float_layers == ["f"] and result.path == dst and dst.exists(), result.tried
 
 
+def test_instance_graphs_are_scored_by_mask_ap_where_the_data_has_instances(detector, tmp_path):
+    """Validation pairs whose labels are ground-truth instances: the search scores mask AP, not agreement."""
+    from edgeseg.metrics.instance import InstanceTruth
+
+    bands = np.zeros((4, 64, 64), bool)
+    for k in range(4):
+        bands[k, :, 16 * k:16 * (k + 1)] = True
+    pairs = [(b, [InstanceTruth(bands, np.ones(4, np.int64))]) for b in batches()]
+    result = quantize_mixed(detector, tmp_path / "det.onnx", batches(), data=pairs, max_drop=100.0, force=True)
+    assert result.metric == "mask AP" and result.meta.config["drop_metric"] == "mask AP"
+    assert result.tried[0]["float_layers"] == [] and result.float_layers == []
+
+
 def test_calibration_comparison_has_a_row_per_method(fragile, tmp_path):
     from edgeseg.bench.quant_report import calibration_markdown
 

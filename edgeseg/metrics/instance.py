@@ -58,6 +58,32 @@ def detections(out: dict[str, np.ndarray], image: int, size: tuple[int, int] | N
 
 
 @dataclass
+class InstanceTruth:
+    """One image's ground-truth instances, what mask AP is scored against: K×H×W bool masks, their K labels."""
+    masks: np.ndarray
+    labels: np.ndarray
+
+
+def instance_truth(ids: np.ndarray, semantic: np.ndarray) -> InstanceTruth:
+    """From an H×W instance-id map (0: none) and the H×W semantic labels: each instance's class is the majority
+    class of its pixels."""
+    ids = np.asarray(ids)
+    keys = [k for k in np.unique(ids) if k > 0]
+    masks = np.stack([ids == k for k in keys]) if keys else np.zeros((0, *ids.shape), bool)
+    labels = np.array([np.bincount(np.asarray(semantic)[m].ravel()).argmax() for m in masks], np.int64)
+    return InstanceTruth(masks, labels)
+
+
+def mask_ap(pairs, class_names: list[str]) -> float:
+    """Mask AP (COCO .50:.95, 0–1) of (InstanceTruth, detections at the image's size) pairs; 0 where there is
+    nothing to score."""
+    ev = InstanceEvaluator(class_names)
+    for truth, found in pairs:
+        ev.add(truth.masks, truth.labels, found)
+    return max(0.0, ev.scores()["segm"].ap)
+
+
+@dataclass
 class APScores:
     """COCO's summary for one IoU type (bbox or segm): AP at IoU .50:.95, .50, .75, and by object size."""
     ap: float

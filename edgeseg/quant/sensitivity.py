@@ -10,8 +10,8 @@ exactly the graphs the full INT8 one holds, less the pairs removed. Excluding no
 
 Each graph is scored against the FP32 graph through ``edgeseg.judge`` (the one way of judging), in points
 (0-100): mIoU (softmax) or foreground IoU (sigmoid) with ground truth, else their decisions' agreement with FP32;
-matched detections x their mask agreement (instance); PQ against FP32 (panoptic). The drop is FP32's score less
-the candidate's. Writing the report (markdown, JSON, bar chart) is ``edgeseg.bench.quant_report``'s job.
+mask AP with ground truth, else matched detections x their mask agreement with FP32 (instance); PQ against FP32
+(panoptic). The drop is FP32's score less the candidate's. Writing the report (markdown, JSON, bar chart) is ``edgeseg.bench.quant_report``'s job.
 """
 from __future__ import annotations
 
@@ -233,6 +233,8 @@ def _points(report, reference: bool = False) -> tuple[str, float]:
         return (("foreground" if binary else "label") + " agreement with FP32",
                 100 * (report.foreground_agreement if binary else report.argmax_agreement))
     if report.kind == "instance":
+        if report.mask_ap_reference is not None:  # the validation data's instances: the metric that matters
+            return "mask AP", 100 * (report.mask_ap_reference if reference else report.mask_ap_candidate)
         matched = report.matched / report.detections if report.detections else 1.0
         return "matched detections × mask agreement with FP32", 100 * matched * report.mask_agreement
     # PQ with FP32's segments as ground truth; where neither graph finds a segment, the ids' agreement
