@@ -14,9 +14,7 @@ Writes ``<out>/<name>.{json,md}`` after every model (a stopped run keeps what it
 """
 from __future__ import annotations
 
-import argparse
 import functools
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,9 +28,9 @@ import torch  # noqa: E402
 import torchvision  # noqa: E402  (before any export starts: dynamo needs torchvision's ONNX functions)
 from torchvision.models.detection.image_list import ImageList  # noqa: E402
 
-from edgeseg.bench import (goal_lines, load_note, loadavg, machine, machine_line, measure_each,  # noqa: E402
-                           module_stage_times, profile_variant, stage_times, summarize, table, time_callables,
-                           write_json_markdown)
+from edgeseg.bench import (goal_lines, load_note, loadavg, machine, machine_line, module_stage_times,  # noqa: E402
+                           profile_variant, stage_times, summarize, table, time_callables, write_json_markdown)
+from edgeseg.bench.driver import bench_log, driver_parser, per_model, run_models  # noqa: E402
 from edgeseg.bench.profile import INSTANCE_STAGES, REST_STAGE  # noqa: E402
 from edgeseg.export import export_onnx  # noqa: E402
 from edgeseg.metrics.instance import match_detections  # noqa: E402
@@ -56,8 +54,7 @@ NOTES = [
 ]
 
 
-def log(msg: str) -> None:
-    print(f"[instance_bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+log = bench_log("instance_bench")
 
 
 def eager_stages(net, x, runs: int) -> dict[str, float]:
@@ -178,26 +175,22 @@ def markdown(report: dict) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", default="maskrcnn_resnet18_fpn,maskrcnn_resnet50_fpn")
+    ap = driver_parser(__doc__, ("maskrcnn_resnet18_fpn", "maskrcnn_resnet50_fpn"), Path(__file__).resolve().parent / "results")
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--num-classes", type=int, default=3, help="counting the background (torchvision's convention)")
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--repeats", default="5,maskrcnn_resnet50_fpn=3",
                     help="timed rounds: a default and per-model overrides (R50 costs ~3x R18 per round)")
     ap.add_argument("--profile-runs", type=int, default=2, help="rounds of the stage timings and ORT op profiles")
-    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     ap.add_argument("--name", default="instance_cpu")
     a = ap.parse_args()
-    models = a.models.split(",")
-    per = dict(p.rpartition("=")[::2] for p in a.repeats.split(",") if "=" in p)
-    default = next((int(p) for p in a.repeats.split(",") if p and "=" not in p), 5)
-    report = {"machine": machine(), "torchvision": torchvision.__version__, "size": a.size, "batch": 1,
-              "num_classes": a.num_classes, "models": [], "not_measured": list(models), "notes": NOTES}
+    repeats = per_model(a.repeats, 5)
+    header = {"machine": machine(), "torchvision": torchvision.__version__, "size": a.size, "batch": 1,
+              "num_classes": a.num_classes, "notes": list(NOTES)}
     with tempfile.TemporaryDirectory() as tmp:
-        measure_each(models, lambda name: bench_one(name, a.size, a.num_classes, a.warmup, int(per.get(name, default)),
-                                                    a.profile_runs, Path(tmp)),
-                     report, lambda r: write_json_markdown(r, a.out, a.name, markdown(r)), log, keep_going=False)
+        report = run_models(a, a.name, header, lambda name: bench_one(name, a.size, a.num_classes, a.warmup, repeats(name),
+                                                                        a.profile_runs, Path(tmp)),
+                            lambda r: write_json_markdown(r, a.out, a.name, markdown(r)), log, keep_going=False)
     print(markdown(report))
 
 

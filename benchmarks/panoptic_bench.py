@@ -15,9 +15,7 @@ the DeepLab is semantic (no merge, no PQ). Writes ``<out>/panoptic_cpu.{json,md,
 """
 from __future__ import annotations
 
-import argparse
 import functools
-import json
 import sys
 import time
 from dataclasses import replace
@@ -30,8 +28,9 @@ set_timing_environment()  # before torch and onnxruntime start their thread pool
 import torch  # noqa: E402
 import torchvision  # noqa: E402,F401  (before any export: dynamo needs torchvision's ONNX functions)
 
-from edgeseg.bench import (accuracy, goal_lines, load_note, loadavg, machine, machine_line, measure_each,  # noqa: E402
-                           stage_times, summarize, table, time_callables, variant_file, write_json_markdown)
+from edgeseg.bench import (accuracy, goal_lines, load_note, loadavg, machine, machine_line, stage_times,  # noqa: E402
+                           summarize, table, time_callables, variant_file, write_json_markdown)
+from edgeseg.bench.driver import bench_log, driver_parser, per_model, reason, run_models, trained  # noqa: E402
 from edgeseg.data import get_dataset  # noqa: E402
 from edgeseg.data.nuclei import INFO as NUCLEI, load_image_and_instances  # noqa: E402
 from edgeseg.export import default_meta, export_onnx  # noqa: E402
@@ -65,25 +64,7 @@ FIXED_NOTES = [
 ]
 
 
-def log(msg: str) -> None:
-    print(f"[panoptic_bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def reason(e: BaseException) -> str:
-    return f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:240]}"
-
-
-def trained(name: str, steps: int, work: Path, allow_train: bool) -> Path:
-    """The checkpoint of ``name`` trained ``steps`` steps with panoptic_train's recipe (trained here if missing)."""
-    from edgeseg.train import train
-
-    path = work / f"{name}_{steps}.pt"
-    if not path.is_file():
-        if not allow_train:
-            raise SystemExit(f"{path} is missing and --no-train was given")
-        log(f"{name}: training {steps} steps (panoptic_train recipe)")
-        train(replace(RECIPES[name], iterations=steps), path, progress=False, log=lambda m: None)
-    return path
+log = bench_log("panoptic_bench")
 
 
 def spread_logits(model, x: torch.Tensor, spread: float = 3.0) -> None:
@@ -126,9 +107,9 @@ def eager_merge(model, x: torch.Tensor):
 
 def bench_one(name: str, a, work: Path, notes: list[str]) -> dict:
     load_before, (img, _) = loadavg(), load_image_and_instances()
-    is_trained, steps = name in RECIPES, a.steps.get(name)
+    is_trained, steps = name in RECIPES, a.steps(name)
     if is_trained:
-        ckpt = trained(name, steps, work, not a.no_train)
+        ckpt = trained(replace(RECIPES[name], iterations=steps), work / f"{name}_{steps}.pt", not a.no_train, log)
         model, payload = load_checkpoint(ckpt)
         if payload.get("train_state", {}).get("iteration", 0) < steps:  # written every epoch: a partial one is not it
             raise RuntimeError(f"{ckpt} holds fewer than {steps} steps (training still running, or stopped)")
@@ -259,36 +240,20 @@ def write(report: dict, out: Path) -> None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--models", default=",".join(MODELS))
+    p = driver_parser(__doc__, MODELS, HERE / "results")
     p.add_argument("--steps", default="", help="training steps of the R18 models (panoptic_train recipe), name=steps,...")
     p.add_argument("--no-train", action="store_true", help="refuse to train: the checkpoints must be in --work-dir")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--export-only", action="store_true", help="make the ONNX files in --work-dir and stop")
-    p.add_argument("--report-only", action="store_true", help="rewrite the markdown and plot from <out>/panoptic_cpu.json")
     p.add_argument("--work-dir", default="runs/panoptic_bench")
-    p.add_argument("--out", default=str(HERE / "results"))
     a = p.parse_args()
-    a.steps = {**STEPS, **{k: int(v) for k, v in (kv.split("=") for kv in a.steps.split(",") if kv)}}
-    work, out, names = Path(a.work_dir), Path(a.out), [n for n in a.models.split(",") if n]
+    a.steps = per_model(",".join(f"{k}={v}" for k, v in STEPS.items()) + "," + a.steps, None)
+    work = Path(a.work_dir)
     work.mkdir(parents=True, exist_ok=True)
-    earlier = out / "panoptic_cpu.json"
-    report = {"date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv), "machine": machine(), "models": [],
-              "notes": [], "not_measured": list(names)}
-    if earlier.is_file() and not a.export_only:  # keep the other models of an earlier run (one model a run)
-        before = json.loads(earlier.read_text())
-        report = before if a.report_only else {**report, "models": before["models"], "notes": before["notes"]}
-    if a.report_only:
-        return write(report, out)
-    report["notes"] = [n for n in report["notes"] if n.split(":")[0] not in names]  # replaced once re-measured
-
-    def write_sorted(r: dict) -> None:
-        r["models"].sort(key=lambda m: MODELS.index(m["model"]) if m["model"] in MODELS else len(MODELS))
-        if not a.export_only:
-            write(r, out)
-
-    measure_each(names, lambda name: bench_one(name, a, work, report["notes"]), report, write_sorted, log)
+    header = {"date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv), "machine": machine(), "notes": []}
+    run_models(a, "panoptic_cpu", header, lambda name: bench_one(name, a, work, header["notes"]),
+               lambda r: None if a.export_only else write(r, Path(a.out)), log, order=MODELS)
 
 
 if __name__ == "__main__":

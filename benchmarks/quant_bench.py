@@ -4,12 +4,11 @@ quantizer, 7-bit weights), PTQ with the TensorRT placement (ModelOpt, 8-bit), mi
 and ONNX Runtime latency timed round-robin; a calibration comparison for the semantic models. A thin driver over
 edgeseg.train / quant / bench. Writes benchmarks/results/quant_cpu.{json,md} after every model.
 
-    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/quant_bench.py [--models unet,ddrnet,pidnet,maskrcnn,lpsnet] [--append]
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/quant_bench.py [--models unet_padded,maskrcnn_resnet18_fpn,...]
+        [--append] [--report-only]
 """
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
 import time
@@ -26,6 +25,7 @@ from panoptic_train import RECIPES  # noqa: E402
 
 from edgeseg.bench import (accuracy, load_note, loadavg, machine, machine_line, summarize, table,  # noqa: E402
                            time_round_robin, write_json_markdown)
+from edgeseg.bench.driver import bench_log, driver_parser, run_models, trained  # noqa: E402
 from edgeseg.bench.quant_report import calibration_markdown  # noqa: E402
 from edgeseg.errors import EdgeSegError  # noqa: E402
 from edgeseg.evaluate import calibration_batches, dataset_for  # noqa: E402
@@ -38,13 +38,14 @@ from edgeseg.quant.sensitivity import compare_calibration, quantize_mixed  # noq
 from edgeseg.quant.tensorrt import quantize_tensorrt  # noqa: E402
 from edgeseg.quickstart import QUICKSTART_CONFIG  # noqa: E402
 from edgeseg.runtime import meta_from_checkpoint_dict, open_session  # noqa: E402
-from edgeseg.train import train, train_qat  # noqa: E402
+from edgeseg.train import train_qat  # noqa: E402
 
-MODELS = {"unet": replace(QUICKSTART_CONFIG, iterations=100),  # the quickstart's U-Net, 100 of its 300 steps
-          "ddrnet": replace(QUICKSTART_CONFIG, model="ddrnet23_slim", model_args={}, iterations=100),
-          "pidnet": replace(QUICKSTART_CONFIG, model="pidnet_s", model_args={}, iterations=100),
-          "maskrcnn": replace(MASKRCNN_RECIPE, iterations=80, warmup_iters=10),  # tests/test_instance_train.py's
-          "lpsnet": replace(RECIPES["lpsnet_resnet18"], iterations=100, warmup_iters=10)}  # test_panoptic_train.py's
+MODELS = {c.model: c for c in (
+    replace(QUICKSTART_CONFIG, iterations=100),  # the quickstart's U-Net, 100 of its 300 steps
+    replace(QUICKSTART_CONFIG, model="ddrnet23_slim", model_args={}, iterations=100),
+    replace(QUICKSTART_CONFIG, model="pidnet_s", model_args={}, iterations=100),
+    replace(MASKRCNN_RECIPE, iterations=80, warmup_iters=10),  # tests/test_instance_train.py's
+    replace(RECIPES["lpsnet_resnet18"], iterations=100, warmup_iters=10))}  # test_panoptic_train.py's
 GOAL_MIXED, GOAL_QAT = 0.5, 0.2
 
 
@@ -89,12 +90,8 @@ def variants(d: Path, meta, calib, check, a) -> tuple[dict, dict]:
 
 
 def run_model(key: str, a) -> dict:
-    d = Path(a.scratch) / key
-    d.mkdir(parents=True, exist_ok=True)
-    cfg, t0 = MODELS[key], time.time()
-    if not (d / "base.pt").exists():
-        train(cfg, d / "base.pt", progress=False, log=lambda *x: None)
-    model, payload = load_checkpoint(d / "base.pt")
+    d, cfg, t0 = Path(a.scratch) / key, MODELS[key], time.time()
+    model, payload = load_checkpoint(trained(cfg, d / "base.pt"))
     meta, state = meta_from_checkpoint_dict(payload["config"], payload["meta"]), payload.get("train_state") or {}
     val = dataset_for(meta, cfg.dataset, "val")
     calib = calibration_batches(meta, cfg.dataset, None, a.calib_images)
@@ -165,8 +162,7 @@ def write(report: dict, out: str) -> None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--models", default=",".join(MODELS))
+    p = driver_parser(__doc__, list(MODELS), os.path.join(os.path.dirname(__file__), "results"))
     p.add_argument("--qat-iterations", type=int, default=60)
     p.add_argument("--max-drop", type=float, default=0.5)
     p.add_argument("--calib-images", type=int, default=16)
@@ -174,18 +170,14 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--group-depth", type=int, default=None, help="coarser layers for mixed precision (big models)")
     p.add_argument("--scratch", default="/tmp/quantbench")
-    p.add_argument("--append", action="store_true", help="keep the other models already in quant_cpu.json")
-    p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     a = p.parse_args()
-    report = {"models": [], "repeats": a.repeats, "machine": machine(), "qat_iterations": a.qat_iterations}
-    if a.append:  # keep the models of an earlier run (same file) that this run does not redo
-        old = json.loads(Path(a.out, "quant_cpu.json").read_text())["models"]
-        report["models"] = [m for m in old if m["model"] not in {MODELS[k].model for k in a.models.split(",")}]
-    for key in a.models.split(","):
+
+    def one(name: str) -> dict:
         before = loadavg()
-        report["models"].append({**run_model(key, a), "loadavg": [before, loadavg()]})
-        write(report, a.out)
-        print(f"{key} done", flush=True)
+        return {**run_model(name, a), "loadavg": [before, loadavg()]}
+
+    header = {"repeats": a.repeats, "machine": machine(), "qat_iterations": a.qat_iterations}
+    run_models(a, "quant_cpu", header, one, lambda r: write(r, a.out), bench_log("quant_bench"), order=list(MODELS))
 
 
 if __name__ == "__main__":

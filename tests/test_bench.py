@@ -280,6 +280,43 @@ def test_driver_helpers_summaries_tables_and_the_per_model_loop():
         measure_each(["bad"], one, {"models": [], "notes": []}, lambda r: None, keep_going=False)
 
 
+def test_driver_runs_models_into_a_report_that_append_extends_and_report_only_rewrites(tmp_path):
+    """benchmarks/*.py's shared frame: per-model option values, --append keeps the other models and their notes,
+    --report-only rewrites from the JSON without measuring, models stay in the driver's order."""
+    import json
+
+    from edgeseg.bench import write_json_markdown
+    from edgeseg.bench.driver import driver_parser, per_model, run_models
+
+    repeats = per_model("5,big=3", 7)
+    assert (repeats("small"), repeats("big"), per_model("big=3", 7)("small")) == (5, 3, 7)
+    parser = driver_parser("doc", ["a", "b"], tmp_path)
+    measured = []
+
+    def one(name):
+        measured.append(name)
+        if name == "b":
+            raise ValueError("broken")
+        return {"model": name, "ms": 1.0}
+
+    def write(r):
+        write_json_markdown(r, tmp_path, "x", f"{[m['model'] for m in r['models']]} {r['notes']}")
+
+    header = {"machine": "m", "notes": []}
+    first = run_models(parser.parse_args([]), "x", header, one, write, log=lambda m: None)
+    assert header["notes"] is first["notes"] and first["notes"] == ["b: not measured (ValueError: broken)"]
+    again = run_models(parser.parse_args(["--models", "c,a", "--append"]), "x", {"notes": []}, one, write,
+                       log=lambda m: None, order=["a", "b", "c"])
+    assert [m["model"] for m in again["models"]] == ["a", "c"] and again["notes"] == first["notes"]
+    assert json.loads((tmp_path / "x.json").read_text())["models"] == again["models"]
+    measured.clear()
+    (tmp_path / "x.md").unlink()
+    run_models(parser.parse_args(["--report-only"]), "x", {}, one, write)
+    assert measured == [] and (tmp_path / "x.md").read_text().startswith("['a', 'c']")
+    with pytest.raises(SystemExit, match="nothing to append to"):
+        run_models(parser.parse_args(["--append"]), "missing", {}, one, write)
+
+
 def test_eager_stages_by_module_hooks_add_up_within_the_call():
     import torch
 
