@@ -139,7 +139,9 @@ def write(report: dict, out: str) -> None:
             "image. Every INT8 graph is checked against FP32 before it is written; one that fails (check FAILED) was "
             "written anyway (force) as `*.FAILED-CHECK.onnx` so that its metric can be reported. Mixed precision keeps "
             "layers float until the drop edgeseg.judge measures on the val images is within budget (its metric is in "
-            "the note; it can differ from the table's). QAT fine-tunes the FP32 checkpoint further, so its row is also "
+            "the note; it can differ from the table's; instance models: mask AP, as in the table). Where the val split "
+            "is all the held-out data there is (nuclei: 7 crops), the search and the table use the same images, so the "
+            "mixed row is tuned on the images it is scored on. QAT fine-tunes the FP32 checkpoint further, so its row is also "
             "judged against \"FP32 of the QAT weights\" (the same fine-tuned weights, no INT8): the goals take the larger "
             "of its two drops.", ""]
     for m in report["models"]:
