@@ -56,8 +56,10 @@ FIXED_NOTES = [
     "detection table, a worst case for it.",
     "The InternImage DeepLab is the `deeplabv3plus_internimage_cpu` configuration, not -T (whose export takes more than "
     "15 minutes here); random weights, semantic only: no merge, no PQ, latency only.",
-    "The merge reads D = 100 full-image instance masks (100 × 512² floats); in eager and the portable graph "
-    "`panoptic_paste` is a loop over the detections, the tensorrt flavour's EdgeSegPanopticPaste one C++ kernel.",
+    "The merge (`panoptic_merge`) takes the D = 100 detections' boxes and, for Panoptic FPN, the mask head's "
+    "100×28×28 masks (LPSNet: each box's pixels of its class in the semantic map). Eager and the portable graph paste "
+    "them into 100 full-image masks and loop over them (`panoptic_paste`); the tensorrt flavour's EdgeSegPanopticMerge "
+    "node pastes inside one C++ kernel and never builds the full-image masks.",
     "ONNX Runtime's merge ms is the merge stage of the model's own graph cut at the merge (median of the rounds that "
     "time the stages chained, alongside the whole graph); its share is of that graph's run in the same rounds. "
     "LPSNet's instance masks count in the network.",
