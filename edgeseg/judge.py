@@ -211,7 +211,10 @@ def judge_instances(pairs: Iterable[tuple], precision: str, kind: str = "instanc
     for r, c, *rest in pairs:
         truth = rest[0] if rest else None
         all_truth = all_truth and truth is not None
-        scored.append((truth, r, c))
+        if all_truth:  # AP needs every image's truth; without it, hold no detections (masks) beyond this image
+            scored.append((truth, r, c))
+        else:
+            scored.clear()
         m = match_detections(r["boxes"], r["scores"], r["labels"], c["boxes"], c["labels"])
         report.detections += max(len(r["boxes"]), len(c["boxes"]))
         report.matched += len(m.pairs)

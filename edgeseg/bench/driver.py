@@ -11,17 +11,12 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-from edgeseg.bench.run import measure_each
+from edgeseg.bench.run import measure_each, reason  # noqa: F401  (reason: the drivers' one line)
 
 
 def bench_log(name: str) -> Callable[[str], None]:
     """A driver's progress line on stderr: ``[name HH:MM:SS] message``."""
     return lambda msg: print(f"[{name} {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def reason(e: BaseException) -> str:
-    """Why something was not measured, in one line."""
-    return f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:240]}"
 
 
 def driver_parser(doc: str | None, models: Sequence[str], out: str | Path) -> argparse.ArgumentParser:

@@ -279,6 +279,11 @@ def bench_checkpoints(checkpoints: list[str | Path], data: str, variants=DEFAULT
                        probe=probe, stages=stages)
 
 
+def reason(e: BaseException) -> str:
+    """Why something was not measured, in one line."""
+    return f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:240]}"
+
+
 def measure_each(names: list[str], measure_one, report: dict, write, log=print, keep_going: bool = True) -> dict:
     """The benchmark drivers' loop: ``measure_one(name)`` for each name in turn, its result (a dict with ``model``, or
     nothing) replacing that model's entry in ``report["models"]``, and ``write(report)`` after each, so a stopped run
@@ -293,8 +298,7 @@ def measure_each(names: list[str], measure_one, report: dict, write, log=print, 
         except Exception as e:  # noqa: BLE001  one model's failure is reported, the others still run
             if not keep_going:
                 raise
-            report["notes"].append(f"{name}: not measured ({type(e).__name__}: "
-                                   f"{(str(e).strip().splitlines() or [''])[0][:240]})")
+            report["notes"].append(f"{name}: not measured ({reason(e)})")
             log(report["notes"][-1])
         report["not_measured"].remove(name)
         write(report)

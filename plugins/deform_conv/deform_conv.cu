@@ -101,7 +101,7 @@ __global__ void __launch_bounds__(tile::threads) deform_conv_kernel(T const* inp
             for (int s = 0; s < steps; ++s)
             {
 #pragma unroll
-                for (int i = 0; i < tile::K * tile::M / tile::threads; ++i)
+                for (int i = 0; i < kWeights; ++i)
                 {
                     int const e = tid + i * tile::threads;
                     ws[e % tile::K][e / tile::K] = wv[i];
