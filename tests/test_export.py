@@ -24,7 +24,11 @@ from edgeseg.tolerances import tolerance
 TOO_SLOW_TO_EXPORT = {"deeplabv3plus_internimage_t": "exported at its CPU configuration in tests/test_internimage.py",
                       # ~30 s each to trace: exported once, at reduced width, in tests/test_realtime.py (FP32 and INT8)
                       **{n: "exported in tests/test_realtime.py" for n in REALTIME},
-                      **{n: same_graph_reason(n) for n in SAME_GRAPH_AS}}
+                      **{n: same_graph_reason(n) for n in SAME_GRAPH_AS},
+                      # ~70 s each (VGG16's 134 M parameters): their heads are fcn32s/16s_resnet18's (one FCN class), the
+                      # backbone fcn8s_vgg16's, both exported here
+                      **{f"fcn{s}s_vgg16": f"the FCN-{s}s head is tested on fcn{s}s_resnet18, the VGG16 backbone on "
+                         "fcn8s_vgg16" for s in (32, 16)}}
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.skip(reason=TOO_SLOW_TO_EXPORT[n]))
