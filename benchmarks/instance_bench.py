@@ -8,7 +8,8 @@ Four variants per model, timed round-robin in one process after warm-up (``edges
 baseline the ORT goal is quoted against), ``edgeseg eager`` (``MaskRCNN.detect``, the fixed-size pipeline that is
 exported) and ``ORT portable`` / ``ORT tensorrt`` (the two export flavours; the tensorrt one's plugin nodes run
 through libedgeseg_ort.so). Stages: ONNX Runtime's by graph cuts (``edgeseg.bench.stage_times``, as
-``edgeseg bench --profile --stages``), eager's by module hooks on torchvision's pipeline (``module_stage_times``).
+``edgeseg bench --profile --stages``), eager's by module hooks on torchvision's pipeline
+(``torchvision_maskrcnn_stage_times``).
 Random weights, seed 0: latency does not depend on them, and every image fills all D = 100 detection slots.
 Writes ``<out>/<name>.{json,md}`` after every model (a stopped run keeps what it measured).
 """
@@ -26,12 +27,11 @@ set_timing_environment()  # before torch and onnxruntime start their thread pool
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torchvision  # noqa: E402  (before any export starts: dynamo needs torchvision's ONNX functions)
-from torchvision.models.detection.image_list import ImageList  # noqa: E402
 
-from edgeseg.bench import (goal_lines, load_note, loadavg, machine, machine_line, module_stage_times,  # noqa: E402
-                           profile_variant, stage_times, summarize, table, time_callables, write_json_markdown)
+from edgeseg.bench import (goal_lines, load_note, loadavg, machine, machine_line, profile_variant,  # noqa: E402
+                           stage_times, summarize, table, time_callables, write_json_markdown)
 from edgeseg.bench.driver import bench_log, driver_parser, per_model, run_models  # noqa: E402
-from edgeseg.bench.profile import INSTANCE_STAGES, REST_STAGE  # noqa: E402
+from edgeseg.bench.profile import INSTANCE_STAGES, REST_STAGE, torchvision_maskrcnn_stage_times  # noqa: E402
 from edgeseg.export import export_onnx  # noqa: E402
 from edgeseg.metrics.instance import match_detections  # noqa: E402
 from edgeseg.models import create  # noqa: E402
@@ -55,29 +55,6 @@ NOTES = [
 
 
 log = bench_log("instance_bench")
-
-
-def eager_stages(net, x, runs: int) -> dict[str, float]:
-    """ms per stage of torchvision's pipeline (median over ``runs``), by module hooks; paste timed around
-    ``transform.postprocess`` (a method, not a module)."""
-    heads = net.roi_heads
-
-    def run():
-        with torch.inference_mode():
-            sizes = [tuple(x.shape[-2:])] * x.shape[0]
-            features = net.backbone(x)
-            dets, _ = heads(features, net.rpn(ImageList(x, sizes), features)[0], sizes)
-            t = time.perf_counter()
-            net.transform.postprocess(dets, sizes, sizes)
-            return {"paste": (time.perf_counter() - t) * 1000}
-
-    s = {k: np.asarray(v) for k, v in module_stage_times(run, {
-        "backbone + FPN": [net.backbone], "RPN + NMS (proposals)": [net.rpn], "RoIAlign (box)": [heads.box_roi_pool],
-        "RoIAlign (mask)": [heads.mask_roi_pool], "mask head": [heads.mask_head, heads.mask_predictor],
-        "roi_heads": [heads]}, runs).items()}
-    s["box head + detection NMS"] = s.pop("roi_heads") - s["RoIAlign (box)"] - s["RoIAlign (mask)"] - s["mask head"]
-    s[REST_STAGE] = s["total"] - sum(s[k] for k in STAGES if k != REST_STAGE)
-    return {k: float(np.median(v)) for k, v in s.items()}
 
 
 def bench_one(name: str, size: int, num_classes: int, warmup: int, repeats: int, profile_runs: int, work: Path) -> dict:
@@ -121,7 +98,7 @@ def bench_one(name: str, size: int, num_classes: int, warmup: int, repeats: int,
                      "num_detections": k, "matched_to_torchvision": len(matched.pairs),
                      "min_score": float(scores.min()) if k else None, "max_score": float(scores.max()) if k else None})
     log(f"{name}: stages (eager hooks, ORT graph cuts) and ORT op profiles, {profile_runs} runs")
-    eager = eager_stages(net, x, profile_runs)
+    eager = torchvision_maskrcnn_stage_times(net, x, profile_runs)
     staged = {v[4:]: {**stage_times(s, batch, warmup, profile_runs),
                       "op_types": profile_variant(s, batch, warmup, profile_runs, top=6)["op_types"]}
               for v, s in sessions.items()}

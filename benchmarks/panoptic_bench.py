@@ -31,6 +31,7 @@ import torchvision  # noqa: E402,F401  (before any export: dynamo needs torchvis
 from edgeseg.bench import (accuracy, goal_lines, load_note, loadavg, machine, machine_line, stage_times,  # noqa: E402
                            summarize, table, time_callables, variant_file, write_json_markdown)
 from edgeseg.bench.driver import bench_log, driver_parser, per_model, reason, run_models, trained  # noqa: E402
+from edgeseg.bench.workload import catch_call, spread_outputs  # noqa: E402
 from edgeseg.data import get_dataset  # noqa: E402
 from edgeseg.data.nuclei import INFO as NUCLEI, load_image_and_instances  # noqa: E402
 from edgeseg.export import default_meta, export_onnx  # noqa: E402
@@ -69,44 +70,6 @@ FIXED_NOTES = [
 log = bench_log("panoptic_bench")
 
 
-def spread_logits(model, x: torch.Tensor, spread: float = 3.0) -> None:
-    """Random LPSNet heads score every location alike (all under the candidate threshold): rescale the class and
-    border-ness convolutions so their logits on ``x`` spread ``spread`` around 0, and the merge gets detections."""
-    head, seen = model.box_head, {"cls": [], "border": []}
-    hooks = [getattr(head, k).register_forward_hook(lambda m, i, o, k=k: seen[k].append(o - m.bias.view(1, -1, 1, 1)))
-             for k in seen]
-    try:
-        with torch.no_grad():
-            model.eval()(x)
-    finally:
-        for h in hooks:
-            h.remove()
-    with torch.no_grad():
-        for k, outs in seen.items():
-            getattr(head, k).weight.mul_(spread / max(float(torch.cat([o.flatten() for o in outs]).std()), 1e-12))
-            getattr(head, k).bias.zero_()
-
-
-def eager_merge(model, x: torch.Tensor):
-    """``panoptic_merge`` alone on what ``model`` hands it for ``x`` (caught in one eager run), and the filled
-    detection slots it gets."""
-    module, caught = sys.modules[type(model).__module__], []
-    original = module.panoptic_merge
-    module.panoptic_merge = lambda *args, **kw: caught.append((args, kw)) or original(*args, **kw)
-    try:
-        with torch.inference_mode():
-            model.eval()(x)
-    finally:
-        module.panoptic_merge = original
-    args, kw = caught[0]
-
-    def merge():
-        with torch.inference_mode():
-            return original(*args, **kw)
-
-    return merge, int((args[2] > 0).sum())
-
-
 def bench_one(name: str, a, work: Path, notes: list[str]) -> dict:
     load_before, (img, _) = loadavg(), load_image_and_instances()
     is_trained, steps = name in RECIPES, a.steps(name)
@@ -126,8 +89,8 @@ def bench_one(name: str, a, work: Path, notes: list[str]) -> dict:
     meta = torch_session.meta
     batch = preprocess(img[None], meta)[0]  # 1×1×512×512, normalised as the nuclei data set is
     x, panoptic = torch.from_numpy(batch), getattr(model, "task", "semantic") == "panoptic"
-    if not is_trained and name.startswith("lpsnet"):
-        spread_logits(model, x)
+    if not is_trained and name.startswith("lpsnet"):  # random heads: spread their logits so the merge gets detections
+        spread_outputs([model.box_head.cls, model.box_head.border], lambda: model.eval()(x))
     files, sessions = {}, {"torch": torch_session}
     calibration = [preprocess(get_dataset("nuclei", "train").raw(i)[0], meta)[0] for i in range(CALIBRATION_CROPS)]
     for v in ("ort_portable", "ort_tensorrt", "ort_portable_fp16", "ort_portable_int8"):
@@ -148,8 +111,9 @@ def bench_one(name: str, a, work: Path, notes: list[str]) -> dict:
         return {}
     fns = {v: functools.partial(s.run, batch) for v, s in sessions.items()}
     detections = None
-    if panoptic:
-        fns["merge_torch"], detections = eager_merge(model, x)
+    if panoptic:  # panoptic_merge alone, on what the model hands it for x
+        fns["merge_torch"], args, _ = catch_call(sys.modules[type(model).__module__], "panoptic_merge", lambda: model.eval()(x))
+        detections = int((args[2] > 0).sum())  # the filled detection slots
     log(f"{name}: timing {', '.join(fns)} at 512², {a.warmup} warm-up + {a.repeats} rounds")
     stats = summarize(time_callables(fns, a.warmup, a.repeats), "torch")
     merged = {"torch": (stats["merge_torch"]["median_ms"], stats["torch"]["median_ms"])} if panoptic else {}

@@ -2,7 +2,8 @@
 batching on and off, failed requests (Triton's own statistics), and the server's overhead over a direct
 ``open_session`` call at concurrency 1.
 
-    .venv/bin/python benchmarks/serve_bench.py [--models unet_padded,maskrcnn_resnet18_fpn] [--interval-ms 2000] [--append]
+    .venv/bin/python benchmarks/serve_bench.py [--models unet_padded,maskrcnn_resnet18_fpn] [--interval-ms 2000]
+        [--append] [--report-only]
 
 One server holds each model twice (dynamic batching on / off); the deploy graphs (uint8 frames in, compact outputs)
 are served, as in the README's client. perf_analyzer is build/perf_analyzer (README, Serving). Writes
@@ -10,7 +11,6 @@ benchmarks/results/serve_cpu.{json,md} after every model.
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import functools
 import json
@@ -28,9 +28,9 @@ import torch  # noqa: E402
 import tritonclient.http as httpclient  # noqa: E402
 
 import edgeseg  # noqa: E402
-from edgeseg.bench import loadavg, machine, time_callables  # noqa: E402
+from edgeseg.bench import loadavg, machine, time_callables, write_json_markdown  # noqa: E402
+from edgeseg.bench.driver import bench_log, driver_parser, run_models  # noqa: E402
 from edgeseg.deploy.serve import TritonServer, write_serve_repository  # noqa: E402
-from edgeseg.io import write_text_atomic  # noqa: E402
 from edgeseg.models import create  # noqa: E402
 from edgeseg.runtime import open_session  # noqa: E402
 
@@ -42,6 +42,7 @@ PERF = ROOT / "build" / "perf_analyzer" / "perf_analyzer"
 MODELS = {"unet_padded": ({"num_classes": 3, "base_width": 16}, 256, None),
           "maskrcnn_resnet18_fpn": ({"num_classes": 3, "max_detections": 20, "proposals": 200}, 256, 4)}
 CONCURRENCY = (1, 2, 4, 8, 16)
+log = bench_log("serve_bench")
 
 
 def stats(url: str, model: str) -> dict:
@@ -75,7 +76,7 @@ def perf_point(url: str, model: str, side: int, concurrency: int, interval_ms: i
     return row
 
 
-def bench(name: str, work: Path, interval_ms: int, ports: list[int], report: dict) -> dict:
+def bench(name: str, work: Path, interval_ms: int, ports: list[int]) -> dict:
     kwargs, side, count = MODELS[name]
     torch.manual_seed(0)
     path = work / f"{name}.onnx"
@@ -89,7 +90,7 @@ def bench(name: str, work: Path, interval_ms: int, ports: list[int], report: dic
     http, grpc, metrics = ports
     with TritonServer(repo, http, grpc, metrics, host="127.0.0.1", exit_timeout_s=10, log=work / f"{name}_server.log") as server:
         with urllib.request.urlopen(f"http://{server.url}/v2", timeout=10) as r:
-            report["tritonserver"] = json.load(r)["version"]
+            result["tritonserver"] = json.load(r)["version"]
         client = httpclient.InferenceServerClient(server.url)
         x = httpclient.InferInput("input", list(frame.shape), "UINT8")
         x.set_data_from_numpy(frame)
@@ -110,7 +111,7 @@ def bench(name: str, work: Path, interval_ms: int, ports: list[int], report: dic
                         point["overhead_p50"] = point["p50_ms"] / point["direct_ms"] - 1
                 point["loadavg"] = loadavg()
                 result["points"].append(point)
-                print(served, {k: round(v, 3) if isinstance(v, float) else v for k, v in point.items()}, flush=True)
+                log(f"{served} {({k: round(v, 3) if isinstance(v, float) else v for k, v in point.items()})}")
     # What batching can buy on this CPU, without the server: ORT's time per image at batch 1, 4 and 8, round-robin.
     frames = np.random.default_rng(1).integers(0, 256, (8, side, side, 3), np.uint8)
     t = time_callables({str(b): functools.partial(direct.run, frames[:b]) for b in (1, 4, 8)}, 2, 5)
@@ -130,16 +131,14 @@ def goals(res: dict) -> dict:
 
 
 def write(report: dict, out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / "serve_cpu.json", json.dumps(report, indent=1) + "\n")
-    m = report["machine"]
+    m, served = report["machine"], report.get("tritonserver") or next((r["tritonserver"] for r in report["models"]), None)
     lines = ["# `edgeseg serve` on the CPU: perf_analyzer on loopback", "",
              f"{m['cpu']} ({m['cores']} cores, GPU: {m['gpu'] or 'none'}); onnxruntime {m['onnxruntime']}, torch {m['torch']}, "
-             f"python {m['python']}, tritonserver {report['tritonserver']}, perf_analyzer {report['perf_analyzer']}, "
+             f"python {m['python']}, tritonserver {served}, perf_analyzer {report['perf_analyzer']}, "
              f"OMP_WAIT_POLICY={m['omp_wait_policy']}. HTTP, random uint8 frames into the deploy graphs, one model instance "
              "(2 ORT threads); latency is the client's (perf_analyzer), the server columns its averages; 'direct' is "
              "`open_session(...).run` on the same frame in the bench process, around the served c1 point.", ""]
-    for res in report["results"]:
+    for res in report["models"]:
         g = goals(res)
         lines += [f"## {res['model']} {res['model_args']}, frames {res['frame']}", "",
                   f"Load average {res['loadavg_start']} at the start, {res['loadavg_end']} at the end. Each point: 3 windows "
@@ -163,29 +162,21 @@ def write(report: dict, out: Path) -> None:
         lines += ["", f"Goals: c8 with batching / c1 = {fmt(g['c8_over_c1_batching'], '.2f')}× (goal ≥ 1.3×); "
                   f"p99 / p50 at c4 = {fmt(g['p99_over_p50_c4'], '.2f')} (≤ 3); overhead at c1 = "
                   f"{fmt(g['overhead_c1'] and 100 * g['overhead_c1'], '+.1f')} % (≤ 10 %); failed requests {g['failed']} (0).", ""]
-    write_text_atomic(out / "serve_cpu.md", "\n".join(lines + report.get("notes", [])) + "\n")
+    write_json_markdown(report, out, "serve_cpu", "\n".join(lines + report.get("notes", [])) + "\n")
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--models", default=",".join(MODELS))
+    p = driver_parser(__doc__, list(MODELS), ROOT / "benchmarks" / "results")
     p.add_argument("--interval-ms", type=int, default=2000)
-    p.add_argument("--append", action="store_true", help="keep the other models' results already in serve_cpu.json")
-    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     a = p.parse_args()
     socks = [socket.create_server(("127.0.0.1", 0)) for _ in range(3)]  # held until all three are known: they differ
     ports = [sk.getsockname()[1] for sk in socks]
     for sk in socks:
         sk.close()
-    path = Path(a.out) / "serve_cpu.json"
-    kept = json.loads(path.read_text())["results"] if a.append and path.is_file() else []
-    report = {"machine": machine(), "interval_ms": a.interval_ms, "tritonserver": None,
-              "perf_analyzer": "the tritonclient 2.41 wheel's binary", "results": kept}
+    header = {"machine": machine(), "interval_ms": a.interval_ms, "perf_analyzer": "the tritonclient 2.41 wheel's binary"}
     with tempfile.TemporaryDirectory(prefix="serve-bench-") as tmp:
-        for name in a.models.split(","):
-            result = bench(name, Path(tmp), a.interval_ms, ports, report)
-            report["results"] = [r for r in report["results"] if r["model"] != name] + [result]
-            write(report, Path(a.out))
+        run_models(a, "serve_cpu", header, lambda name: bench(name, Path(tmp), a.interval_ms, ports),
+                   lambda r: write(r, Path(a.out)), log, order=list(MODELS), keep_going=False)
     print((Path(a.out) / "serve_cpu.md").read_text())
 
 

@@ -334,3 +334,50 @@ def test_eager_stages_by_module_hooks_add_up_within_the_call():
     assert set(s) == {"first", "rest", "own", "total"} and all(len(v) == 3 for v in s.values())
     assert all(f > 0 and r > 0 and f + r <= t for f, r, t in zip(s["first"], s["rest"], s["total"]))
     assert not net[0]._forward_hooks and not net[0]._forward_pre_hooks  # the hooks are gone afterwards
+
+
+def test_torchvision_maskrcnn_stages_cover_the_pipeline_under_the_graph_cut_names():
+    import torch
+    import torchvision
+
+    from edgeseg.bench.profile import INSTANCE_STAGES, REST_STAGE, torchvision_maskrcnn_stage_times
+
+    torch.manual_seed(0)
+    net = torchvision.models.detection.maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=3,
+                                                             rpn_post_nms_top_n_test=50).eval()
+    s = torchvision_maskrcnn_stage_times(net, torch.rand(1, 3, 128, 128), runs=2)
+    assert set(s) == {*INSTANCE_STAGES, REST_STAGE, "total"}
+    assert all(s[k] > 0 for k in ("backbone + FPN", "RPN + NMS (proposals)", "RoIAlign (box)", "box head + detection NMS"))
+    assert sum(s[k] for k in (*INSTANCE_STAGES, REST_STAGE)) == pytest.approx(s["total"])
+    assert not net.backbone._forward_hooks and not net.roi_heads._forward_pre_hooks
+
+
+def test_spread_outputs_gives_random_heads_the_asked_spread_and_catch_call_replays_one_step():
+    import sys
+
+    import torch
+
+    from edgeseg.bench.workload import catch_call, spread_outputs
+    from edgeseg.models import create
+    from edgeseg.models.detection import lpsnet
+
+    torch.manual_seed(0)
+    model = create("lpsnet_resnet18", num_classes=3, in_channels=1, thing_classes=[1, 2]).eval()
+    x = torch.randn(1, 1, 128, 128)
+    heads = [model.box_head.cls, model.box_head.border]
+    spread_outputs(heads, lambda: model(x), spread=3.0)
+    seen = []
+    hook = heads[0].register_forward_hook(lambda m, i, o: seen.append(o))
+    with torch.no_grad():
+        model(x)
+    hook.remove()
+    spread = float(torch.cat([o.flatten() for o in seen]).std())  # over every level the head runs on
+    assert spread == pytest.approx(3.0, rel=1e-4) and not heads[0].bias.any()
+    module = sys.modules[type(model).__module__]
+    assert module is lpsnet  # the module whose panoptic_merge the model looks up when it runs
+    merge, args, _ = catch_call(module, "panoptic_merge", lambda: model(x))
+    assert module.panoptic_merge is not None and "<lambda>" not in module.panoptic_merge.__qualname__
+    again, direct = merge(), model(x)
+    assert all(torch.equal(again[k], direct[k]) for k in direct if k in again) and int((args[2] > 0).sum()) > 0
+    with pytest.raises(RuntimeError, match="was not called"):
+        catch_call(module, "panoptic_merge", lambda: None)

@@ -120,6 +120,34 @@ def module_stage_times(run: Callable[[], dict | None], stages: dict[str, list], 
     return dict(samples)
 
 
+def torchvision_maskrcnn_stage_times(net, x, runs: int) -> dict[str, float]:
+    """ms per stage of torchvision's Mask R-CNN eval pipeline on ``x`` (median over ``runs``), under
+    ``instance_stage_cuts``' stage names: module hooks (``module_stage_times``); the box head is the RoI heads less
+    their RoIAligns and mask head, the paste is timed around ``transform.postprocess`` (a method, not a module), and
+    ``total`` is the whole call."""
+    import torch
+    from torchvision.models.detection.image_list import ImageList
+
+    heads = net.roi_heads
+
+    def run():
+        with torch.inference_mode():
+            sizes = [tuple(x.shape[-2:])] * x.shape[0]
+            features = net.backbone(x)
+            dets, _ = heads(features, net.rpn(ImageList(x, sizes), features)[0], sizes)
+            t = time.perf_counter()
+            net.transform.postprocess(dets, sizes, sizes)
+            return {"paste": (time.perf_counter() - t) * 1000}
+
+    s = {k: np.asarray(v) for k, v in module_stage_times(run, {
+        "backbone + FPN": [net.backbone], "RPN + NMS (proposals)": [net.rpn], "RoIAlign (box)": [heads.box_roi_pool],
+        "RoIAlign (mask)": [heads.mask_roi_pool], "mask head": [heads.mask_head, heads.mask_predictor],
+        "roi_heads": [heads]}, runs).items()}
+    s["box head + detection NMS"] = s.pop("roi_heads") - s["RoIAlign (box)"] - s["RoIAlign (mask)"] - s["mask head"]
+    s[REST_STAGE] = s["total"] - sum(s[k] for k in INSTANCE_STAGES)
+    return {k: float(np.median(v)) for k, v in s.items()}
+
+
 # --- stages by graph cuts ------------------------------------------------------------------------------------------
 # A stage is the set of nodes a cut (a few tensors) depends on, minus the earlier stages' nodes. Cuts are found by op
 # types and dataflow, never by node names: exported names carry no module path. Each stage becomes a graph of its own,
