@@ -51,6 +51,10 @@ NOTES = [
     "timed chained in rounds alongside the whole graph; 'box head' includes box decoding, the class-wise NMS and the "
     "top-k, 'paste' the class channel pick and the sigmoid. What the sum exceeds the run by is the cost of the cuts. "
     "Eager stages are the same cut through torchvision's modules (box head = RoI heads less the RoIAligns and mask head).",
+    "Timed with freed memory kept in the process (edgeseg.bench.timing.freed_memory_kept). With glibc's defaults, on "
+    "the same machine 15 minutes earlier, edgeseg eager took 6.3 s (R18) and 13.0 s (R50) per image instead of 1.1 and "
+    "1.3 s: its ~1 GB RoIAlign temporaries were paged in from the host again every round "
+    "(benchmarks/results/memory_return_cpu.md). A first timed round can still pay it (times_ms in the JSON).",
 ]
 
 
@@ -158,7 +162,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--repeats", default="5,maskrcnn_resnet50_fpn=3",
                     help="timed rounds: a default and per-model overrides (R50 costs ~3x R18 per round)")
-    ap.add_argument("--profile-runs", type=int, default=2, help="rounds of the stage timings and ORT op profiles")
+    ap.add_argument("--profile-runs", type=int, default=5,
+                    help="rounds of the stage timings and ORT op profiles (with 2, one slow round skewed the medians 4-7x)")
     ap.add_argument("--name", default="instance_cpu")
     a = ap.parse_args()
     repeats = per_model(a.repeats, 5)

@@ -381,3 +381,32 @@ def test_spread_outputs_gives_random_heads_the_asked_spread_and_catch_call_repla
     assert all(torch.equal(again[k], direct[k]) for k in direct if k in again) and int((args[2] > 0).sum()) > 0
     with pytest.raises(RuntimeError, match="was not called"):
         catch_call(module, "panoptic_merge", lambda: None)
+
+
+def test_freed_memory_stays_in_the_process_while_timing_and_goes_back_after():
+    """benchmarks/results/memory_return_cpu.md: memory handed back to the kernel costs seconds per GB to touch again
+    here, so the timing loops keep what a call frees (glibc) and return it when they end."""
+    import numpy as np
+
+    from edgeseg.bench.timing import _glibc, freed_memory_kept
+
+    if _glibc() is None:
+        pytest.skip("not glibc: freed_memory_kept does nothing here")
+
+    def rss_mb() -> float:
+        line = next(s for s in open("/proc/self/status") if s.startswith("VmRSS:"))
+        return int(line.split()[1]) / 1024
+
+    def touch_and_free() -> None:
+        block = np.empty(64 * 2**20, np.uint8)
+        block.fill(1)
+        del block
+
+    base = rss_mb()
+    touch_and_free()
+    assert rss_mb() < base + 32  # glibc's default: a 64 MB block is its own mapping, unmapped when freed
+    with freed_memory_kept():
+        touch_and_free()
+        kept = rss_mb()
+    assert kept > base + 48, (base, kept)  # freed, still resident: the next call reuses it
+    assert rss_mb() < kept - 48  # returned when the timing ends

@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from edgeseg.bench.timing import freed_memory_kept
 from edgeseg.runtime import Session
 
 PROFILE_TOP = 10  # rows of the per-layer tables (op types, layers) a --profile report keeps per variant
@@ -105,15 +106,16 @@ def module_stage_times(run: Callable[[], dict | None], stages: dict[str, list], 
                 lambda *_, s=start, k=stage: acc.__setitem__(k, acc[k] + (time.perf_counter() - s.pop()) * 1000)))
     samples: dict[str, list[float]] = defaultdict(list)
     try:
-        for _ in range(runs):
-            acc.clear()
-            t0 = time.perf_counter()
-            own = run() or {}
-            samples["total"].append((time.perf_counter() - t0) * 1000)
-            for k in stages:
-                samples[k].append(acc.get(k, 0.0))
-            for k, ms in own.items():
-                samples[k].append(ms)
+        with freed_memory_kept():
+            for _ in range(runs):
+                acc.clear()
+                t0 = time.perf_counter()
+                own = run() or {}
+                samples["total"].append((time.perf_counter() - t0) * 1000)
+                for k in stages:
+                    samples[k].append(acc.get(k, 0.0))
+                for k, ms in own.items():
+                    samples[k].append(ms)
     finally:
         for h in handles:
             h.remove()
@@ -409,15 +411,16 @@ def stage_times(session, batch: np.ndarray, warmup: int, rounds: int) -> dict:
         return (time.perf_counter() - t0) * 1000, (time.process_time() - c0) * 1000
 
     calls = [functools.partial(stage, k) for k in range(len(wiring))]
-    for _ in range(warmup):
-        session.run(batch)
-        for call in calls:
-            call()
-    runs = [clocked(lambda: session.run(batch))]
-    staged = []
-    for _ in range(rounds):
-        staged.append([clocked(call) for call in calls])
-        runs.append(clocked(lambda: session.run(batch)))
+    with freed_memory_kept():
+        for _ in range(warmup):
+            session.run(batch)
+            for call in calls:
+                call()
+        runs = [clocked(lambda: session.run(batch))]
+        staged = []
+        for _ in range(rounds):
+            staged.append([clocked(call) for call in calls])
+            runs.append(clocked(lambda: session.run(batch)))
     run, times = np.asarray(runs), np.asarray(staged)  # run: (rounds + 1) × (wall, cpu); times: rounds × stages × 2
     ratio = times[:, :, 0].sum(1) / ((run[:-1, 0] + run[1:, 0]) / 2)  # a drifting machine cancels to first order
     run_ms, medians = float(np.median(run[:, 0])), np.median(times[:, :, 0], 0)

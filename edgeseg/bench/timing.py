@@ -5,11 +5,14 @@ A ``Probe`` samples the machine while the variants are timed (Jetson's tegrastat
 this interface and takes a probe as an argument, so nothing here imports whoever implements one (``deploy/``)."""
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import ctypes.util
 import functools
 import os
 import time
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable, Iterator, Protocol
 
 import numpy as np
 from tqdm import tqdm
@@ -64,21 +67,58 @@ def first_run_peak_mb(session: Session, batch: np.ndarray) -> float | None:
         return None
 
 
+# glibc's mallopt parameters and their defaults (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_MAX, _DEFAULT_TRIM_THRESHOLD, _DEFAULT_MMAP_MAX = -1, -4, 128 * 1024, 65536
+
+
+@contextlib.contextmanager
+def freed_memory_kept() -> Iterator[None]:
+    """While timing, what a call frees stays in the process for the next call (glibc: no mmap for large blocks, no
+    trimming); afterwards the defaults are back and the kept memory is returned (``malloc_trim``). Memory handed
+    back to the kernel can be handed on to the host: on this project's VMs touching it again after ~3 s idle cost
+    ~15 s per GB (benchmarks/results/memory_return_cpu.md), so a variant that allocates large temporaries per call
+    (PyTorch eager Mask R-CNN) ran 1.5-7x slower in some rounds than in others. A no-op without glibc."""
+    libc = _glibc()
+    if libc is None:
+        yield
+        return
+    libc.mallopt(_M_MMAP_MAX, 0)
+    libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
+    try:
+        yield
+    finally:
+        libc.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
+        libc.mallopt(_M_TRIM_THRESHOLD, _DEFAULT_TRIM_THRESHOLD)
+        libc.malloc_trim(0)
+
+
+@functools.lru_cache(maxsize=1)
+def _glibc():
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt, libc.malloc_trim  # noqa: B018  (glibc has both; musl and macOS do not)
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
 def time_callables(fns: dict[str, Callable[[], object]], warmup: int, repeats: int, progress: bool = False,
                    sync: Callable[[], object] = lambda: None) -> dict[str, list[float]]:
     """Milliseconds per call of each function, timed round-robin after ``warmup`` calls each (side by side,
-    so drifting clocks and neighbours affect all alike). ``sync`` waits for queued GPU work."""
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    sync()
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in tqdm(range(repeats), desc="timing", leave=False, disable=not progress):
-        for k, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            sync()
-            times[k].append((time.perf_counter() - t0) * 1000)
+    so drifting clocks and neighbours affect all alike), with ``freed_memory_kept``. ``sync`` waits for queued GPU
+    work."""
+    with freed_memory_kept():
+        for fn in fns.values():
+            for _ in range(warmup):
+                fn()
+        sync()
+        times: dict[str, list[float]] = {k: [] for k in fns}
+        for _ in tqdm(range(repeats), desc="timing", leave=False, disable=not progress):
+            for k, fn in fns.items():
+                t0 = time.perf_counter()
+                fn()
+                sync()
+                times[k].append((time.perf_counter() - t0) * 1000)
     return times
 
 
