@@ -142,7 +142,7 @@ def main() -> None:
         sync = lambda: None  # noqa: E731
         name = "ops_cpu"
     else:
-        from gpu_ops import cuda_variants  # beside this file: the ctypes bindings of libedgeseg_cuda
+        from edgeseg.ops.cuda_check import cuda_variants  # the ctypes bindings of libedgeseg_cuda
 
         variants, notes = cuda_variants(ctypes.CDLL(a.cuda_lib), workloads)
         sync = torch.cuda.synchronize

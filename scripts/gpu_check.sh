@@ -56,7 +56,7 @@ step build_cuda "$nvcc_bin" -std=c++17 -O3 -shared -Xcompiler -fPIC -gencode "ar
   -Iplugins -Iplugins/include plugins/cuda/*.cu plugins/roi_align/*.cu plugins/deform_conv/*.cu plugins/panoptic_paste/*.cu \
   -o "$work/libedgeseg_cuda.so"
 # Every kernel: hostile cases against the CPU launcher, references, panoptic, the DCNv2 grid, timings.
-EDGESEG_PLUGIN_DIR="$work" PYTHONPATH=".:benchmarks${PYTHONPATH:+:$PYTHONPATH}" step kernels "$py" benchmarks/gpu_ops.py \
+EDGESEG_PLUGIN_DIR="$work" PYTHONPATH=".${PYTHONPATH:+:$PYTHONPATH}" step kernels "$py" -m edgeseg.ops.cuda_check \
   --cuda-lib "$work/libedgeseg_cuda.so" --out "$work/kernels.json"
 # PyTorch on CUDA as bench variants and bench --profile (the TensorRT tests skip without TensorRT, saying why);
 # only where edgeseg.bench imports (it needs the ONNX tool chain, which the kernels above do not).

@@ -1,5 +1,5 @@
 """gpu_check.sh's evidence: WORK (steps.tsv: name, status, seconds; NAME.log per step; kernels.json from
-benchmarks/gpu_ops.py) + the machine -> exactly OUT/gpu_check.json and OUT/gpu_check.md.
+edgeseg/ops/cuda_check.py) + the machine -> exactly OUT/gpu_check.json and OUT/gpu_check.md.
 
     python scripts/gpu_check_report.py WORK OUT      (one folder: WORK = OUT)
 

@@ -20,12 +20,11 @@ from onnx import TensorProto, helper
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "gpu_check.sh"
-sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import gpu_check_report  # noqa: E402
-import gpu_ops  # noqa: E402
 
+from edgeseg.ops import cuda_check  # noqa: E402
 from edgeseg.export.check import check_model, library_facts, parse_target  # noqa: E402
 from edgeseg.ops.export import PLUGIN_DOMAIN  # noqa: E402
 from edgeseg.ops.native import plugin_dir  # noqa: E402
@@ -70,7 +69,7 @@ def test_without_a_cuda_device_it_exits_with_one_line_and_writes_nothing(tmp_pat
 
 def test_hostile_cases_meet_their_expectations_on_the_cpu_launcher():
     cpu_launcher_or_skip()
-    records = gpu_ops.check_hostile(None)
+    records = cuda_check.check_hostile(None)
     failed = [r for r in records if r["status"] != "ok"]
     assert not failed, failed
     kinds = {r["kernel"] for r in records}
@@ -82,26 +81,26 @@ def test_hostile_cases_meet_their_expectations_on_the_cpu_launcher():
 
 def test_a_wrong_expectation_is_reported_not_raised():
     cpu_launcher_or_skip()
-    case = gpu_ops.hostile_cases()["roi_align sampling_ratio 65536"]
-    outcome = gpu_ops.run_case(case, "cpu")
+    case = cuda_check.hostile_cases()["roi_align sampling_ratio 65536"]
+    outcome = cuda_check.run_case(case, "cpu")
     assert outcome[0] == "refused" and "sampling_ratio" in outcome[1]
-    assert gpu_ops.expectation_met("refused:spatial_scale", outcome) is not None
-    assert gpu_ops.expectation_met("ran", outcome).startswith("expected an answer")
-    ran = gpu_ops.run_case(gpu_ops.hostile_cases()["roi_align NaN/inf boxes, batch index out of range"], "cpu")
-    assert ran[0] == "ran" and gpu_ops.expectation_met("zeros:1", ran) is None
-    assert gpu_ops.expectation_met("zeros:0", ran) is not None  # the first box is a real one
-    assert gpu_ops.same_outcome(ran, ("ran", [ran[1][0] + 1e-3]), 1e-4).startswith("max abs difference")
-    merged = gpu_ops.run_case(gpu_ops.hostile_cases()["panoptic_merge RoI masks in boxes"], "cpu")
+    assert cuda_check.expectation_met("refused:spatial_scale", outcome) is not None
+    assert cuda_check.expectation_met("ran", outcome).startswith("expected an answer")
+    ran = cuda_check.run_case(cuda_check.hostile_cases()["roi_align NaN/inf boxes, batch index out of range"], "cpu")
+    assert ran[0] == "ran" and cuda_check.expectation_met("zeros:1", ran) is None
+    assert cuda_check.expectation_met("zeros:0", ran) is not None  # the first box is a real one
+    assert cuda_check.same_outcome(ran, ("ran", [ran[1][0] + 1e-3]), 1e-4).startswith("max abs difference")
+    merged = cuda_check.run_case(cuda_check.hostile_cases()["panoptic_merge RoI masks in boxes"], "cpu")
     ids, table = merged[1]
-    assert ids.dtype == torch.int32 and table.shape[1] == 5 and gpu_ops.same_outcome(merged, merged, 0.0) is None
-    assert "integer values differ" in gpu_ops.same_outcome(merged, ("ran", [ids + 1, table]), 1.0)
+    assert ids.dtype == torch.int32 and table.shape[1] == 5 and cuda_check.same_outcome(merged, merged, 0.0) is None
+    assert "integer values differ" in cuda_check.same_outcome(merged, ("ran", [ids + 1, table]), 1.0)
 
 
 def test_the_report_is_one_json_and_one_markdown_from_cpu_launcher_records(tmp_path):
     cpu_launcher_or_skip()
     work, out = tmp_path / "work", tmp_path / "out"
     work.mkdir()
-    records = gpu_ops.check_hostile(None)
+    records = cuda_check.check_hostile(None)
     (work / "kernels.json").write_text(json.dumps({"device": "cpu launcher only", "hostile": records}))
     (work / "steps.tsv").write_text("build_cpu\tok\t3\nbuild_cuda\tfailed (1)\t7\n")
     (work / "build_cuda.log").write_text("compiling\nnvcc fatal   : Unsupported gpu architecture 'compute_999'\n")
@@ -134,20 +133,20 @@ def test_the_report_cli_keeps_the_one_folder_form(tmp_path):
 
 def test_peak_bandwidth_from_device_properties_matches_published_figures():
     # (memory clock in kHz as CUDA reports it, bus width in bits) -> the vendor's peak
-    assert gpu_ops.peak_bandwidth(2_619_000, 5120) / 1e12 == pytest.approx(3.35, abs=0.01)   # H100 SXM, HBM3
-    assert gpu_ops.peak_bandwidth(10_501_000, 384) / 1e9 == pytest.approx(1008, abs=1)      # RTX 4090, GDDR6X
-    assert gpu_ops.peak_bandwidth(3_199_000, 256) / 1e9 == pytest.approx(204.8, abs=0.1)    # Orin, LPDDR5
+    assert cuda_check.peak_bandwidth(2_619_000, 5120) / 1e12 == pytest.approx(3.35, abs=0.01)   # H100 SXM, HBM3
+    assert cuda_check.peak_bandwidth(10_501_000, 384) / 1e9 == pytest.approx(1008, abs=1)      # RTX 4090, GDDR6X
+    assert cuda_check.peak_bandwidth(3_199_000, 256) / 1e9 == pytest.approx(204.8, abs=0.1)    # Orin, LPDDR5
 
 
 def test_memory_bound_estimate_counts_every_byte_once():
     w = {"x": torch.zeros(1, 8, 10, 10), "w": torch.zeros(4, 8, 3, 3), "offset": torch.zeros(1, 18, 10, 10),
          "mask": torch.zeros(1, 9, 10, 10), "b": torch.zeros(4)}
     # inputs 800 + 288 + 1800 + 900 + 4 values, output 1×4×10×10 = 400 values, 4 bytes each
-    assert gpu_ops.traffic_bytes("deform_conv2d", w) == 4 * (800 + 288 + 1800 + 900 + 4 + 400)
+    assert cuda_check.traffic_bytes("deform_conv2d", w) == 4 * (800 + 288 + 1800 + 900 + 4 + 400)
     roi = {"x": torch.zeros(1, 16, 50, 50), "rois": torch.zeros(10, 5), "out": 7}
-    assert gpu_ops.traffic_bytes("roi_align", roi) == 4 * 10 * 16 * 49 + 4 * 5 * 10  # outputs + boxes
-    assert gpu_ops.traffic_bytes("roi_align", roi, itemsize=2) == 2 * 10 * 16 * 49 + 4 * 5 * 10
-    assert gpu_ops.memory_bound_ms(3.35e9, 3.35e12) == pytest.approx(1.0)
+    assert cuda_check.traffic_bytes("roi_align", roi) == 4 * 10 * 16 * 49 + 4 * 5 * 10  # outputs + boxes
+    assert cuda_check.traffic_bytes("roi_align", roi, itemsize=2) == 2 * 10 * 16 * 49 + 4 * 5 * 10
+    assert cuda_check.memory_bound_ms(3.35e9, 3.35e12) == pytest.approx(1.0)
 
 
 # --- the checked CUDA entry points refuse before any CUDA call -------------------------------------------------
@@ -180,20 +179,20 @@ def checked_cuda_lib(tmp_path_factory):
 
 def test_checked_cuda_entry_points_refuse_exactly_as_the_cpu_launcher(checked_cuda_lib):
     cpu_launcher_or_skip()
-    records = gpu_ops.check_hostile(checked_cuda_lib, device="cpu", only_refusals=True)
+    records = cuda_check.check_hostile(checked_cuda_lib, device="cpu", only_refusals=True)
     refused = [r for r in records if r["expect"].startswith("refused")]
     assert refused and all(r["status"] == "ok" and r["cuda"] == r["cpu"] for r in refused), records
 
 
 def test_a_valid_call_passes_validation_and_reaches_the_launch(checked_cuda_lib):
     # With no device the launch itself fails: a cudaError_t (> 0), not a refusal (-1), and no crash.
-    case = gpu_ops.hostile_cases()["roi_align no boxes"]
+    case = cuda_check.hostile_cases()["roi_align no boxes"]
     op, inputs, attrs, _ = case
     case = (op, (torch.zeros(1, 3, 8, 8), torch.tensor([[1.0, 1, 5, 5]]), torch.zeros(1, dtype=torch.int32)), attrs, "ran")
     with pytest.raises(RuntimeError, match="cudaError_t [1-9]"):
-        gpu_ops.run_case(case, "cuda", checked_cuda_lib, device="cpu")
+        cuda_check.run_case(case, "cuda", checked_cuda_lib, device="cpu")
     with pytest.raises(RuntimeError, match="cudaError_t [1-9]"):  # its workspace allocation is the first CUDA call
-        gpu_ops.run_case(gpu_ops.hostile_cases()["panoptic_merge RoI masks in boxes"], "cuda", checked_cuda_lib, device="cpu")
+        cuda_check.run_case(cuda_check.hostile_cases()["panoptic_merge RoI masks in boxes"], "cuda", checked_cuda_lib, device="cpu")
 
 
 # --- the plugin library's GPU architectures --------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """The CUDA launchers from Python: ctypes bindings of libedgeseg_cuda (raw: ``Launchers``; checked, with the CPU
 launcher's signatures: ``run_case``), used by benchmarks/ops_bench.py (``cuda_variants``) and by
-scripts/gpu_check.sh (``python benchmarks/gpu_ops.py --cuda-lib LIB --out JSON``: ``run_all``). The device run
+scripts/gpu_check.sh (``python -m edgeseg.ops.cuda_check --cuda-lib LIB --out JSON``: ``run_all``). The device run
 checks every kernel against the CPU launcher (the hostile cases), torchvision's CUDA ops and the PyTorch references
 (FP32, FP16; tolerances from edgeseg.tolerances) and times it against torchvision and its memory-bound estimate;
 each check is a record, a failure does not stop the rest. Needs only torch and torchvision (and edgeseg.ops)."""
@@ -670,7 +670,7 @@ def run_all(cuda_lib_path: str, workloads=kernel_workloads, repeats: int = 30, o
             result[name] = fn()
         except Exception as e:  # noqa: BLE001 (recorded: the check goes on)
             result[name] = [{"kernel": name, "case": name, "status": "failed", "detail": f"{type(e).__name__}: {e}"}]
-        print(f"gpu_ops: {name} done", flush=True)
+        print(f"cuda_check: {name} done", flush=True)
         if on_section is not None:
             on_section(result)
     return result
@@ -689,7 +689,7 @@ if __name__ == "__main__":
     ap.add_argument("--repeats", type=int, default=30)
     a = ap.parse_args()
     if not torch.cuda.is_available():
-        sys.exit("gpu_ops: no CUDA device")
+        sys.exit("cuda_check: no CUDA device")
     # written after every section: a process killed by a kernel fault still leaves what ran before it
     run_all(a.cuda_lib, repeats=a.repeats,
             on_section=lambda r: write_text_atomic(a.out, json.dumps(r, indent=1, default=str) + "\n"))
