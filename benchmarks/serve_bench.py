@@ -131,7 +131,7 @@ def goals(res: dict) -> dict:
 
 
 def write(report: dict, out: Path) -> None:
-    m, served = report["machine"], report.get("tritonserver") or next((r["tritonserver"] for r in report["models"]), None)
+    m, served = report["machine"], next((r["tritonserver"] for r in report["models"]), None)  # one server version
     lines = ["# `edgeseg serve` on the CPU: perf_analyzer on loopback", "",
              f"{m['cpu']} ({m['cores']} cores, GPU: {m['gpu'] or 'none'}); onnxruntime {m['onnxruntime']}, torch {m['torch']}, "
              f"python {m['python']}, tritonserver {served}, perf_analyzer {report['perf_analyzer']}, "
