@@ -3,7 +3,7 @@ latency, the accuracy-vs-speed table and plot of the instance work.
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/instance_precision.py [--checkpoint runs/.../m.pt]
 
-Trains ``instance_train.MASKRCNN_RECIPE`` (200 steps) unless the checkpoint exists, then runs the same
+Trains ``edgeseg.recipes.MASKRCNN_RECIPE`` (200 steps) unless the checkpoint exists, then runs the same
 measurement as ``edgeseg bench --checkpoints <ckpt> --data nuclei --variants <VARIANTS>``: export (portable),
 FP16 conversion, INT8 calibrated on 16 training crops, each timed round-robin on a validation crop and
 scored by pycocotools on all validation crops. Writes benchmarks/results/instance_precision.{json,md,png}.
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch and onnxruntime start their thread pools
@@ -31,8 +30,7 @@ def main() -> None:
     p.add_argument("--out", default=str(HERE / "results"))
     a = p.parse_args()
     if not Path(a.checkpoint).is_file():
-        sys.path.insert(0, str(HERE))
-        from instance_train import MASKRCNN_RECIPE
+        from edgeseg.recipes import MASKRCNN_RECIPE
 
         train(MASKRCNN_RECIPE, a.checkpoint, progress=True)
     report = bench_checkpoints([a.checkpoint], "nuclei", VARIANTS, calib_images=16, warmup=3, repeats=a.repeats)

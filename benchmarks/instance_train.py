@@ -4,8 +4,8 @@ evaluator (edgeseg.metrics.instance.InstanceEvaluator) on the held-out validatio
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/instance_train.py [--iterations N] [--seed S]
 
-Writes benchmarks/results/instance_train.{json,md}. The recipes are ``MASKRCNN_RECIPE`` and
-``UNET_RECIPE`` below (``tests/test_instance_train.py`` trains a shortened Mask R-CNN recipe).
+Writes benchmarks/results/instance_train.{json,md}. The recipes are ``edgeseg.recipes.MASKRCNN_RECIPE`` and
+``UNET_RECIPE`` (``tests/test_instance_train.py`` trains a shortened Mask R-CNN recipe).
 Training is a fixed number of steps, so the accuracy does not depend on the machine's speed; the
 wall time does (and on the load: /proc/loadavg is recorded).
 """
@@ -14,63 +14,25 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from dataclasses import asdict, replace
+from importlib.metadata import version
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts its thread pool
 
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import torchvision  # noqa: E402
 
 from edgeseg.data import get_dataset  # noqa: E402
-from edgeseg.evaluate import evaluate_instances  # noqa: E402
-from edgeseg.metrics.instance import APScores, InstanceEvaluator  # noqa: E402
-from edgeseg.runtime import open_session, preprocess  # noqa: E402
+from edgeseg.bench.report import write_json_markdown  # noqa: E402
+from edgeseg.evaluate import evaluate_components_ap, evaluate_instances  # noqa: E402
+from edgeseg.metrics.instance import APScores, InstanceEvaluator, components_as_detections, instance_truth  # noqa: E402
+from edgeseg.recipes import MASKRCNN_RECIPE, UNET_RECIPE  # noqa: E402,F401  (MASKRCNN_RECIPE: this driver's, by name)
+from edgeseg.runtime import open_session  # noqa: E402
+from edgeseg.sysinfo import machine_info  # noqa: E402
 from edgeseg.train import TrainConfig, train  # noqa: E402
-
-# Nuclei are ~10–25 px: anchors from 8 px (paper: 32). The paper's 512 sampled RoIs per image (a quarter
-# positive) through a 1024-wide box head and a 256-wide mask head made a CPU step cost ~20 s, mostly
-# mask-head convolutions, RoIAlign's backward and fc6: 64 RoIs per image (a 128² crop holds ~10 nuclei,
-# so the positives are all kept), a 256-wide box head and a 64-wide mask head cost ~2 s.
-MASKRCNN_RECIPE = TrainConfig(
-    model="maskrcnn_resnet18_fpn", dataset="nuclei",
-    model_args={"anchor_size": 8, "train_proposals": 1000, "box_batch_size_per_image": 64,
-                "representation_size": 256, "mask_channels": 64},
-    iterations=200, batch_size=4, crop=128, optimizer="adamw", lr=1e-3, warmup_iters=20, seed=0,
-)
-# The quickstart's U-Net recipe (16-channel padded U-Net, AdamW 3e-3, 128 crops) with the U-Net paper's
-# weight map (class balance + separation borders between touching nuclei), batch 4 (28 training crops).
-UNET_RECIPE = TrainConfig(
-    model="unet_padded", dataset="nuclei", model_args={"base_width": 16}, iterations=300, batch_size=4,
-    optimizer="adamw", lr=3e-3, crop=128, weight_map=True, seed=0,
-)
-
-
-def _ground_truth(ds, i: int) -> tuple[np.ndarray, np.ndarray]:
-    """Image i's instances as ``evaluate_instances`` builds them (K×H×W bool, class 1 each)."""
-    ids = np.asarray(ds.instances[i])
-    keys = [k for k in np.unique(ids) if k > 0]
-    gt = np.stack([ids == k for k in keys]) if keys else np.zeros((0, *ids.shape), bool)
-    return gt, np.ones(len(gt), np.int64)
-
-
-def components(foreground: np.ndarray, probability: np.ndarray) -> dict[str, np.ndarray]:
-    """Connected components (4-connected, scipy.ndimage.label) of a foreground map as detections:
-    box around the pixels, score = the component's mean foreground probability, class 1."""
-    from scipy import ndimage
-
-    labels, n = ndimage.label(foreground)
-    masks = np.stack([labels == k for k in range(1, n + 1)]) if n else np.zeros((0, *foreground.shape), bool)
-    boxes, scores = [], []
-    for m in masks:
-        ys, xs = np.nonzero(m)
-        boxes.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
-        scores.append(float(probability[m].mean()))
-    return {"boxes": np.asarray(boxes, np.float32).reshape(-1, 4), "scores": np.asarray(scores, np.float32),
-            "labels": np.ones(n, np.int64), "masks": masks.astype(np.float32)}
 
 
 def oracle_components(split: str = "val") -> dict[str, APScores]:
@@ -79,23 +41,8 @@ def oracle_components(split: str = "val") -> dict[str, APScores]:
     ds = get_dataset("nuclei", split)
     ev = InstanceEvaluator(list(ds.info.class_names))
     for i in range(len(ds)):
-        fg = np.asarray(ds.instances[i]) > 0
-        ev.add(*_ground_truth(ds, i), components(fg, fg.astype(np.float32)))
-    return ev.scores()
-
-
-def evaluate_semantic_as_instances(checkpoint: str | Path, split: str = "val") -> dict[str, APScores]:
-    """A semantic model's argmax foreground, split into instances by connected components, scored by the
-    same evaluator as the instance models."""
-    session = open_session(checkpoint, backend="torch")
-    ds = get_dataset("nuclei", split)
-    ev = InstanceEvaluator(session.meta.class_names)
-    for i in range(len(ds)):
-        image, _ = ds.raw(i)
-        x, (h, w) = preprocess(image, session.meta)
-        logits = torch.from_numpy(session.run(x)[session.meta.logits_output])[0, :, :h, :w]
-        prob = logits.softmax(0)[1].numpy()
-        ev.add(*_ground_truth(ds, i), components(logits.argmax(0).numpy() == 1, prob))
+        truth, fg = instance_truth(ds.instances[i], ds.raw(i)[1]), np.asarray(ds.instances[i]) > 0
+        ev.add(truth.masks, truth.labels, components_as_detections(fg.astype(np.int64), np.stack([~fg, fg]), [1]))
     return ev.scores()
 
 
@@ -107,27 +54,14 @@ def train_and_evaluate(cfg: TrainConfig, checkpoint: str | Path, log=print) -> d
     _, state = train(cfg, checkpoint, progress=False, log=log)
     train_s = time.perf_counter() - t
     load1 = open("/proc/loadavg").read().split()[:3]
-    if cfg.model.startswith("maskrcnn"):
-        scores = evaluate_instances(open_session(checkpoint, backend="torch"), get_dataset("nuclei", "val"), progress=False)
-    else:
-        scores = evaluate_semantic_as_instances(checkpoint)
+    evaluator = evaluate_instances if cfg.model.startswith("maskrcnn") else evaluate_components_ap
+    scores = evaluator(open_session(checkpoint, backend="torch"), get_dataset("nuclei", "val"), progress=False)
     for kind, s in scores.items():
         log(f"{cfg.model}: " + s.line(kind))
     return {"recipe": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
             "iterations": state["iteration"], "train_s": round(train_s, 1), "final_loss": state["losses"][-1],
             "epoch_losses": [round(v, 4) for v in state["losses"]], "loadavg_before": load0, "loadavg_after": load1,
             **{kind: asdict(s) for kind, s in scores.items()}}
-
-
-def _machine() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
-    from importlib.metadata import version
-
-    import torchvision
-
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
-            "torch": torch.__version__, "torchvision": torchvision.__version__,
-            "pycocotools": version("pycocotools"), "numpy": np.__version__}
 
 
 def _row(name: str, r: dict) -> str:
@@ -137,8 +71,6 @@ def _row(name: str, r: dict) -> str:
 
 
 def write_report(report: dict, out_dir: Path) -> Path:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "instance_train.json").write_text(json.dumps(report, indent=1) + "\n")
     mr, un = report["maskrcnn"], report["unet_cc"]
     lines = [
         "# Instance segmentation on nuclei: Mask R-CNN vs U-Net + connected components",
@@ -187,9 +119,7 @@ def write_report(report: dict, out_dir: Path) -> Path:
         f"on {report['date']}.",
         "",
     ]
-    path = out_dir / "instance_train.md"
-    path.write_text("\n".join(lines))
-    return path
+    return write_json_markdown(report, out_dir, "instance_train", "\n".join(lines))[1]
 
 
 def main() -> None:
@@ -199,7 +129,8 @@ def main() -> None:
     p.add_argument("--unet-iterations", type=int, default=UNET_RECIPE.iterations)
     p.add_argument("--work-dir", default="runs/instance_train")
     p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
-    p.add_argument("--render", action="store_true", help="only rewrite the markdown from the JSON in --out")
+    p.add_argument("--report-only", "--render", dest="render", action="store_true",
+                   help="only rewrite the markdown from the JSON in --out")
     a = p.parse_args()
     if a.render:
         saved = json.loads((Path(a.out) / "instance_train.json").read_text())
@@ -209,7 +140,8 @@ def main() -> None:
     work = Path(a.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     val = get_dataset("nuclei", "val")
-    report: dict = {"date": time.strftime("%Y-%m-%d"), "machine": _machine(), "val_crops": len(val),
+    machine = {**machine_info(), "torchvision": torchvision.__version__, "pycocotools": version("pycocotools")}
+    report: dict = {"date": time.strftime("%Y-%m-%d"), "machine": machine, "val_crops": len(val),
                     "val_instances": int(sum(len(np.unique(i)) - 1 for i in val.instances)), "command": " ".join(sys.argv),
                     "oracle_cc": {k: asdict(v) for k, v in oracle_components().items()}}
     runs = []

@@ -40,9 +40,9 @@ from edgeseg.models.checkpoint import load_checkpoint  # noqa: E402
 from edgeseg.runtime import open_session  # noqa: E402
 from edgeseg.runtime.prepost import preprocess  # noqa: E402
 
+from edgeseg.recipes import PANOPTIC_RECIPES as RECIPES  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-from panoptic_train import RECIPES  # noqa: E402
 
 MODELS = ("lpsnet_resnet18", "panoptic_fpn_resnet18", "lpsnet_resnet50", "deeplabv3plus_internimage_cpu")
 LABELS = {"torch": "PyTorch eager", "ort_portable": "ORT portable FP32", "ort_tensorrt": "ORT tensorrt-flavour FP32",

@@ -3,9 +3,9 @@ PQ/SQ/RQ (edgeseg.metrics.panoptic, COCO panoptic's rules) and the semantic head
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/panoptic_train.py [--models panoptic_fpn_resnet18] [--iterations N]
 
-Panoptic FPN uses the Mask R-CNN recipe of benchmarks/instance_train.py (``MASKRCNN_RECIPE``: 8-px anchors,
+Panoptic FPN uses the Mask R-CNN recipe of benchmarks/instance_train.py (``edgeseg.recipes.MASKRCNN_RECIPE``: 8-px anchors,
 64 sampled RoIs, 256-wide box head, 64-wide mask head, AdamW 1e-3, 20-step warm-up, batch 4 of 128² crops)
-plus a 64-wide semantic branch; ``RECIPES`` below. The baseline is a semantic model + connected components:
+plus a 64-wide semantic branch; ``edgeseg.recipes.PANOPTIC_RECIPES``. The baseline is a semantic model + connected components:
 the U-Net of instance_train (``UNET_RECIPE``), and every panoptic model's own semantic head, each split into
 4-connected components. Writes benchmarks/results/panoptic_train.{json,md}.
 """
@@ -24,29 +24,13 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts its t
 from edgeseg.data import get_dataset  # noqa: E402
 from edgeseg.evaluate import evaluate_connected_components, evaluate_panoptic  # noqa: E402
 from edgeseg.io import write_text_atomic  # noqa: E402
+from edgeseg.recipes import PANOPTIC_RECIPES  # noqa: E402
 from edgeseg.runtime import open_session  # noqa: E402
 from edgeseg.sysinfo import machine_info  # noqa: E402
 from edgeseg.train import train  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-from instance_train import MASKRCNN_RECIPE, UNET_RECIPE  # noqa: E402
-
-RECIPES = {
-    "panoptic_fpn_resnet18": replace(MASKRCNN_RECIPE, model="panoptic_fpn_resnet18",
-                                     model_args={**MASKRCNN_RECIPE.model_args, "semantic_channels": 64}),
-    # LPSNet at the same step budget and optimiser (the seed's SGD + step decay is for 90k-step COCO schedules;
-    # from scratch in 200 steps AdamW with warm-up trains, as for Mask R-CNN); narrower heads for the CPU,
-    # FCOS's first level up to 32-px objects (nuclei are 10–25 px).
-    # Pasting threshold 0.05 (the usual detection threshold), chosen on the 28 training crops: a 200-step focal-loss
-    # head is under-confident, and the model's default 0.3 drops true nuclei (train PQ 0.861 at 0.05, 0.858 at 0.1,
-    # 0.853 at 0.2, 0.840 at 0.3).
-    "lpsnet_resnet18": replace(MASKRCNN_RECIPE, model="lpsnet_resnet18",
-                               model_args={"fpn_channels": 128, "head_convs": 2, "semantic_channels": 64, "object_size": 32,
-                                           "paste_score_threshold": 0.05}),
-    # The baseline: a semantic model (instance_train's U-Net with the paper's weight map) + connected components.
-    "unet_padded": UNET_RECIPE,
-}
+RECIPES = PANOPTIC_RECIPES
 
 
 def run(name: str, iterations: int | None, work: Path) -> dict:

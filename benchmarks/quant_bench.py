@@ -10,7 +10,6 @@ edgeseg.train / quant / bench. Writes benchmarks/results/quant_cpu.{json,md} aft
 from __future__ import annotations
 
 import os
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -18,10 +17,7 @@ from pathlib import Path
 from edgeseg.bench.timing import set_timing_environment
 
 set_timing_environment()
-sys.path.insert(0, os.path.dirname(__file__))
 import torch  # noqa: E402
-from instance_train import MASKRCNN_RECIPE  # noqa: E402  (the recipes the training benchmarks and tests use)
-from panoptic_train import RECIPES  # noqa: E402
 
 from edgeseg.bench import (accuracy, load_note, loadavg, machine, machine_line, summarize, table,  # noqa: E402
                            time_round_robin, write_json_markdown)
@@ -37,6 +33,7 @@ from edgeseg.quant.qat import export_qat, strip_qat  # noqa: E402
 from edgeseg.quant.sensitivity import compare_calibration, quantize_mixed  # noqa: E402
 from edgeseg.quant.tensorrt import quantize_tensorrt  # noqa: E402
 from edgeseg.quickstart import QUICKSTART_CONFIG  # noqa: E402
+from edgeseg.recipes import MASKRCNN_RECIPE, PANOPTIC_RECIPES  # noqa: E402
 from edgeseg.runtime import meta_from_checkpoint_dict, open_session  # noqa: E402
 from edgeseg.train import train_qat  # noqa: E402
 
@@ -45,7 +42,7 @@ MODELS = {c.model: c for c in (
     replace(QUICKSTART_CONFIG, model="ddrnet23_slim", model_args={}, iterations=100),
     replace(QUICKSTART_CONFIG, model="pidnet_s", model_args={}, iterations=100),
     replace(MASKRCNN_RECIPE, iterations=80, warmup_iters=10),  # tests/test_instance_train.py's
-    replace(RECIPES["lpsnet_resnet18"], iterations=100, warmup_iters=10))}  # test_panoptic_train.py's
+    replace(PANOPTIC_RECIPES["lpsnet_resnet18"], iterations=100, warmup_iters=10))}  # test_panoptic_train.py's
 GOAL_MIXED, GOAL_QAT = 0.5, 0.2
 
 

@@ -117,6 +117,38 @@ def evaluate_instances(session: Session, dataset, limit: int | None = None, prog
     return ev.scores()
 
 
+def evaluate_components_ap(session: Session, dataset, limit: int | None = None, progress: bool = True) -> dict:
+    """The semantic-model-plus-connected-components baseline of instance work: box and mask AP (as
+    ``evaluate_instances`` scores them) of a semantic model's argmax labels split into the 4-connected components of
+    each of the data set's thing classes, each scored by its class's mean softmax probability
+    (``metrics.instance.components_as_detections``)."""
+    import numpy as np
+
+    from edgeseg.errors import DataError
+    from edgeseg.metrics.instance import InstanceEvaluator, components_as_detections, instance_truth
+    from edgeseg.runtime.prepost import model_scores, preprocess, scores_at_image
+
+    meta, instances = session.meta, getattr(dataset, "instances", None)
+    things = getattr(dataset.info, "thing_classes", None)
+    if instances is None or not things:
+        raise DataError(f"data set '{dataset.info.name}' has no instance ids or thing classes", "use nuclei")
+    if meta.task != "semantic" or meta.io == "frames" or meta.output_kind != "softmax":
+        raise DataError(f"model '{meta.model}' is not a float-contract softmax semantic model",
+                        "score its components from its float-contract export")
+    check_channels(dataset, meta)
+    ev = InstanceEvaluator(meta.class_names)
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    for i in tqdm(range(n), desc=f"components {meta.model} [{session.backend} {session.precision}]", disable=not progress,
+                  leave=False):
+        image, mask = dataset.raw(i)
+        x, size = preprocess(image, meta)
+        logits = scores_at_image(model_scores(session.run(x), meta), meta, size)[0].astype(np.float64)
+        p = np.exp(logits - logits.max(0))
+        truth = instance_truth(instances[i], mask)
+        ev.add(truth.masks, truth.labels, components_as_detections(logits.argmax(0), p / p.sum(0), things))
+    return ev.scores()
+
+
 def thing_classes_of(meta: ModelMeta) -> list[int]:
     """A panoptic model's thing classes, as its config records them (the rest are stuff)."""
     from edgeseg.errors import OnnxFileError

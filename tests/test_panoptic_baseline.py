@@ -64,3 +64,51 @@ def test_a_data_set_with_other_classes_is_refused_in_one_line():
                       std=[0.25], size_divisor=64)
     with pytest.raises(DataError, match="things"):
         check_panoptic_data(get_dataset("lits", "val"), lits3, [1])
+
+
+def test_components_become_detections_with_their_class_probability_as_score():
+    """The instance-work baseline (``components_as_detections``): one detection per 4-connected component of each
+    class asked for, boxed exclusive of the far edge, scored by the mean probability of its class."""
+    from edgeseg.metrics.instance import components_as_detections
+
+    labels = np.zeros((6, 8), np.int64)
+    labels[1:3, 1:4] = 1          # component A of class 1
+    labels[3, 4] = 1              # touches A only at a corner: its own component
+    labels[4:6, 6:8] = 2          # class 2
+    p = np.zeros((3, 6, 8))
+    p[1], p[2] = 0.5, 0.9
+    p[1, 1, 1] = 1.1              # A's mean: (5 * 0.5 + 1.1) / 6 = 0.6
+    found = components_as_detections(labels, p, [1, 2])
+    assert found["labels"].tolist() == [1, 1, 2]
+    assert found["boxes"].tolist() == [[1, 1, 4, 3], [4, 3, 5, 4], [6, 4, 8, 6]]
+    np.testing.assert_allclose(found["scores"], [0.6, 0.5, 0.9], rtol=1e-6)
+    assert found["masks"].shape == (3, 6, 8) and found["masks"].sum((1, 2)).tolist() == [6, 1, 4]
+    assert components_as_detections(labels, p, [])["masks"].shape == (0, 6, 8)
+
+
+def test_components_ap_of_a_semantic_model_and_refusal_of_others():
+    """``evaluate_components_ap`` splits a semantic model's decision into components and scores them as
+    ``evaluate_instances`` would: a U-Net whose classifier says "nucleus" everywhere gives one whole-crop detection
+    per crop, which matches no nucleus (AP 0); one that says "background" everywhere gives no detections at all
+    (pycocotools' -1). A model with no class scores to split is refused in one line."""
+    import pytest
+    import torch
+
+    from edgeseg.errors import DataError
+    from edgeseg.evaluate import evaluate_components_ap
+    from edgeseg.export import default_meta
+    from edgeseg.models import create
+    from edgeseg.runtime import open_session
+
+    val = get_dataset("nuclei", "val")
+    model = create("unet_padded", num_classes=2, in_channels=1, base_width=4).eval()
+    for nucleus_everywhere, ap in ((True, 0.0), (False, -1.0)):
+        with torch.no_grad():
+            model.classifier.weight.zero_()
+            model.classifier.bias.copy_(torch.tensor([0.0, 1.0] if nucleus_everywhere else [1.0, 0.0]))
+        scores = evaluate_components_ap(open_session(model, "torch", meta=default_meta(model)), val, limit=2,
+                                        progress=False)
+        assert {k: (s.ap, s.ap50) for k, s in scores.items()} == {"bbox": (ap, ap), "segm": (ap, ap)}
+    panoptic = create("lpsnet_resnet18", num_classes=2, in_channels=1, thing_classes=[1]).eval()
+    with pytest.raises(DataError, match="not a float-contract softmax semantic model"):
+        evaluate_components_ap(open_session(panoptic, "torch", meta=default_meta(panoptic)), val)

@@ -1,11 +1,11 @@
 """LPSNet learns panoptic segmentation of nuclei through ``edgeseg.train`` and beats the semantic-model-plus-
-connected-components baseline on the held-out crops (benchmarks/panoptic_train.py's recipe, shortened)."""
+connected-components baseline on the held-out crops (``edgeseg.recipes``' recipe, as benchmarks/panoptic_train.py
+trains it, shortened)."""
 from dataclasses import replace
-
-from test_instance_train import benchmark_module
 
 from edgeseg.data import get_dataset
 from edgeseg.evaluate import evaluate_connected_components, evaluate_panoptic
+from edgeseg.recipes import PANOPTIC_RECIPES
 from edgeseg.runtime import open_session
 from edgeseg.train import train
 
@@ -19,7 +19,7 @@ def test_lpsnet_beats_connected_components_on_held_out_nuclei(tmp_path):
     training, no box branch. Measured PQ, LPSNet vs baseline: 0.810 vs 0.789 (seed 0), 0.824 vs 0.790 (seed 1);
     the benchmark's 200 steps: 0.840 vs 0.823, and a U-Net trained for the purpose + components 0.817
     (benchmarks/results/panoptic_train.md). Touching nuclei are what the boxes win: components merge them."""
-    cfg = replace(benchmark_module("panoptic_train").RECIPES["lpsnet_resnet18"], iterations=ITERATIONS, warmup_iters=10)
+    cfg = replace(PANOPTIC_RECIPES["lpsnet_resnet18"], iterations=ITERATIONS, warmup_iters=10)
     _, state = train(cfg, tmp_path / "m.pt", progress=False, log=lambda *a: None)
     assert state["losses"][-1] < state["losses"][0]
     session = open_session(tmp_path / "m.pt", backend="torch")

@@ -74,6 +74,29 @@ def instance_truth(ids: np.ndarray, semantic: np.ndarray) -> InstanceTruth:
     return InstanceTruth(masks, labels)
 
 
+def components_as_detections(labels: np.ndarray, probabilities: np.ndarray, classes) -> dict[str, np.ndarray]:
+    """The 4-connected components (``scipy.ndimage.label``) of each of ``classes`` in an H×W label map, as
+    detections: the box around the pixels, score = the component's mean probability of its class (``probabilities``
+    C×H×W), the class as label, the component as mask. How a semantic model is scored as an instance model (the
+    connected-components baseline): touching objects of one class become one detection."""
+    from scipy import ndimage
+
+    labels = np.asarray(labels)
+    masks, boxes, scores, classes_found = [], [], [], []
+    for c in classes:
+        components, n = ndimage.label(labels == c)
+        for k in range(1, n + 1):
+            m = components == k
+            ys, xs = np.nonzero(m)
+            masks.append(m)
+            boxes.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
+            scores.append(float(probabilities[c][m].mean()))
+            classes_found.append(c)
+    return {"boxes": np.asarray(boxes, np.float32).reshape(-1, 4), "scores": np.asarray(scores, np.float32),
+            "labels": np.asarray(classes_found, np.int64),
+            "masks": (np.stack(masks) if masks else np.zeros((0, *labels.shape), bool)).astype(np.float32)}
+
+
 def mask_ap(pairs, class_names: list[str]) -> float:
     """Mask AP (COCO .50:.95, 0–1) of (InstanceTruth, detections at the image's size) pairs; 0 where there is
     nothing to score."""
