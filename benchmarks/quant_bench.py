@@ -2,7 +2,8 @@
 quantizer, 7-bit weights), PTQ with the TensorRT placement (ModelOpt, 8-bit), mixed precision (max drop 0.5 pt) and QAT
 (+ TensorRT placement): the task metric on the validation split, the drop, the layers kept in float, the pre-write check
 and ONNX Runtime latency timed round-robin; a calibration comparison for the semantic models. A thin driver over
-edgeseg.train / quant / bench. Writes benchmarks/results/quant_cpu.{json,md} after every model.
+edgeseg.train / quant / bench (the routes: ``edgeseg.bench.variants.int8_routes``). Writes
+benchmarks/results/quant_cpu.{json,md} after every model.
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/quant_bench.py [--models unet_padded,maskrcnn_resnet18_fpn,...]
         [--append] [--report-only]
@@ -23,19 +24,15 @@ from edgeseg.bench import (accuracy, load_note, loadavg, machine, machine_line, 
                            time_round_robin, write_json_markdown)
 from edgeseg.bench.driver import bench_log, driver_parser, run_models, trained  # noqa: E402
 from edgeseg.bench.quant_report import calibration_markdown  # noqa: E402
-from edgeseg.errors import EdgeSegError  # noqa: E402
+from edgeseg.bench.variants import int8_routes  # noqa: E402
 from edgeseg.evaluate import calibration_batches, dataset_for  # noqa: E402
 from edgeseg.export import export_onnx  # noqa: E402
 from edgeseg.models.checkpoint import load_checkpoint  # noqa: E402
 from edgeseg.parity import dataset_batches  # noqa: E402
-from edgeseg.quant import quantize_int8  # noqa: E402
-from edgeseg.quant.qat import export_qat, strip_qat  # noqa: E402
-from edgeseg.quant.sensitivity import compare_calibration, quantize_mixed  # noqa: E402
-from edgeseg.quant.tensorrt import quantize_tensorrt  # noqa: E402
+from edgeseg.quant.sensitivity import compare_calibration  # noqa: E402
 from edgeseg.quickstart import QUICKSTART_CONFIG  # noqa: E402
 from edgeseg.recipes import MASKRCNN_RECIPE, PANOPTIC_RECIPES  # noqa: E402
 from edgeseg.runtime import meta_from_checkpoint_dict, open_session  # noqa: E402
-from edgeseg.train import train_qat  # noqa: E402
 
 MODELS = {c.model: c for c in (
     replace(QUICKSTART_CONFIG, iterations=100),  # the quickstart's U-Net, 100 of its 300 steps
@@ -46,46 +43,6 @@ MODELS = {c.model: c for c in (
 GOAL_MIXED, GOAL_QAT = 0.5, 0.2
 
 
-def variants(d: Path, meta, calib, check, a) -> tuple[dict, dict]:
-    """Each variant's file and row (layers kept in float, the pre-write check); a variant that fails says why."""
-    fp32, sample, twin = d / "fp32.onnx", torch.as_tensor(calib[0][:1]), "FP32 of the QAT weights"
-    files, rows = {"FP32": fp32}, {"FP32": {"float_layers": "all", "check": "–"}}
-
-    def checked(name, path, written, float_layers=0, note=""):  # force=True: a failing graph is X.FAILED-CHECK.onnx
-        passed = written.config.get("check", {}).get("passed")
-        files[name] = path if passed is not False else path.with_name(f"{path.stem}.FAILED-CHECK.onnx")
-        rows[name] = {"float_layers": float_layers, "check": {True: "passed", False: "FAILED"}.get(passed, "?"), "note": note}
-
-    def mixed(name):
-        r = quantize_mixed(fp32, d / "mixed.onnx", calib, check, max_drop=a.max_drop, group_depth=a.group_depth, force=True)
-        checked(name, d / "mixed.onnx", r.meta, len(r.float_layers), f"{r.metric} drop {r.int8_drop:.2f} -> {r.drop:.2f} "
-                "as edgeseg.judge scores it on the val images (the budget's metric)" + (f"; layers grouped by the first "
-                f"{a.group_depth} parts of their names" if a.group_depth else "") + "; float: " + (", ".join(r.float_layers) or "none"))
-
-    def qat(name):
-        model, _ = train_qat(d / "base.pt", d / "qat.pt", iterations=a.qat_iterations, calib_images=len(calib),
-                             progress=False, log=lambda *x: None)
-        try:  # export_qat writes only a graph that passes; the forced route keeps a failing one for its metric
-            checked(name, d / "qat.onnx", export_qat(model, d / "qat.onnx", calib, meta=meta, check_data=check))
-        except EdgeSegError:
-            export_onnx(strip_qat(model).eval(), d / "qat_fp32.onnx", meta=meta, sample=sample)
-            checked(name, d / "qat.onnx", quantize_tensorrt(d / "qat_fp32.onnx", d / "qat.onnx", calib, check_data=check,
-                                                            force=True, extra={"qat": True}))
-        export_onnx(load_checkpoint(d / "qat.pt")[0].eval(), d / "qat_float.onnx", meta=meta, sample=sample)
-        files[twin], rows[twin] = d / "qat_float.onnx", {"float_layers": "all", "check": "–"}  # QAT's own reference
-
-    jobs = {name: lambda name, t=t: checked(name, d / f"{t}.onnx", quantize_int8(
-        fp32, d / f"{t}.onnx", calib, check_data=check, force=True, target=t))
-        for name, t in (("PTQ (ORT, 7-bit)", "onnxruntime"), ("PTQ TensorRT placement", "tensorrt"))}
-    jobs |= {f"mixed (max drop {a.max_drop:g})": mixed, f"QAT {a.qat_iterations} steps + TensorRT placement": qat}
-    for name, job in jobs.items():
-        try:
-            job(name)
-        except Exception as e:  # noqa: BLE001  (the row says why)
-            rows[name] = {"error": f"{type(e).__name__}: {e}"[:300]}
-    return files, rows
-
-
 def run_model(key: str, a) -> dict:
     d, cfg, t0 = Path(a.scratch) / key, MODELS[key], time.time()
     model, payload = load_checkpoint(trained(cfg, d / "base.pt"))
@@ -94,7 +51,8 @@ def run_model(key: str, a) -> dict:
     calib = calibration_batches(meta, cfg.dataset, None, a.calib_images)
     check = list(dataset_batches(val, meta, a.check_images))
     export_onnx(model.eval(), d / "fp32.onnx", meta=meta, sample=torch.as_tensor(calib[0][:1]))
-    files, rows = variants(d, meta, calib, check, a)
+    files, rows = int8_routes(d / "base.pt", d / "fp32.onnx", meta, calib, check, a.max_drop, a.group_depth,
+                              a.qat_iterations)
     sessions = {k: open_session(p) for k, p in files.items()}
     for k, s in sessions.items():
         rows[k].update(accuracy(s, val))

@@ -101,3 +101,28 @@ def test_qat_export_is_explicit_int8_tensorrt_takes_and_onnxruntime_runs(base):
     # the checkpoint is the plain model's (every verb reads it) and says how it was tuned
     model, payload = load_checkpoint(d / "qat8.pt")
     assert not quantized_layers(model) and read_checkpoint(d / "qat8.pt")["train_config"]["qat"] is True
+
+
+def test_int8_routes_make_every_route_or_say_why(base):
+    """``edgeseg.bench.variants.int8_routes`` (quant_bench's variants): PTQ for ONNX Runtime and with TensorRT's
+    placement, mixed precision and QAT each give a runnable file and a row with its pre-write check, QAT its float
+    twin; a graph that fails its check is kept under its FAILED-CHECK name."""
+    from edgeseg.bench.variants import int8_routes
+    from edgeseg.export import export_onnx
+    from edgeseg.parity import dataset_batches
+
+    d, model, payload, meta = base
+    fp32 = d / "routes" / "fp32.onnx"
+    fp32.parent.mkdir()
+    calibration = calibration_batches(meta, "synthetic", None, 4)
+    check = list(dataset_batches(get_dataset("synthetic", "val", **DATA), meta, 4))
+    export_onnx(model.eval(), fp32, meta=meta, sample=torch.as_tensor(calibration[0][:1]))
+    files, rows = int8_routes(d / "base.pt", fp32, meta, calibration, check, max_drop=0.5, qat_iterations=2)
+    assert list(rows) == ["FP32", "PTQ (ORT, 7-bit)", "PTQ TensorRT placement", "mixed (max drop 0.5)",
+                          "QAT 2 steps + TensorRT placement", "FP32 of the QAT weights"]
+    assert all("error" not in r for r in rows.values()), rows
+    for name, row in rows.items():
+        assert row["check"] in ("passed", "FAILED", "–") and files[name].is_file(), (name, row)
+        assert files[name].name.endswith(".FAILED-CHECK.onnx") == (row["check"] == "FAILED")
+        open_session(files[name]).run(check[0][0])
+    assert "float:" in rows["mixed (max drop 0.5)"]["note"]

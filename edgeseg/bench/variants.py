@@ -109,3 +109,60 @@ def tensorrt_missing() -> str | None:
     if not Path("/dev/nvidiactl").exists() and not Path("/dev/nvidia0").exists():
         return "no NVIDIA GPU is visible"
     return None
+
+
+def int8_routes(checkpoint: Path, fp32: Path, meta, calibration: list[np.ndarray], check: list, max_drop: float = 0.5,
+                group_depth: int | None = None, qat_iterations: int = 60) -> tuple[dict[str, Path], dict[str, dict]]:
+    """INT8 of one trained model by every route, beside ``fp32`` (its export): post-training quantization for ONNX
+    Runtime (7-bit weights) and with TensorRT's Q/DQ placement (8-bit), mixed precision within ``max_drop`` points,
+    and QAT (``qat_iterations`` more steps from ``checkpoint``) with TensorRT's placement, plus "FP32 of the QAT
+    weights" (QAT's own float reference: it trained further). Returns each route's file and row (layers kept in
+    float, the pre-write check on ``check``, a note); a graph that fails its check is kept under its FAILED-CHECK
+    name so that its metric can be reported, and a route that fails altogether has a row that says why."""
+    import torch
+
+    from edgeseg.export import export_onnx
+    from edgeseg.models.checkpoint import load_checkpoint
+    from edgeseg.quant import failed_check_path, quantize_int8
+    from edgeseg.quant.qat import export_qat, strip_qat
+    from edgeseg.quant.sensitivity import quantize_mixed
+    from edgeseg.quant.tensorrt import quantize_tensorrt
+    from edgeseg.train import train_qat
+
+    d, sample, twin = fp32.parent, torch.as_tensor(calibration[0][:1]), "FP32 of the QAT weights"
+    files, rows = {"FP32": fp32}, {"FP32": {"float_layers": "all", "check": "–"}}
+
+    def checked(name, path, written, float_layers=0, note=""):
+        passed = written.config.get("check", {}).get("passed")
+        files[name] = path if passed is not False else failed_check_path(path)
+        rows[name] = {"float_layers": float_layers, "check": {True: "passed", False: "FAILED"}.get(passed, "?"), "note": note}
+
+    def mixed(name):
+        r = quantize_mixed(fp32, d / "mixed.onnx", calibration, check, max_drop=max_drop, group_depth=group_depth,
+                           force=True)
+        checked(name, d / "mixed.onnx", r.meta, len(r.float_layers), f"{r.metric} drop {r.int8_drop:.2f} -> {r.drop:.2f} "
+                "as edgeseg.judge scores it on the val images (the budget's metric)" + (f"; layers grouped by the first "
+                f"{group_depth} parts of their names" if group_depth else "") + "; float: " + (", ".join(r.float_layers) or "none"))
+
+    def qat(name):
+        model, _ = train_qat(checkpoint, d / "qat.pt", iterations=qat_iterations, calib_images=len(calibration),
+                             progress=False, log=lambda *x: None)
+        try:  # export_qat writes only a graph that passes; the forced route keeps a failing one for its metric
+            checked(name, d / "qat.onnx", export_qat(model, d / "qat.onnx", calibration, meta=meta, check_data=check))
+        except EdgeSegError:
+            export_onnx(strip_qat(model).eval(), d / "qat_fp32.onnx", meta=meta, sample=sample)
+            checked(name, d / "qat.onnx", quantize_tensorrt(d / "qat_fp32.onnx", d / "qat.onnx", calibration,
+                                                            check_data=check, force=True, extra={"qat": True}))
+        export_onnx(load_checkpoint(d / "qat.pt")[0].eval(), d / "qat_float.onnx", meta=meta, sample=sample)
+        files[twin], rows[twin] = d / "qat_float.onnx", {"float_layers": "all", "check": "–"}
+
+    jobs = {name: lambda name, t=t: checked(name, d / f"{t}.onnx", quantize_int8(
+        fp32, d / f"{t}.onnx", calibration, check_data=check, force=True, target=t))
+        for name, t in (("PTQ (ORT, 7-bit)", "onnxruntime"), ("PTQ TensorRT placement", "tensorrt"))}
+    jobs |= {f"mixed (max drop {max_drop:g})": mixed, f"QAT {qat_iterations} steps + TensorRT placement": qat}
+    for name, job in jobs.items():
+        try:
+            job(name)
+        except Exception as e:  # noqa: BLE001  (the row says why)
+            rows[name] = {"error": f"{type(e).__name__}: {e}"[:300]}
+    return files, rows
