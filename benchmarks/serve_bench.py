@@ -11,14 +11,9 @@ benchmarks/results/serve_cpu.{json,md} after every model.
 """
 from __future__ import annotations
 
-import csv
 import functools
-import json
 import os
-import socket
-import subprocess
 import tempfile
-import urllib.request
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before onnxruntime starts its thread pool; the server inherits it
@@ -30,7 +25,7 @@ import tritonclient.http as httpclient  # noqa: E402
 import edgeseg  # noqa: E402
 from edgeseg.bench import loadavg, machine, time_callables, write_json_markdown  # noqa: E402
 from edgeseg.bench.driver import bench_log, driver_parser, run_models  # noqa: E402
-from edgeseg.deploy.serve import TritonServer, write_serve_repository  # noqa: E402
+from edgeseg.deploy.serve import TritonServer, free_ports, write_serve_repository  # noqa: E402
 from edgeseg.models import create  # noqa: E402
 from edgeseg.runtime import open_session  # noqa: E402
 
@@ -45,37 +40,6 @@ CONCURRENCY = (1, 2, 4, 8, 16)
 log = bench_log("serve_bench")
 
 
-def stats(url: str, model: str) -> dict:
-    """Triton's cumulative counters for ``model``: successes, failures, executions (one per batch run)."""
-    with urllib.request.urlopen(f"http://{url}/v2/models/{model}/stats", timeout=10) as r:
-        s = json.load(r)["model_stats"][0]
-    return {"success": s["inference_stats"]["success"]["count"], "fail": s["inference_stats"]["fail"]["count"],
-            "inferences": s["inference_count"], "executions": s["execution_count"]}
-
-
-def perf_point(url: str, model: str, side: int, concurrency: int, interval_ms: int, count: int | None, work: Path) -> dict:
-    """One perf_analyzer measurement (3 windows of ``interval_ms``, the stability check loosened so a loaded machine
-    cannot make it give up); latencies from its CSV (µs), counts from the server's statistics around it."""
-    before, out = stats(url, model), work / f"{model}_c{concurrency}.csv"
-    cmd = [str(PERF), "-m", model, "-u", url, "--concurrency-range", str(concurrency), "--shape", f"input:{side},{side},3",
-           "-p", str(interval_ms), "-s", "100", "-r", "5", "-f", str(out)]
-    if count:
-        cmd += ["--measurement-mode", "count_windows", "--measurement-request-count", str(max(count, concurrency))]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
-                       env={**os.environ, "LD_LIBRARY_PATH": str(PERF.parent / "lib")})
-    after = stats(url, model)
-    row = {k: after[k] - before[k] for k in after} | {"concurrency": concurrency, "perf_analyzer_rc": r.returncode}
-    if r.returncode != 0:
-        row["error"] = (r.stdout + r.stderr)[-500:]
-        return row
-    line = next(csv.DictReader(out.open()))
-    row |= {"throughput_ips": float(line["Inferences/Second"]), "p50_ms": int(line["p50 latency"]) / 1e3,
-            "p99_ms": int(line["p99 latency"]) / 1e3,
-            "server_infer_ms": int(line["Server Compute Infer"]) / 1e3, "server_queue_ms": int(line["Server Queue"]) / 1e3}
-    row["mean_batch"] = row["inferences"] / max(1, row["executions"])
-    return row
-
-
 def bench(name: str, work: Path, interval_ms: int, ports: list[int]) -> dict:
     kwargs, side, count = MODELS[name]
     torch.manual_seed(0)
@@ -87,10 +51,8 @@ def bench(name: str, work: Path, interval_ms: int, ports: list[int]) -> dict:
     frame = np.random.default_rng(0).integers(0, 256, (1, side, side, 3), np.uint8)
     direct = open_session(path, threads=os.cpu_count())  # what the server's model runs (edgeseg_threads = the cores)
     result: dict = {"model": name, "model_args": kwargs, "frame": [side, side, 3], "loadavg_start": loadavg(), "points": []}
-    http, grpc, metrics = ports
-    with TritonServer(repo, http, grpc, metrics, host="127.0.0.1", exit_timeout_s=10, log=work / f"{name}_server.log") as server:
-        with urllib.request.urlopen(f"http://{server.url}/v2", timeout=10) as r:
-            result["tritonserver"] = json.load(r)["version"]
+    with TritonServer(repo, *ports, host="127.0.0.1", exit_timeout_s=10, log=work / f"{name}_server.log") as server:
+        result["tritonserver"] = server.version()
         client = httpclient.InferenceServerClient(server.url)
         x = httpclient.InferInput("input", list(frame.shape), "UINT8")
         x.set_data_from_numpy(frame)
@@ -103,7 +65,8 @@ def bench(name: str, work: Path, interval_ms: int, ports: list[int]) -> dict:
                 served = f"{name}_{'batching' if batching else 'nobatching'}"
                 if c == 1:  # the direct call, just before and after the served c1 point (same frame, 2 threads)
                     direct_ms = time_callables({"direct": lambda: direct.run(frame)}, 3, 15)["direct"]
-                point = perf_point(server.url, served, side, c, interval_ms, count, work) | {"dynamic_batching": batching}
+                point = server.perf_analyzer(PERF, served, f"input:{side},{side},3", c, work / f"{served}_c{c}.csv",
+                                             interval_ms, count and max(count, c)) | {"dynamic_batching": batching}
                 if c == 1:
                     direct_ms += time_callables({"direct": lambda: direct.run(frame)}, 1, 15)["direct"]
                     point["direct_ms"] = float(np.median(direct_ms))
@@ -169,10 +132,7 @@ def main() -> None:
     p = driver_parser(__doc__, list(MODELS), ROOT / "benchmarks" / "results")
     p.add_argument("--interval-ms", type=int, default=2000)
     a = p.parse_args()
-    socks = [socket.create_server(("127.0.0.1", 0)) for _ in range(3)]  # held until all three are known: they differ
-    ports = [sk.getsockname()[1] for sk in socks]
-    for sk in socks:
-        sk.close()
+    ports = free_ports(3)  # one set for every model's server (each stops before the next starts)
     header = {"machine": machine(), "interval_ms": a.interval_ms, "perf_analyzer": "the tritonclient 2.41 wheel's binary"}
     with tempfile.TemporaryDirectory(prefix="serve-bench-") as tmp:
         run_models(a, "serve_cpu", header, lambda name: bench(name, Path(tmp), a.interval_ms, ports),

@@ -21,7 +21,8 @@ import pytest
 import torch
 
 import edgeseg
-from edgeseg.deploy.serve import ServeError, TritonServer, check_port, find_tritonserver, write_serve_repository
+from edgeseg.deploy.serve import (ServeError, TritonServer, check_port, find_tritonserver, free_ports,
+                                  write_serve_repository)
 from edgeseg.deploy.triton import write_triton_repository
 from edgeseg.models import create
 from edgeseg.runtime import open_session
@@ -35,16 +36,6 @@ try:
     from tritonclient.utils import InferenceServerException
 except Exception as e:  # noqa: BLE001 - any reason the server or client cannot be had
     pytest.skip(f"Triton server or client not installed ({e}); scripts/setup.sh installs both", allow_module_level=True)
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 @pytest.fixture(scope="module")
@@ -136,6 +127,28 @@ def test_concurrent_clients_form_batches_and_get_their_own_answers(server, model
     stats = httpclient.InferenceServerClient(server.url).get_inference_statistics("unet")["model_stats"][0]
     sizes = {int(b["batch_size"]) for b in stats["batch_stats"]}
     assert max(sizes) > 1, f"no batch formed: batch sizes {sizes}"
+
+
+def test_free_ports_differ_and_can_be_bound():
+    ports = free_ports(3)
+    assert len(set(ports)) == 3
+    for port in ports:
+        check_port("127.0.0.1", port, "--http-port")  # raises where it is taken
+
+
+def test_version_and_stats_count_what_was_sent(server):
+    """The server's version is the one its client reports; the counters grow by exactly the requests the model ran
+    (3, one at a time: 3 executions); one that Triton refuses for its shape before the model counts in none."""
+    client = httpclient.InferenceServerClient(server.url)
+    assert server.version() == client.get_server_metadata()["version"]
+    before = server.stats("unet_frames")
+    for _ in range(3):
+        infer(client, "unet_frames", np.zeros((1, 16, 16, 3), np.uint8))
+    with pytest.raises(InferenceServerException):
+        infer(client, "unet_frames", np.zeros((1, 16, 16, 4), np.uint8))
+    after = server.stats("unet_frames")
+    assert {k: after[k] - before[k] for k in after} == {"success": 3, "fail": 0, "inferences": 3, "executions": 3}
+    client.close()
 
 
 def test_bad_requests_get_errors_and_the_server_keeps_serving(server):
@@ -294,13 +307,13 @@ def test_user_mistakes_are_one_line_errors(models, monkeypatch):
 
 
 def test_perf_analyzer_short_run_has_no_failures(server, tmp_path):
-    """A few seconds of perf_analyzer at concurrency 4 (README, Serving: how build/perf_analyzer/ is made)."""
+    """A few seconds of perf_analyzer at concurrency 4 (README, Serving: how build/perf_analyzer/ is made) through
+    ``TritonServer.perf_analyzer``: its CSV read back, and the server's own counts show no failed request."""
     binary = ROOT / "build" / "perf_analyzer" / "perf_analyzer"
     if not binary.is_file():
         pytest.skip("perf_analyzer is not in build/perf_analyzer (README, Serving, says how to put it there)")
-    env = {**os.environ, "LD_LIBRARY_PATH": str(binary.parent / "lib")}
-    r = subprocess.run([str(binary), "-m", "unet_frames", "-u", server.url, "--concurrency-range", "4",
-                        "--shape", "input:32,32,3", "--measurement-interval", "1500", "-f", str(tmp_path / "pa.csv")],
-                       capture_output=True, text=True, timeout=120, env=env)
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-    assert "Throughput" in r.stdout
+    point = server.perf_analyzer(binary, "unet_frames", "input:32,32,3", 4, tmp_path / "pa.csv", 1500, timeout_s=120)
+    assert point["perf_analyzer_rc"] == 0, point.get("error")
+    assert point["fail"] == 0 and point["success"] > 0 and point["inferences"] >= point["executions"] > 0, point
+    assert point["throughput_ips"] > 0 and 0 < point["p50_ms"] <= point["p99_ms"], point
+    assert point["concurrency"] == 4 and point["mean_batch"] >= 1, point

@@ -17,6 +17,7 @@ stub for 3.11 links ``libpython3.11.so.1.0`` by name, so it loaded the system's 
 """
 from __future__ import annotations
 
+import csv
 import importlib.metadata
 import json
 import os
@@ -30,6 +31,7 @@ import sysconfig
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import asdict
 from pathlib import Path
@@ -127,6 +129,18 @@ def write_serve_repository(model: str | Path, repo: str | Path, name: str | None
     return folder
 
 
+def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
+    """``n`` different TCP ports free on ``host`` now, e.g. a server's HTTP, gRPC and metrics ports. Each is held
+    until all are known, so the kernel cannot hand out one of them twice; another process may still take one
+    before the server binds it."""
+    socks = [socket.create_server((host, 0)) for _ in range(n)]
+    try:
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 def check_port(host: str, port: int, flag: str) -> None:
     if not 1 <= port <= 65535:
         raise ServeError(f"{flag} {port} is not a TCP port", "use 1..65535")
@@ -216,6 +230,53 @@ class TritonServer:
         except (urllib.error.URLError, OSError):
             return False
 
+    def _get(self, path: str) -> dict:
+        with urllib.request.urlopen(f"http://{self.url}{path}", timeout=10) as r:
+            return json.load(r)
+
+    def version(self) -> str:
+        """The running server's version (its ``/v2`` metadata), e.g. "2.51.0"."""
+        return self._get("/v2")["version"]
+
+    def stats(self, model: str) -> dict:
+        """Triton's cumulative counters for ``model`` (``/v2/models/NAME/stats``), since it loaded: take the
+        difference around what you measure. ``success`` and ``fail``: requests the model ran, and that the server
+        failed to run; an error response from the model itself (an input over --max-request-mb, an empty frame)
+        counts as a success, and a request Triton refuses for its shape or dtype in neither (Triton 2.51).
+        ``inferences``: images (a request of N frames counts N); ``executions``: batches the model ran."""
+        s = self._get(f"/v2/models/{urllib.parse.quote(model, safe='')}/stats")["model_stats"][0]
+        return {"success": s["inference_stats"]["success"]["count"], "fail": s["inference_stats"]["fail"]["count"],
+                "inferences": s["inference_count"], "executions": s["execution_count"]}
+
+    def perf_analyzer(self, binary: str | Path, model: str, shape: str, concurrency: int, csv_file: str | Path,
+                      interval_ms: int = 2000, window_requests: int | None = None, timeout_s: float = 300) -> dict:
+        """One measurement of ``model`` on this server by perf_analyzer, Triton's load generator (``binary``, with
+        the libraries it needs in ``lib/`` beside it: README, Serving). ``concurrency`` requests in flight over HTTP,
+        inputs of ``shape`` ("input:256,256,3"); 3 windows of ``interval_ms``, or with ``window_requests`` of that
+        many requests each (for a model whose batch outlasts a time window); the stability check loosened (-s 100
+        -r 5) so that a loaded machine cannot make it give up. Returns the server's counts over the run (``stats``
+        differences), ``concurrency``, ``perf_analyzer_rc`` and, where it ran, from its CSV: ``throughput_ips``, the
+        client's ``p50_ms`` / ``p99_ms``, the server's mean ``server_infer_ms`` / ``server_queue_ms``, and
+        ``mean_batch``; where it failed, ``error`` (its output's end)."""
+        binary = Path(binary)
+        cmd = [str(binary), "-m", model, "-u", self.url, "--concurrency-range", str(concurrency), "--shape", shape,
+               "-p", str(interval_ms), "-s", "100", "-r", "5", "-f", str(csv_file)]
+        if window_requests:
+            cmd += ["--measurement-mode", "count_windows", "--measurement-request-count", str(window_requests)]
+        before = self.stats(model)
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s,
+                           env={**os.environ, "LD_LIBRARY_PATH": str(binary.parent / "lib")})
+        after = self.stats(model)
+        row = {k: after[k] - before[k] for k in after} | {"concurrency": concurrency, "perf_analyzer_rc": r.returncode}
+        if r.returncode != 0:
+            return row | {"error": (r.stdout + r.stderr)[-500:]}
+        with open(csv_file, newline="") as f:
+            line = next(csv.DictReader(f))  # latencies in µs
+        row |= {"throughput_ips": float(line["Inferences/Second"]), "p50_ms": int(line["p50 latency"]) / 1e3,
+                "p99_ms": int(line["p99 latency"]) / 1e3, "server_infer_ms": int(line["Server Compute Infer"]) / 1e3,
+                "server_queue_ms": int(line["Server Queue"]) / 1e3}
+        return row | {"mean_batch": row["inferences"] / max(1, row["executions"])}
+
     def _log_error(self) -> str:
         """': <the log's first error line>' where the log went to a file (else it is on the terminal)."""
         if self.log is None or not self.log.is_file():
@@ -278,4 +339,5 @@ def serve(model: str | Path, http_port: int = 8000, grpc_port: int = 8001, metri
     return code
 
 
-__all__ = ["ServeError", "TritonServer", "find_tritonserver", "serve", "stub_environment", "write_serve_repository"]
+__all__ = ["ServeError", "TritonServer", "find_tritonserver", "free_ports", "serve", "stub_environment",
+           "write_serve_repository"]
