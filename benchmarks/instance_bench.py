@@ -30,6 +30,7 @@ import torchvision  # noqa: E402  (before any export starts: dynamo needs torchv
 
 from edgeseg.bench import (goal_lines, load_note, loadavg, machine, machine_line, profile_variant,  # noqa: E402
                            stage_times, summarize, table, time_callables, write_json_markdown)
+from edgeseg.bench.report import notes_markdown, stages_side_by_side  # noqa: E402
 from edgeseg.bench.driver import bench_log, driver_parser, per_model, run_models  # noqa: E402
 from edgeseg.bench.profile import INSTANCE_STAGES, REST_STAGE, torchvision_maskrcnn_stage_times  # noqa: E402
 from edgeseg.export import export_onnx  # noqa: E402
@@ -134,24 +135,17 @@ def markdown(report: dict) -> str:
                          for r in models for v in r["variants"] if v["variant"].startswith("ort_")])
     for r in models:
         e, st = r["eager_stages_ms"], r["ort_stages"]
-        ms = {f: {x["stage"]: x["ms"] for x in st[f]["stages"]} for f in st}
         lines += ["", f"## {r['model']}: where the time goes", "",
                   f"ONNX Runtime: graph cuts, median of {r['profile_runs']} rounds after {r['warmup']} warm-up (ms per "
                   f"image and % of the whole graph's run, timed in the same rounds); eager: torchvision's pipeline timed "
                   f"per stage with module hooks, median of {r['profile_runs']} runs.", ""]
-        rows = [[k, f"{e[k]:.0f}", *(c for f in st for c in (f"{ms[f].get(k, 0):.0f}",
-                                                             f"{100 * ms[f].get(k, 0) / st[f]['run_ms']:.1f}"))]
-                for k in STAGES]
-        rows.append(["**sum of stages**", f"{sum(e[k] for k in STAGES):.0f}",
-                     *(c for f in st for c in (f"{st[f]['sum_ms']:.0f}", f"{100 * st[f]['sum_ms'] / st[f]['run_ms']:.1f}"))])
-        rows.append(["**run**", f"{e['total']:.0f}", *(c for f in st for c in (f"{st[f]['run_ms']:.0f}", "100"))])
-        lines += table(["stage", "eager ms", "ORT portable ms", "%", "ORT tensorrt ms", "%"], rows)
+        lines += stages_side_by_side({"eager": {"ms": e, "sum_ms": sum(e[k] for k in STAGES), "run_ms": e["total"]},
+                                      **{f"ORT {f}": {"ms": {x["stage"]: x["ms"] for x in st[f]["stages"]}, "share": True,
+                                                      "sum_ms": st[f]["sum_ms"], "run_ms": st[f]["run_ms"]} for f in st}}, STAGES)
         for f in st:
             top = ", ".join(f"{o['op']} {o['ms']:.0f}" for o in st[f]["op_types"])
             lines.append(f"\nORT {f}, costliest op types (ms, ONNX Runtime's profiler): {top}.")
-    lines += ["", "## Notes", ""] + [f"- {n}" for n in report["notes"]]
-    if report["not_measured"]:
-        lines += ["", f"Not measured in this run: {', '.join(report['not_measured'])}."]
+    lines += notes_markdown(report["notes"], report["not_measured"])
     return "\n".join(lines) + "\n"
 
 

@@ -31,11 +31,12 @@ import torchvision  # noqa: E402,F401  (before any export: dynamo needs torchvis
 from edgeseg.bench import (accuracy, goal_lines, load_note, loadavg, machine, machine_line, stage_times,  # noqa: E402
                            summarize, table, time_callables, variant_file, write_json_markdown)
 from edgeseg.bench.driver import bench_log, driver_parser, per_model, reason, run_models, trained  # noqa: E402
+from edgeseg.bench.report import notes_markdown, written_by  # noqa: E402
+from edgeseg.bench.run import zoo_model  # noqa: E402
 from edgeseg.bench.workload import catch_call, spread_outputs  # noqa: E402
 from edgeseg.data import get_dataset  # noqa: E402
-from edgeseg.data.nuclei import INFO as NUCLEI, load_image_and_instances  # noqa: E402
-from edgeseg.export import default_meta, export_onnx  # noqa: E402
-from edgeseg.models import create  # noqa: E402
+from edgeseg.data.nuclei import load_image_and_instances  # noqa: E402
+from edgeseg.export import export_onnx  # noqa: E402
 from edgeseg.models.checkpoint import load_checkpoint  # noqa: E402
 from edgeseg.runtime import open_session  # noqa: E402
 from edgeseg.runtime.prepost import preprocess  # noqa: E402
@@ -80,11 +81,7 @@ def bench_one(name: str, a, work: Path, notes: list[str]) -> dict:
             raise RuntimeError(f"{ckpt} holds fewer than {steps} steps (training still running, or stopped)")
         torch_session, tag = open_session(ckpt, "torch"), f"trained{steps}"
     else:
-        torch.manual_seed(0)
-        kw = {"thing_classes": list(NUCLEI.thing_classes)} if name.startswith(("lpsnet", "panoptic")) else {}
-        model = create(name, num_classes=len(NUCLEI.class_names), in_channels=NUCLEI.in_channels, **kw).eval()
-        meta = default_meta(model)
-        meta.mean, meta.std = list(NUCLEI.mean), list(NUCLEI.std)
+        model, meta = zoo_model(name, "nuclei")
         torch_session, tag = open_session(model, "torch", meta=meta), "random"
     meta = torch_session.meta
     batch = preprocess(img[None], meta)[0]  # 1×1×512×512, normalised as the nuclei data set is
@@ -152,10 +149,10 @@ def bench_one(name: str, a, work: Path, notes: list[str]) -> dict:
 
 
 def markdown(report: dict) -> str:
-    models, commands = report["models"], dict.fromkeys(r.get("command", report["command"]) for r in report["models"])
+    models = report["models"]
     lines = ["# Panoptic models end to end on the CPU, 1×1×512×512", "",
-             machine_line(report["machine"]) + ", ORT session.intra_op.allow_spinning=0. Written by "
-             f"`benchmarks/panoptic_bench.py` on {report['date']} (" + "; ".join(f"`{c}`" for c in commands) + ").",
+             machine_line(report["machine"]) + ", ORT session.intra_op.allow_spinning=0. "
+             + written_by(report, "benchmarks/panoptic_bench.py"),
              "Input: the real 512² nuclei image (1 channel, batch 1). Latency per image, median and p90 over round-robin "
              "rounds after warm-up, every variant of a model in one process; speed-up = PyTorch eager median / this median "
              "(in brackets: the median of the per-round ratios). Merge = `panoptic_merge`: eager, alone on the tensors the "
@@ -184,11 +181,9 @@ def markdown(report: dict) -> str:
     lines += ["", f"ONNX Runtime end to end ≥ {GOAL_SPEEDUP}× PyTorch eager (512²):"]
     lines += goal_lines([(w, v["speedup_vs_torch"], v["speedup_vs_torch"] >= GOAL_SPEEDUP) for w, v in rows
                          if v["variant"] != "torch"])
-    lines += ["", "## Notes", ""] + [f"- {r['model']}: {r['detections_to_merge']} filled detection slots reach the merge "
-                                     "on this image." for r in models if r["detections_to_merge"] is not None]
-    lines += [f"- {n}." for n in report["notes"]] + [f"- {n}" for n in FIXED_NOTES]
-    if report.get("not_measured"):
-        lines.append(f"- Not measured in this run: {', '.join(report['not_measured'])}.")
+    lines += notes_markdown([f"{r['model']}: {r['detections_to_merge']} filled detection slots reach the merge on this "
+                             "image." for r in models if r["detections_to_merge"] is not None]
+                            + [f"{n}." for n in report["notes"]] + FIXED_NOTES, report.get("not_measured"))
     return "\n".join(lines) + "\n"
 
 

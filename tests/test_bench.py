@@ -280,6 +280,36 @@ def test_driver_helpers_summaries_tables_and_the_per_model_loop():
         measure_each(["bad"], one, {"models": [], "notes": []}, lambda r: None, keep_going=False)
 
 
+def test_report_helpers_name_the_commands_close_with_notes_and_put_stages_side_by_side():
+    from edgeseg.bench.report import notes_markdown, stages_side_by_side, written_by
+
+    report = {"date": "2026-12-04", "command": "x.py", "models": [{"model": "a"}, {"model": "b", "command": "x.py --append"},
+                                                                  {"model": "c", "command": "x.py"}]}
+    assert written_by(report, "x.py") == "Written by `x.py` on 2026-12-04 (`x.py`; `x.py --append`)."
+    assert notes_markdown(["one.", "two."], ["m"]) == ["", "## Notes", "", "- one.", "- two.",
+                                                       "- Not measured in this run: m."]
+    assert notes_markdown([], []) == ["", "## Notes", ""]
+    columns = {"eager": {"ms": {"a": 10.0, "b": 30.0}, "sum_ms": 40.0, "run_ms": 41.0},
+               "ORT": {"ms": {"a": 5.0}, "sum_ms": 5.0, "run_ms": 20.0, "share": True}}
+    assert stages_side_by_side(columns, ["a", "b"]) == [
+        "| stage | eager ms | ORT ms | % |", "|---|---:|---:|---:|", "| a | 10 | 5 | 25.0 |", "| b | 30 | 0 | 0.0 |",
+        "| **sum of stages** | 40 | 5 | 25.0 |", "| **run** | 41 | 20 | 100 |"]
+
+
+def test_zoo_model_takes_the_data_sets_classes_channels_normalisation_and_things():
+    """A zoo name benched on a data set (``edgeseg bench <name> --data``): random weights sized to the data set, a
+    panoptic model with the data set's thing classes (LiTS: tumour only, not every class but background)."""
+    from edgeseg.bench import zoo_model
+    from edgeseg.data import get_dataset
+
+    lits = get_dataset("lits", "val").info
+    model, meta = zoo_model("lpsnet_resnet18", "lits")
+    assert model.thing_classes == list(lits.thing_classes) == [2] and not model.training
+    assert (meta.class_names, meta.mean, meta.std) == (list(lits.class_names), list(lits.mean), list(lits.std))
+    model, meta = zoo_model("unet_padded", "nuclei")
+    assert meta.in_channels == 1 and meta.num_classes == 2
+
+
 def test_driver_runs_models_into_a_report_that_append_extends_and_report_only_rewrites(tmp_path):
     """benchmarks/*.py's shared frame: per-model option values, --append keeps the other models and their notes,
     --report-only rewrites from the JSON without measuring, models stay in the driver's order."""

@@ -21,9 +21,9 @@ from edgeseg.bench.profile import (PROFILE_TOP, STAGE_CUTS, instance_stage_cuts,
 from edgeseg.bench.report import (goal_lines, load_note, machine_line, markdown, profile_markdown, stages_markdown, table,
                                   write_json_markdown, write_report)
 from edgeseg.bench.run import (ENGINE_SUFFIXES, bench_checkpoints, bench_files, bench_model, measure, measure_each,
-                               run_bench)
-from edgeseg.bench.timing import (Probe, first_run_peak_mb, loadavg, machine, set_timing_environment, summarize,
-                                  time_callables, time_round_robin)
+                               run_bench, zoo_model)
+from edgeseg.bench.timing import (Probe, first_run_peak_mb, loadavg, machine, set_timing_environment, sgemm_gflops,
+                                  summarize, time_callables, time_round_robin)
 from edgeseg.bench.variants import (BENCH_BACKENDS, DEFAULT_VARIANTS, TORCH_BACKENDS, build_variants,
                                     open_torch_variant, parse_variant, runnable_variants, tensorrt_missing,
                                     variant_file, variant_missing)
@@ -33,7 +33,7 @@ __all__ = ["BENCH_BACKENDS", "DEFAULT_VARIANTS", "ENGINE_SUFFIXES", "PROFILE_TOP
            "build_variants", "first_run_peak_mb", "goal_lines", "instance_stage_cuts", "load_note", "loadavg",
            "machine", "machine_line", "markdown", "measure", "measure_each", "module_stage_times",
            "open_torch_variant", "panoptic_stage_cuts", "parse_variant", "predictions", "profile_markdown",
-           "profile_variant", "run_bench", "runnable_variants", "set_timing_environment", "split_stages",
+           "profile_variant", "run_bench", "runnable_variants", "set_timing_environment", "sgemm_gflops", "split_stages",
            "stage_times", "stages_markdown", "stages_missing", "summarize", "table", "tensorrt_missing",
            "time_callables", "time_round_robin", "variant_file", "variant_missing", "write_json_markdown",
-           "write_report"]
+           "write_report", "zoo_model"]

@@ -143,3 +143,29 @@ def write_json_markdown(report: dict, out_dir: str | Path, name: str, text: str)
 def goal_lines(items: list[tuple[str, float, bool]], fmt: str = ".2f", unit: str = "×") -> list[str]:
     """A goal's verdict per measurement: (what, value, met) as '- what: value — met.'."""
     return [f"- {what}: {value:{fmt}}{unit} — {'met' if met else 'NOT met'}." for what, value, met in items]
+
+
+def written_by(report: dict, script: str) -> str:
+    """'Written by `<script>` on <date> (`<command>`; ...).': every command whose models the report holds (a model
+    measured by an ``--append`` run keeps its own ``command``)."""
+    commands = dict.fromkeys(m.get("command", report["command"]) for m in report["models"])
+    return f"Written by `{script}` on {report['date']} (" + "; ".join(f"`{c}`" for c in commands) + ")."
+
+
+def notes_markdown(notes: list[str], not_measured=()) -> list[str]:
+    """A report's closing '## Notes' section: one bullet per note, and the models a stopped run did not reach."""
+    lines = ["", "## Notes", ""] + [f"- {n}" for n in notes]
+    return lines + ([f"- Not measured in this run: {', '.join(not_measured)}."] if not_measured else [])
+
+
+def stages_side_by_side(columns: dict[str, dict], stages) -> list[str]:
+    """One model's stages measured several ways as one table: ``columns`` maps a label to ``{"ms": {stage: ms},
+    "sum_ms", "run_ms", "share": bool}`` (``share``: add a column of each stage's % of that way's run)."""
+    def cells(c: dict, ms: float) -> list[str]:
+        return [f"{ms:.0f}"] + ([f"{100 * ms / c['run_ms']:.1f}"] if c.get("share") else [])
+
+    rows = [[k, *(x for c in columns.values() for x in cells(c, c["ms"].get(k, 0)))] for k in stages]
+    rows.append(["**sum of stages**", *(x for c in columns.values() for x in cells(c, c["sum_ms"]))])
+    rows.append(["**run**", *(x for c in columns.values() for x in [f"{c['run_ms']:.0f}"] + (["100"] if c.get("share") else []))])
+    return table(["stage", *(x for label, c in columns.items() for x in [f"{label} ms"] + (["%"] if c.get("share") else []))],
+                 rows)

@@ -139,11 +139,9 @@ ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 
 def _resolve(item: str | Path, data: str) -> dict:
     """What one item of ``edgeseg bench`` is: an ONNX file (edgeseg's, or foreign with its sidecar), an engine, a
-    checkpoint, or a zoo name (random weights, sized to ``data``'s classes and channels)."""
-    import torch
-
+    checkpoint, or a zoo name (random weights, sized to ``data``'s classes and channels: ``zoo_model``)."""
     from edgeseg.export import default_meta
-    from edgeseg.models import create, list_models
+    from edgeseg.models import list_models
     from edgeseg.runtime import meta_from_checkpoint_dict, open_session
 
     text = str(item)
@@ -159,16 +157,29 @@ def _resolve(item: str | Path, data: str) -> dict:
         meta = meta_from_checkpoint_dict(payload["config"], payload["meta"]) if payload is not None else default_meta(model)
         return {"label": Path(text).name, "kind": "checkpoint", "path": Path(text), "model": model.eval(), "meta": meta}
     if text in list_models(task=None):
-        from edgeseg.data import get_dataset
-
-        info = get_dataset(data, "val").info
-        torch.manual_seed(0)
-        model = create(text, num_classes=info.num_classes, in_channels=info.in_channels).eval()
-        meta = default_meta(model)
-        meta.class_names, meta.mean, meta.std = list(info.class_names), list(info.mean), list(info.std)
+        model, meta = zoo_model(text, data)
         return {"label": text, "kind": "zoo", "path": None, "model": model, "meta": meta}
     raise EdgeSegError(f"'{text}' is neither a .onnx/.engine/.pt file nor a zoo model",
                        "pass model files (a foreign .onnx needs its <model>.onnx.json sidecar) or names from 'edgeseg zoo'")
+
+
+def zoo_model(name: str, data: str):
+    """A zoo model with random weights (seed 0) sized to ``data``'s classes and channels (a panoptic one to its thing
+    classes, where the data set names them), in eval mode, and its metadata with the data set's class names and
+    normalisation."""
+    import torch
+
+    from edgeseg.data import get_dataset
+    from edgeseg.export import default_meta
+    from edgeseg.models import create, model_task
+
+    info = get_dataset(data, "val").info
+    things = {"thing_classes": list(info.thing_classes)} if model_task(name) == "panoptic" and info.thing_classes else {}
+    torch.manual_seed(0)
+    model = create(name, num_classes=info.num_classes, in_channels=info.in_channels, **things).eval()
+    meta = default_meta(model)
+    meta.class_names, meta.mean, meta.std = list(info.class_names), list(info.mean), list(info.std)
+    return model, meta
 
 
 def bench_files(items: list[str | Path], data: str, variants=DEFAULT_VARIANTS, batch_size: int = 1,
