@@ -449,3 +449,19 @@ print(base, default, kept, rss_mb())
     assert default < base + 32  # glibc's default: a 64 MB block is its own mapping, unmapped when freed
     assert kept > base + 48, (base, kept)  # freed, still resident: the next call reuses it
     assert after < kept - 48  # returned when the timing ends
+
+
+def test_sgemm_gflops_counts_the_products_it_times():
+    """The machine's matmul rate: 2·n³ flops per product over the measured time. A product timed by hand here gives
+    the same order (a factor of 10 either way leaves room for a shared machine)."""
+    import time
+
+    from edgeseg.bench import sgemm_gflops
+
+    a = np.random.default_rng(1).random((512, 512), dtype=np.float32)
+    a @ a
+    t = time.perf_counter()
+    a @ a
+    by_hand = 2 * 512**3 / (time.perf_counter() - t) / 1e9
+    rate = sgemm_gflops(512, 3)
+    assert np.isfinite(rate) and by_hand / 10 < rate < by_hand * 10, (rate, by_hand)

@@ -159,3 +159,15 @@ def summarize(times: dict[str, list[float]], base: str | None = None) -> dict[st
             row.update(speedup=float(np.median(ref) / np.median(t)), speedup_paired=float(np.median(ref / t)))
         out[name] = row
     return out
+
+
+def sgemm_gflops(n: int = 2048, runs: int = 5) -> float:
+    """This machine's float32 matrix-product rate (numpy, GFLOP/s), measured at run time: machines differ
+    (ENVIRONMENT.md's 72 GFLOP/s was an AVX2 machine; an AVX-512 one gave 130). One product of ``n``×``n``
+    matrices warms up, then ``runs`` are timed together."""
+    a = np.random.default_rng(0).random((n, n), dtype=np.float32)
+    a @ a
+    t = time.perf_counter()
+    for _ in range(runs):
+        a @ a
+    return 2 * n**3 * runs / (time.perf_counter() - t) / 1e9
