@@ -2,6 +2,7 @@
 GFLOPs, the GFLOP/s each reaches against this CPU's SGEMM limit, parameters (issue 21).
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/realtime_bench.py [--models a,b] [--append] [--repeats 10]
+        [--report-only]
 
 Writes benchmarks/results/realtime_cpu.{json,md} after every model (a stopped run keeps what it measured); with
 --append the runs already there are kept and this one is added (ratios are only read within a run: the references,
@@ -11,7 +12,6 @@ synthetic scenes, each model's variants timed round-robin in one process. Time i
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import tempfile
@@ -21,69 +21,48 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch and onnxrunt
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-import torchvision  # noqa: E402
 from torch import nn  # noqa: E402
 
-from edgeseg.bench import bench_model, loadavg, machine  # noqa: E402
+from edgeseg.bench import bench_model, loadavg, machine, sgemm_gflops, table, write_json_markdown  # noqa: E402
+from edgeseg.bench.driver import driver_parser  # noqa: E402
 from edgeseg.data.synthetic import make_scene  # noqa: E402
 from edgeseg.export import default_meta  # noqa: E402
-from edgeseg.io import write_text_atomic  # noqa: E402
-from edgeseg.models import create, gflops  # noqa: E402
+from edgeseg.models import TorchvisionSegmentation, create, gflops  # noqa: E402
 from edgeseg.models.realtime import PAPER, inference_parameters  # noqa: E402
 
-def sgemm_gflops(n: int = 2048, runs: int = 5) -> float:
-    """This machine's float32 matrix-product rate (numpy), measured at run time: machines differ (ENVIRONMENT.md's
-    72 GFLOP/s was an AVX2 machine; an AVX-512 one gave 130)."""
-    import time
-
-    a = np.random.default_rng(0).random((n, n), dtype=np.float32)
-    a @ a
-    t = time.perf_counter()
-    for _ in range(runs):
-        a @ a
-    return 2 * n**3 * runs / (time.perf_counter() - t) / 1e9
+ROOT = Path(__file__).resolve().parents[1]
 TORCHVISION = ("lraspp_mobilenet_v3_large", "deeplabv3_mobilenet_v3_large")
 MODELS = [*PAPER, *TORCHVISION, "deeplabv3plus_mobilenetv3_os16", "deeplabv3plus_resnet18_os16", "unet_padded"]
 VARIANTS = ("onnxruntime:fp32", "onnxruntime:int8")
 
 
-class Torchvision(nn.Module):
-    """A torchvision segmentation model under the zoo's contract ({"logits"}, edgeseg_config, size_divisor)."""
-
-    def __init__(self, name: str, num_classes: int):
-        super().__init__()
-        self.net = getattr(torchvision.models.segmentation, name)(weights=None, weights_backbone=None, num_classes=num_classes)
-        self.edgeseg_config = {"name": name, "num_classes": num_classes, "in_channels": 3}
-        self.size_divisor = 32
-
-    def forward(self, x):
-        return {"logits": self.net(x)["out"]}
-
-
 def build(name: str, num_classes: int) -> nn.Module:
-    return Torchvision(name, num_classes) if name in TORCHVISION else create(name, num_classes=num_classes)
+    return TorchvisionSegmentation(name, num_classes) if name in TORCHVISION else create(name, num_classes=num_classes)
 
 
 REFERENCES = ("deeplabv3plus_resnet18_os16", "lraspp_mobilenet_v3_large")  # the ratios' denominators, timed in every run
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--models", default=",".join(MODELS), help="the references are added unless --no-references")
-    p.add_argument("--no-references", action="store_true")
-    p.add_argument("--append", action="store_true", help="keep the runs already in realtime_cpu.json, add this one")
+    # --append keeps the runs already in realtime_cpu.json and adds this one (the report is a list of runs).
+    p = driver_parser(__doc__, MODELS, ROOT / "benchmarks" / "results")
+    p.add_argument("--no-references", action="store_true", help=f"do not add {' and '.join(REFERENCES)} to --models")
     p.add_argument("--note", default="", help="what the markdown should say about this run (e.g. the machine's load)")
     p.add_argument("--height", type=int, default=512)
     p.add_argument("--width", type=int, default=1024)
     p.add_argument("--num-classes", type=int, default=19)
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--calib-images", type=int, default=4)
-    p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     a = p.parse_args()
+    out = Path(a.out)
+    if a.report_only:
+        if not (out / "realtime_cpu.json").is_file():
+            raise SystemExit(f"{out / 'realtime_cpu.json'} does not exist: nothing to rewrite")
+        write(load(out), out)
+        return
     size = (a.height, a.width)
     names = a.models.split(",")
     names += [] if a.no_references else [r for r in REFERENCES if r not in names]
-    out = Path(a.out)
     report = load(out) if a.append else {"runs": []}
     calibration = [((make_scene(10_000 + i, *size, a.num_classes)[0][:3] - np.float32(0.5)) / np.float32(0.25))[None]
                    .astype(np.float32) for i in range(a.calib_images)]
@@ -111,12 +90,9 @@ def main() -> None:
 
 
 def load(out: Path) -> dict:
-    """The committed report; the first (single-run) layout becomes run 1 of the ``runs`` layout."""
+    """The report in ``out`` (its runs, realtime_train.py's training table), or one with no run yet."""
     path = out / "realtime_cpu.json"
-    report = json.loads(path.read_text()) if path.is_file() else {"runs": []}
-    if "runs" not in report:
-        report = {"runs": [{k: report[k] for k in ("machine", "size", "sgemm_gflops", "rows")}]}
-    return report
+    return json.loads(path.read_text()) if path.is_file() else {"runs": []}
 
 
 def _ratios(rows: list[dict]) -> dict[str, tuple[float | None, float | None]]:
@@ -128,8 +104,6 @@ def _ratios(rows: list[dict]) -> dict[str, tuple[float | None, float | None]]:
 
 def write(report: dict, out: Path) -> None:
     """realtime_cpu.json and .md from the whole report (every run, and the training table realtime_train.py adds)."""
-    out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / "realtime_cpu.json", json.dumps(report, indent=1) + "\n")
     size = report["runs"][0]["size"] if report["runs"] else [512, 1024]
 
     def num(v, fmt=".1f", suffix=""):
@@ -142,32 +116,29 @@ def write(report: dict, out: Path) -> None:
              f"`{REFERENCES[0]}` and the time relative to torchvision's `{REFERENCES[1]}`, both timed in that run."]
     for i, run in enumerate(report["runs"], 1):
         m = run["machine"]
-        load = (f"load average {run['loadavg_start']} at the start, {run.get('loadavg_end')} at the end"
-                if run.get("loadavg_start") else "load average not recorded")
+        loads = (f"load average {run['loadavg_start']} at the start, {run.get('loadavg_end')} at the end"
+                 if run.get("loadavg_start") else "load average not recorded")
         lines += ["", f"## Run {i}", "",
                   f"{m['cpu']} ({m['cores']} cores, GPU: {m['gpu'] or 'none'}); onnxruntime {m['onnxruntime']}, torch "
                   f"{m['torch']}, python {m['python']}, OMP_WAIT_POLICY={m['omp_wait_policy']}; SGEMM "
-                  f"{run['sgemm_gflops']:.0f} GFLOP/s; {load}." + (f" {run['note']}" if run.get("note") else ""), "",
-                  f"| model | params (M) | GFLOPs | FP32 ms | INT8 ms | FP32 GFLOP/s | of SGEMM | × faster than {REFERENCES[0]} "
-                  f"| time / torchvision LR-ASPP |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                  f"{run['sgemm_gflops']:.0f} GFLOP/s; {loads}." + (f" {run['note']}" if run.get("note") else ""), ""]
         ratios = _ratios(run["rows"])
-        for r in run["rows"]:
-            faster, rel = ratios[r["model"]]
-            lines.append(f"| {r['model']} | {r['params_m']:.2f} | {r['gflops']:.1f} | {num(r.get('fp32_ms'))} | "
-                         f"{num(r.get('int8_ms'))} | {r['fp32_gflops_per_s']:.1f} | {100 * r['fp32_share_of_sgemm']:.0f} % | "
-                         f"{num(faster, '.2f', '×')} | {num(rel, '.2f', '×')} |")
+        lines += table(["model", "params (M)", "GFLOPs", "FP32 ms", "INT8 ms", "FP32 GFLOP/s", "of SGEMM",
+                        f"× faster than {REFERENCES[0]}", "time / torchvision LR-ASPP"],
+                       [[r["model"], f"{r['params_m']:.2f}", f"{r['gflops']:.1f}", num(r.get("fp32_ms")), num(r.get("int8_ms")),
+                         f"{r['fp32_gflops_per_s']:.1f}", f"{100 * r['fp32_share_of_sgemm']:.0f} %",
+                         num(ratios[r["model"]][0], ".2f", "×"), num(ratios[r["model"]][1], ".2f", "×")] for r in run["rows"]])
     lines += [""] + report.get("notes", []) if report.get("notes") else []  # the reading of the runs, kept in the JSON
     t = report.get("training")
     if t:
-        lines += ["", "## LiTS mIoU after the same training budget", "", t["budget"], "",
-                  "| model | model args | params (M) | iterations | train min | final loss | val mIoU | liver IoU | tumour IoU |",
-                  "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
-        for r in t["rows"]:
-            iou = r["per_class_iou"]
-            lines.append(f"| {r['model']} | {r['model_args'] or '–'} | {r['params_m']:.2f} | {r['iterations']} | "
-                         f"{r['minutes']:.1f} | {r['final_loss']:.3f} | {r['miou']:.3f} | {iou[1]:.3f} | {iou[2]:.3f} |")
+        lines += ["", "## LiTS mIoU after the same training budget", "", t["budget"], ""]
+        lines += table(["model", "model args", "params (M)", "iterations", "train min", "final loss", "val mIoU", "liver IoU",
+                        "tumour IoU"],
+                       [[r["model"], r["model_args"] or "–", f"{r['params_m']:.2f}", r["iterations"], f"{r['minutes']:.1f}",
+                         f"{r['final_loss']:.3f}", f"{r['miou']:.3f}", *(f"{r['per_class_iou'][c]:.3f}" for c in (1, 2))]
+                        for r in t["rows"]], text_columns=2)
         lines += [""] + t.get("notes", [])
-    write_text_atomic(out / "realtime_cpu.md", "\n".join(lines) + "\n")
+    write_json_markdown(report, out, "realtime_cpu", "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

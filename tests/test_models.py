@@ -68,3 +68,23 @@ def test_hrnet_heads_and_bad_arguments():
         create("fcn4s")
     with pytest.raises(ModelError, match="takes no argument"):
         create("segnet", num_classes=2, depth=3)
+
+
+def test_torchvision_segmentation_under_the_zoo_contract():
+    """torchvision's LR-ASPP wrapped: its "out" as "logits" (same numbers), the zoo's config, and metadata from it."""
+    import torchvision
+
+    from edgeseg.export import default_meta
+    from edgeseg.models import TorchvisionSegmentation
+
+    torch.manual_seed(0)
+    model = TorchvisionSegmentation("lraspp_mobilenet_v3_large", 5).eval()
+    torch.manual_seed(0)
+    raw = torchvision.models.segmentation.lraspp_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=5).eval()
+    x = torch.randn(1, 3, 96, 128)
+    with torch.no_grad():
+        out = model(x)
+        assert list(out) == ["logits"] and torch.equal(out["logits"], raw(x)["out"])
+    assert out["logits"].shape == (1, 5, 96, 128) and model.size_divisor == 32
+    meta = default_meta(model)
+    assert meta.model == "lraspp_mobilenet_v3_large" and meta.num_classes == 5 and meta.in_channels == 3

@@ -7,7 +7,7 @@ input resolution, instance models the fixed-size detections of ``edgeseg.models.
 from __future__ import annotations
 
 from edgeseg.models import deeplab, detection, fcdensenet, fcn, hrnet, realtime, segnet, unet  # noqa: F401  (registers the models)
-from edgeseg.models.common import count_parameters, gflops
+from edgeseg.models.common import TorchvisionSegmentation, count_parameters, gflops
 from edgeseg.models.registry import create, list_models, model_task
 
-__all__ = ["count_parameters", "create", "gflops", "list_models", "model_task"]
+__all__ = ["TorchvisionSegmentation", "count_parameters", "create", "gflops", "list_models", "model_task"]

@@ -83,3 +83,20 @@ def gflops(model: nn.Module, in_channels: int, size: tuple[int, int]) -> float:
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(x)
     return counter.get_total_flops() / 1e9
+
+
+class TorchvisionSegmentation(nn.Module):
+    """A torchvision segmentation model (``torchvision.models.segmentation.<name>``, random weights) under the zoo's
+    contract: ``{"logits"}`` out, ``edgeseg_config`` and ``size_divisor``, so that it goes where a zoo model goes
+    (``edgeseg.bench.bench_model``, ``default_meta``); e.g. torchvision's LR-ASPP as a reference for the real-time zoo."""
+
+    def __init__(self, name: str, num_classes: int):
+        import torchvision
+
+        super().__init__()
+        self.net = getattr(torchvision.models.segmentation, name)(weights=None, weights_backbone=None, num_classes=num_classes)
+        self.edgeseg_config = {"name": name, "num_classes": num_classes, "in_channels": 3}
+        self.size_divisor = 32
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"logits": self.net(x)["out"]}
