@@ -2,12 +2,13 @@
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/ops_bench.py                  # CPU: native launcher vs torchvision CPU
     python benchmarks/ops_bench.py --device cuda --cuda-lib build/plugins/libedgeseg_cuda.so   # via scripts/gpu_check.sh
+    .venv/bin/python benchmarks/ops_bench.py --report-only [--device cuda]     # the markdown again from the JSON
 
 CPU: the CPU launcher (``impl="native"``, the math core) against torchvision's CPU op where there is one,
 else the PyTorch reference. CUDA: the plugins' CUDA launchers against torchvision's CUDA ops and the
 PyTorch references on the GPU, FP32 and FP16, with the errors against the FP32 reference and, for DCNv2
 and RoIAlign, the roofline arithmetic (bytes and FLOPs over measured copy bandwidth and FP32 GEMM rate).
-Writes benchmarks/results/ops_<device>[_<gpu>].{json,md}.
+Writes benchmarks/results/ops_<device>[_<gpu>].{json,md}. The inputs are ``edgeseg.ops.workloads``'s.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import json
 import os
 import re
 import statistics
+from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
@@ -25,40 +27,12 @@ import torchvision  # noqa: E402
 from torchvision.models.detection.roi_heads import paste_masks_in_image  # noqa: E402
 
 from edgeseg import ops  # noqa: E402
-from edgeseg.bench import time_callables  # noqa: E402
+from edgeseg.bench import table, time_callables  # noqa: E402
 from edgeseg.io import write_text_atomic  # noqa: E402
+from edgeseg.ops.workloads import SHAPES, workloads  # noqa: E402
 from edgeseg.sysinfo import machine_info  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def workloads(device: str, dtype=torch.float32, seed: int = 0) -> dict:
-    """Inputs for each op at a typical deployment shape."""
-    g = torch.Generator().manual_seed(seed)
-
-    def rand(*shape, scale=1.0):
-        return (torch.randn(*shape, generator=g) * scale).to(device=device, dtype=dtype)
-
-    image = (800, 1088)
-    xy = torch.rand(512, 2, generator=g) * torch.tensor([1000.0, 700.0])
-    wh = torch.rand(512, 2, generator=g) * 300 + 8
-    boxes = torch.cat([torch.zeros(512, 1), xy, xy + wh], 1).to(device=device, dtype=dtype)
-    levels = [rand(1, 256, image[0] // s, image[1] // s) for s in (4, 8, 16, 32)]
-    dcn_x = rand(1, 256, 64, 64)  # ResNet-50 stage 3 at a 1024-pixel input
-    ho = wo = 64
-    panoptic_h, panoptic_w = 400, 544
-    semantic = torch.randint(0, 53, (panoptic_h, panoptic_w), generator=g).to(device)
-    return {
-        "roi_align": dict(x=levels[0], rois=boxes, out=7, scale=0.25),
-        "multilevel_roi_align": dict(feats=levels, rois=boxes, out=7),
-        "deform_conv2d": dict(x=dcn_x, w=rand(256, 256, 3, 3, scale=0.02), offset=rand(1, 18, ho, wo, scale=2.0),
-                              mask=torch.rand(1, 9, ho, wo, generator=g).to(device=device, dtype=dtype), b=rand(256)),
-        "dcnv3": dict(x=rand(1, 56, 56, 128), offset=rand(1, 56, 56, 8 * 9 * 2, scale=2.0),
-                      mask=torch.softmax(torch.randn(1, 56, 56, 8, 9, generator=g), -1).reshape(1, 56, 56, 72).to(device=device, dtype=dtype)),
-        "paste_masks": dict(masks=torch.rand(100, 28, 28, generator=g).to(device=device, dtype=dtype), boxes=boxes[:100, 1:], image=image),
-        "panoptic_paste": dict(semantic=semantic, masks=(torch.rand(50, panoptic_h, panoptic_w, generator=g) > 0.97).float().to(device),
-                               scores=torch.rand(50, generator=g).to(device), classes=torch.randint(0, 80, (50,), generator=g).to(device)),
-    }
 
 
 def cpu_variants(w: dict) -> dict[str, dict]:
@@ -92,6 +66,8 @@ def cpu_variants(w: dict) -> dict[str, dict]:
 
 
 def summarise(times: dict[str, list[float]]) -> list[dict]:
+    """One row per variant; speed-up over the first. Not ``edgeseg.bench.summarize``: its p90 interpolates between
+    runs, this one is the run below (numpy's method="lower"), as the committed tables were made."""
     base = statistics.median(next(iter(times.values())))
     rows = []
     for name, t in times.items():
@@ -109,22 +85,14 @@ def markdown(report: dict) -> str:
              f"OMP_WAIT_POLICY={m['omp_wait_policy']}. Median and p90 over round-robin runs after warm-up; "
              "speed-up against the first variant of each op, measured side by side.", ""]
     for op, entry in report["ops"].items():
-        lines += [f"## {op}", "", entry["shape"], "", "| variant | median ms | p90 ms | speed-up |", "|---|---:|---:|---:|"]
-        lines += [f"| {r['variant']} | {r['median_ms']:.3f} | {r['p90_ms']:.3f} | {r['speedup_vs_baseline']:.2f}× |" for r in entry["rows"]]
+        lines += [f"## {op}", "", entry["shape"], ""]
+        lines += table(["variant", "median ms", "p90 ms", "speed-up"],
+                       [[r["variant"], f"{r['median_ms']:.3f}", f"{r['p90_ms']:.3f}", f"{r['speedup_vs_baseline']:.2f}×"]
+                        for r in entry["rows"]])
         for note in entry.get("notes", []):
             lines += ["", note]
         lines.append("")
     return "\n".join(lines)
-
-
-SHAPES = {
-    "roi_align": "P2 1×256×200×272 (800×1088 image), 512 boxes, 7×7, sampling 2, aligned.",
-    "multilevel_roi_align": "P2–P5 of an 800×1088 image, 256 channels, 512 boxes, 7×7, sampling 2 (FPN level by box size).",
-    "deform_conv2d": "ResNet-50 stage 3: 1×256×64×64 → 256, 3×3, pad 1, one offset group, modulated (DCNv2).",
-    "dcnv3": "InternImage-T stage 2: 1×56×56×128 channels-last, 8 groups, 3×3 (the core; projections are plain linears).",
-    "paste_masks": "100 RoI masks 28×28 into 800×1088 (the same arithmetic as torchvision's paste_masks_in_image, matched within 1e-6).",
-    "panoptic_paste": "50 instances over 400×544, 133 classes of which 80 things.",
-}
 
 
 def main() -> None:
@@ -135,7 +103,16 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--ops", default="all")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
+    ap.add_argument("--report-only", action="store_true",
+                    help="rewrite the markdown from the JSON in --out (cuda: every GPU's ops_cuda_*.json there)")
     a = ap.parse_args()
+    if a.report_only:  # a GPU's report is named after it, and this machine may have none: take the files there
+        paths = sorted(Path(a.out).glob("ops_cpu.json" if a.device == "cpu" else "ops_cuda_*.json"))
+        if not paths:
+            raise SystemExit(f"no ops_{a.device} report in {a.out}: nothing to rewrite")
+        for path in paths:
+            write_text_atomic(path.with_suffix(".md"), markdown(json.loads(path.read_text())))
+        return
     report = {"device": a.device, "machine": machine_info(), "torchvision": torchvision.__version__, "ops": {}}
     if a.device == "cpu":
         variants = cpu_variants(workloads("cpu"))

@@ -256,3 +256,22 @@ def test_dcnv3_and_paste_masks_gradcheck():
     masks = torch.rand(2, 5, 5, **d, requires_grad=True)
     boxes = torch.tensor([[1.3, 2.1, 9.7, 8.2], [0.4, 0.6, 5.5, 11.1]], **d)
     assert torch.autograd.gradcheck(lambda m: ops.paste_masks(m, boxes, (12, 11), threshold=-1), (masks,))
+
+
+def test_workloads_are_seeded_typed_and_described():
+    """edgeseg.ops.workloads (ops_bench's and cuda_variants' inputs): each op has its description, the seed fixes the
+    inputs, the floating ones come in the dtype asked, the boxes are proper (x1 < x2, y1 < y2)."""
+    from edgeseg.ops.workloads import SHAPES, workloads
+
+    w = workloads("cpu")
+    assert list(w) == list(SHAPES)
+    assert w["roi_align"]["x"].shape == (1, 256, 200, 272) and w["roi_align"]["rois"].shape == (512, 5)
+    assert [tuple(f.shape[-2:]) for f in w["multilevel_roi_align"]["feats"]] == [(200, 272), (100, 136), (50, 68), (25, 34)]
+    rois = w["roi_align"]["rois"]
+    assert bool((rois[:, 3] > rois[:, 1]).all() and (rois[:, 4] > rois[:, 2]).all())
+    again = workloads("cpu")
+    assert all(torch.equal(w["deform_conv2d"][k], again["deform_conv2d"][k]) for k in ("x", "w", "offset", "mask", "b"))
+    del again
+    half = workloads("cpu", torch.float16, seed=1)
+    assert half["dcnv3"]["x"].dtype == torch.float16 and half["panoptic_paste"]["semantic"].dtype == torch.int64
+    assert not torch.equal(half["dcnv3"]["x"].float(), w["dcnv3"]["x"].half().float())

@@ -531,8 +531,9 @@ def cuda_times(fns: dict, warmup: int, repeats: int) -> dict[str, list[float]]:
 
 
 def kernel_workloads(device: str, dtype=torch.float32, seed: int = 0) -> dict:
-    """The ops at typical deployment shapes: ops_bench.py's, defined here too so that the device run needs only
-    torch and torchvision (ops_bench imports edgeseg.bench, which needs the ONNX tool chain)."""
+    """The ops at the shapes of ``edgeseg.ops.workloads`` (ops_bench's inputs), without the multilevel RoIAlign:
+    its P3-P5 are not drawn, so every input after P2 differs from that function's. gpu_check's inputs, as it has
+    always drawn them."""
     g = torch.Generator().manual_seed(seed)
 
     def rand(*shape, scale=1.0):
