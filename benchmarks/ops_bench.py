@@ -1,7 +1,7 @@
 """Custom ops side by side at typical Mask R-CNN / DCN / InternImage / panoptic shapes.
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/ops_bench.py                  # CPU: native launcher vs torchvision CPU
-    python benchmarks/ops_bench.py --device cuda --cuda-lib build/plugins/libedgeseg_cuda.so   # via scripts/gpu_check.sh
+    python benchmarks/ops_bench.py --device cuda --cuda-lib build/plugins/libedgeseg_cuda.so   # on a GPU machine
     .venv/bin/python benchmarks/ops_bench.py --report-only [--device cuda]     # the markdown again from the JSON
 
 CPU: the CPU launcher (``impl="native"``, the math core) against torchvision's CPU op where there is one,

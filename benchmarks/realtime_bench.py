@@ -45,7 +45,8 @@ REFERENCES = ("deeplabv3plus_resnet18_os16", "lraspp_mobilenet_v3_large")  # the
 
 def main() -> None:
     # --append keeps the runs already in realtime_cpu.json and adds this one (the report is a list of runs).
-    p = driver_parser(__doc__, MODELS, ROOT / "benchmarks" / "results")
+    p = driver_parser(__doc__, MODELS, ROOT / "benchmarks" / "results",
+                      append_help="keep the runs already in realtime_cpu.json and add this one")
     p.add_argument("--no-references", action="store_true", help=f"do not add {' and '.join(REFERENCES)} to --models")
     p.add_argument("--note", default="", help="what the markdown should say about this run (e.g. the machine's load)")
     p.add_argument("--height", type=int, default=512)

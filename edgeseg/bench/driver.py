@@ -19,12 +19,14 @@ def bench_log(name: str) -> Callable[[str], None]:
     return lambda msg: print(f"[{name} {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def driver_parser(doc: str | None, models: Sequence[str], out: str | Path) -> argparse.ArgumentParser:
-    """The arguments every driver takes; the driver adds its own."""
+def driver_parser(doc: str | None, models: Sequence[str], out: str | Path,
+                  append_help: str = "keep the other models of the report already there") -> argparse.ArgumentParser:
+    """The arguments every driver takes; the driver adds its own (``append_help``: what ``--append`` keeps, where a
+    driver's report is not one entry per model)."""
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default=",".join(models), help="comma-separated (default: all)")
     p.add_argument("--out", default=str(out), help="the folder the report is written to")
-    p.add_argument("--append", action="store_true", help="keep the other models of the report already there")
+    p.add_argument("--append", action="store_true", help=append_help)
     p.add_argument("--report-only", action="store_true", help="rewrite the markdown (and plots) from the JSON there")
     return p
 
