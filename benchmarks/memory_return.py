@@ -16,18 +16,15 @@ from pathlib import Path
 import numpy as np
 
 from edgeseg.bench import loadavg, machine, machine_line, set_timing_environment, table, write_json_markdown
-from edgeseg.bench.timing import freed_memory_kept
+from edgeseg.bench.timing import clocked, freed_memory_kept
 
 PAUSES_S = (0, 0, 1, 3, 10, 0, 30)
 
 
 def touch(nbytes: int) -> tuple[float, float]:
     """Wall and process CPU seconds to allocate, fill and free ``nbytes``."""
-    t0, c0 = time.perf_counter(), time.process_time()
-    block = np.empty(nbytes, np.uint8)
-    block.fill(1)
-    del block
-    return time.perf_counter() - t0, time.process_time() - c0
+    wall_ms, cpu_ms = clocked(lambda: np.empty(nbytes, np.uint8).fill(1))  # the block is freed when the call returns
+    return wall_ms / 1000, cpu_ms / 1000
 
 
 def series(nbytes: int) -> list[dict]:

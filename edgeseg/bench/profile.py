@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from edgeseg.bench.timing import freed_memory_kept
+from edgeseg.bench.timing import clocked, freed_memory_kept
 from edgeseg.runtime import Session
 
 PROFILE_TOP = 10  # rows of the per-layer tables (op types, layers) a --profile report keeps per variant
@@ -404,11 +404,6 @@ def stage_times(session, batch: np.ndarray, warmup: int, rounds: int) -> dict:
     def stage(k: int) -> None:
         runner, inputs, outputs = wiring[k]
         values.update(zip(outputs, runner.run_with_ort_values(outputs, {n: values[n] for n in inputs})))
-
-    def clocked(fn) -> tuple[float, float]:  # wall and process CPU ms
-        t0, c0 = time.perf_counter(), time.process_time()
-        fn()
-        return (time.perf_counter() - t0) * 1000, (time.process_time() - c0) * 1000
 
     calls = [functools.partial(stage, k) for k in range(len(wiring))]
     with freed_memory_kept():

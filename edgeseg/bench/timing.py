@@ -102,6 +102,14 @@ def _glibc():
     return libc
 
 
+def clocked(fn: Callable[[], object]) -> tuple[float, float]:
+    """Wall and process CPU milliseconds of one call of ``fn``: their ratio says whether the call waited (memory paged
+    in, another process on the cores) or computed."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    fn()
+    return (time.perf_counter() - t0) * 1000, (time.process_time() - c0) * 1000
+
+
 def time_callables(fns: dict[str, Callable[[], object]], warmup: int, repeats: int, progress: bool = False,
                    sync: Callable[[], object] = lambda: None) -> dict[str, list[float]]:
     """Milliseconds per call of each function, timed round-robin after ``warmup`` calls each (side by side,
