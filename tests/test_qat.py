@@ -114,8 +114,8 @@ def test_int8_routes_make_every_route_or_say_why(base):
     d, model, payload, meta = base
     fp32 = d / "routes" / "fp32.onnx"
     fp32.parent.mkdir()
-    calibration = calibration_batches(meta, "synthetic", None, 4)
-    check = list(dataset_batches(get_dataset("synthetic", "val", **DATA), meta, 4))
+    calibration = calibration_batches(meta, "synthetic", None, 2)
+    check = list(dataset_batches(get_dataset("synthetic", "val", **DATA), meta, 2))
     export_onnx(model.eval(), fp32, meta=meta, sample=torch.as_tensor(calibration[0][:1]))
     files, rows = int8_routes(d / "base.pt", fp32, meta, calibration, check, max_drop=0.5, qat_iterations=2)
     assert list(rows) == ["FP32", "PTQ (ORT, 7-bit)", "PTQ TensorRT placement", "mixed (max drop 0.5)",
