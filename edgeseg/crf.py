@@ -197,6 +197,38 @@ def search(session, dataset, limit: int | None = None, grid: dict | None = None,
     return sorted(results, key=lambda r: -r[1])
 
 
+def compare(session, exported, dataset, params: CRFParams = CRFParams(), band: int = 3) -> dict:
+    """How much of the dense CRF the exportable layer keeps, on every image of ``dataset``: the float-contract softmax
+    ``session`` alone ("none"), with the dense CRF ("dense"), and ``exported``, its graph with the layer (``export
+    --crf``, softmax models only; "local"). Per name: ``miou``, ``boundary_miou`` (over the pixels within ``band`` px of
+    a ground-truth class edge, ``metrics.boundary_band``) and ``per_class_iou``; ``local_vs_dense_label_agreement``:
+    the share of pixels where the layer's labels equal the dense CRF's. ``session`` runs once per image for "none"
+    and "dense" alike."""
+    from edgeseg.metrics import ConfusionMatrix, boundary_band
+    from edgeseg.runtime import predict
+
+    meta = session.meta
+    check_crf_model(meta)
+    whole, near = ({name: ConfusionMatrix(meta.num_classes, meta.ignore_index) for name in ("none", "dense", "local")}
+                   for _ in range(2))
+    agree = total = 0
+    for i in range(len(dataset)):
+        image, mask = dataset.raw(i)
+        scores = session_scores(session, image)
+        labels = {"none": scores.argmax(0), "dense": crf_labels(session, image, params, scores),
+                  "local": predict(exported, image)["labels"]}
+        edge_mask = np.where(boundary_band(mask, band), mask, meta.ignore_index)  # the rest is not scored
+        for name, lab in labels.items():
+            whole[name].update(lab, mask)
+            near[name].update(lab, edge_mask)
+        agree += int((labels["local"] == labels["dense"]).sum())
+        total += mask.size
+    return {"miou": {n: cm.scores().miou for n, cm in whole.items()},
+            "boundary_miou": {n: cm.scores().miou for n, cm in near.items()},
+            "per_class_iou": {n: cm.scores().per_class_iou for n, cm in whole.items()},
+            "local_vs_dense_label_agreement": agree / total}
+
+
 # --- the exportable layer -------------------------------------------------------------------------------
 
 def _torch_layer():
@@ -303,5 +335,5 @@ def with_crf(model, meta, crf):
     return wrapped, replace(meta, output_stride=1, config={**meta.config, "crf": asdict(params)})
 
 
-__all__ = ["CRFParams", "SEARCH_GRID", "crf_labels", "crf_params", "dense_crf", "has_dense_crf", "mean_field_crf",
+__all__ = ["CRFParams", "SEARCH_GRID", "compare", "crf_labels", "crf_params", "dense_crf", "has_dense_crf", "mean_field_crf",
            "search", "session_scores", "with_crf"]

@@ -149,3 +149,43 @@ def test_eval_crf_and_crf_search_on_lits(crf_graphs, tmp_path, capsys):
                  "--crf-iterations", "2"]) == 0
     out = capsys.readouterr().out
     assert "grid search (27 settings)" in out and "best:" in out and "no CRF" in out
+
+
+class NoisyScenes:
+    """``noisy_scene``s as a data set (``raw(i)``: image, ground truth), the way edgeseg's evaluation reads one."""
+    info = type("Info", (), {"name": "noisy scenes", "in_channels": 1})
+
+    def __init__(self, seeds):
+        self.items = [noisy_scene(seed)[::2] for seed in seeds]
+
+    def __len__(self):
+        return len(self.items)
+
+    def raw(self, i):
+        return self.items[i]
+
+
+@needs_dense
+def test_compare_scores_each_way_as_evaluate_does(crf_graphs, tmp_path):
+    from edgeseg.crf import compare, crf_labels
+    from edgeseg.evaluate import evaluate
+    from edgeseg.metrics import boundary_band
+    from edgeseg.runtime import open_session, predict
+
+    d, model = crf_graphs[:2]
+    edgeseg.export_onnx(model, tmp_path / "plain.onnx")
+    plain, local, data = open_session(tmp_path / "plain.onnx"), open_session(d / "crf.onnx"), NoisyScenes((2, 3))
+    params = CRFParams(**FAST)  # the parameters crf.onnx was exported with
+    result = compare(plain, local, data, params, band=2)
+    # mIoU over whole masks: what edgeseg eval gives without the CRF, with the dense CRF, and for the CRF graph
+    assert result["miou"] == pytest.approx({"none": evaluate(plain, data, progress=False).miou,
+                                            "dense": evaluate(plain, data, progress=False, crf=params).miou,
+                                            "local": evaluate(local, data, progress=False).miou})
+    agree = [(predict(local, image)["labels"] == crf_labels(plain, image, params)).mean() for image, _ in data.items]
+    assert result["local_vs_dense_label_agreement"] == pytest.approx(np.mean(agree))  # equal image sizes
+    assert all(len(v) == 3 for v in result["per_class_iou"].values()) and set(result["boundary_miou"]) == set(result["miou"])
+    # boundary mIoU: edgeseg eval's mIoU on masks whose pixels farther than 2 px from a class edge are ignored
+    near = NoisyScenes(())
+    near.items = [(image, np.where(boundary_band(gt, 2), gt, plain.meta.ignore_index)) for image, gt in data.items]
+    assert result["boundary_miou"]["local"] == pytest.approx(evaluate(local, near, progress=False).miou)
+    assert result["boundary_miou"]["none"] == pytest.approx(evaluate(plain, near, progress=False).miou)

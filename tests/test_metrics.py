@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from edgeseg.metrics import ConfusionMatrix
+from edgeseg.metrics import ConfusionMatrix, boundary_band
 
 
 def test_scores_match_hand_computed_confusion_matrix():
@@ -45,3 +45,21 @@ def test_all_ignored_and_out_of_range_labels():
     assert cm.scores().pixels == 0 and math.isnan(cm.scores().miou)
     with pytest.raises(ValueError, match="target class"):
         cm.update(np.zeros(3), np.array([0, 1, 7]))
+
+
+def test_boundary_band_of_a_straight_edge_and_of_one_pixel():
+    # columns 0-2 class 0, columns 3-5 class 1: the edge pixels are columns 2 and 3, each width adds a column a side
+    halves = np.repeat([[0, 0, 0, 1, 1, 1]], 4, axis=0)
+    for width, columns in ((0, [2, 3]), (1, [1, 2, 3, 4]), (2, [0, 1, 2, 3, 4, 5])):
+        assert np.flatnonzero(boundary_band(halves, width)[0]).tolist() == columns
+        assert (boundary_band(halves, width) == boundary_band(halves, width)[0]).all()  # every row alike
+    # one pixel of class 2 at the centre of a 7×7 mask: it and its 4 neighbours are edge pixels (city distance ≤ 1),
+    # one step further reaches city distance ≤ 2 (13 pixels); the ignore label counts as a label
+    dot = np.zeros((7, 7), np.int64)
+    dot[3, 3] = 255
+    distance = np.abs(np.arange(7) - 3)[:, None] + np.abs(np.arange(7) - 3)[None]
+    assert (boundary_band(dot, 0) == (distance <= 1)).all()
+    assert (boundary_band(dot, 1) == (distance <= 2)).all() and boundary_band(dot, 1).sum() == 13
+    assert not boundary_band(np.ones((3, 4)), 2).any()  # one class: no edge, no band
+    with pytest.raises(ValueError, match="negative"):
+        boundary_band(halves, -1)
