@@ -202,15 +202,17 @@ def test_bench_foreign_onnx_zoo_name_and_checkpoint_on_data(byo, capsys, tmp_pat
     assert "| foreign_binary | onnxruntime | int8 |" in (tmp_path / "out" / "b.md").read_text()
 
 
-@pytest.mark.parametrize("name, kwargs, stages", [
+@pytest.mark.parametrize("name, kwargs, stages, measurements", [
     # Mask R-CNN with its own heads (1000 proposals, 100 detections): each of its seven cuts costs about 0.5 ms, 4-6 %
-    # of a run with few detections but ~2 % of this one's
+    # of a run with few detections but ~2 % of this one's. One measurement's ratio moved between 0.97 and 1.05 from
+    # one call to the next in one process (2026-12-04, the mask head's stage 287 or 300 ms): the median of three
+    # calls is held to the bound.
     ("maskrcnn_resnet18_fpn", {}, ["backbone + FPN", "RPN + NMS (proposals)", "RoIAlign (box)",
-                                   "box head + detection NMS", "RoIAlign (mask)", "mask head", "paste", "other"]),
+                                   "box head + detection NMS", "RoIAlign (mask)", "mask head", "paste", "other"], 3),
     ("panoptic_fpn_resnet18", dict(max_detections=8, proposals=64, mask_channels=32, representation_size=64,
-                                   semantic_channels=32), ["network", "merge"]),
+                                   semantic_channels=32), ["network", "merge"], 1),
 ])
-def test_bench_stages_add_up_to_the_run(tmp_path, name, kwargs, stages):
+def test_bench_stages_add_up_to_the_run(tmp_path, name, kwargs, stages, measurements):
     """--stages at 128²: the graph cut into its stages, each a session of its own, chained; every round of stages sits
     between two runs of the whole graph. The check is the sum of each stage's least CPU time over the run's least
     (``best_sum_over_run``): other jobs on this shared 2-core machine only add time, and CPU time leaves out the waits
@@ -224,12 +226,13 @@ def test_bench_stages_add_up_to_the_run(tmp_path, name, kwargs, stages):
 
     torch.manual_seed(0)
     model = create(name, num_classes=3, in_channels=3, **kwargs).eval()
-    (row,) = bench_model(model, default_meta(model), ("onnxruntime:fp32",), (128, 128), 1, tmp_path, [], warmup=1,
-                         repeats=5, progress=False, stages=True)
-    st = row["stages"]
+    rows = [bench_model(model, default_meta(model), ("onnxruntime:fp32",), (128, 128), 1, tmp_path, [], warmup=1,
+                        repeats=5, progress=False, stages=True)[0] for _ in range(measurements)]  # one export, reused
+    row, st = rows[0], rows[0]["stages"]
     assert [s["stage"] for s in st["stages"]] == stages and st["rounds"] == 5
     assert all(s["ms"] > 0 and s["nodes"] > 0 for s in st["stages"])
-    assert abs(st["best_sum_over_run"] - 1) < 0.05, st
+    best = float(np.median([r["stages"]["best_sum_over_run"] for r in rows]))
+    assert abs(best - 1) < 0.05, [r["stages"] for r in rows]
     assert abs(st["sum_over_run"] - 1) < 0.3, st
     report = {"machine": {"cpu": "c", "cores": 2, "gpu": None, "torch": "t", "torch_threads": 2, "onnxruntime": "o",
                           "onnx": "x", "python": "p", "omp_wait_policy": "PASSIVE"}, "batch": 1, "size": [128, 128],
