@@ -30,13 +30,12 @@ from edgeseg.sysinfo import machine_info  # noqa: E402
 from edgeseg.train import train  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-RECIPES = PANOPTIC_RECIPES
 
 
 def run(name: str, iterations: int | None, work: Path) -> dict:
     """Train ``name``'s recipe (``iterations`` steps, default the recipe's), then score it on the validation
     crops: PQ of its panoptic output and, for every model, PQ of its per-pixel classes + connected components."""
-    cfg = RECIPES[name] if iterations is None else replace(RECIPES[name], iterations=iterations)
+    cfg = PANOPTIC_RECIPES[name] if iterations is None else replace(PANOPTIC_RECIPES[name], iterations=iterations)
     t = time.perf_counter()
     _, state = train(cfg, work / f"{name}.pt", progress=False, log=print)
     train_s = time.perf_counter() - t
@@ -95,7 +94,7 @@ NOTES = """\
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--models", default=",".join(RECIPES))
+    p.add_argument("--models", default=",".join(PANOPTIC_RECIPES))
     p.add_argument("--iterations", type=int, help="default: each recipe's own (200 for the panoptic models, 300 for the U-Net)")
     p.add_argument("--work-dir", default="runs/panoptic_train")
     p.add_argument("--out", default=str(HERE / "results"))
